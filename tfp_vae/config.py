@@ -1,0 +1,195 @@
+"""Typed, validated run specs (frozen dataclasses), loadable from TOML or plain dicts.
+
+A `RunSpec` is everything one run depends on; `run(spec)` is a pure function of it
+(timings aside). Every check raises `ConfigError` naming the key, the bad value and
+what is allowed; nothing runs until the whole spec is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from tfp_vae.errors import ConfigError
+
+SCALINGS = ("raw", "dequantized")
+DEVICES = ("cpu", "gpu", "auto")
+BACKENDS = ("tensorflow",)
+NETWORK_KINDS = ("mlp", "conv")
+
+
+def _require(ok: bool, where: str, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {key} = {value!r} is not allowed; expected {allowed}")
+
+
+def _positive_ints(values: Any) -> bool:
+    return isinstance(values, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Encoder/decoder architecture. `hidden` is the MLP's hidden widths (mirrored in the decoder)."""
+
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (512, 512)
+    latent: int = 16
+    conv_channels: tuple[int, ...] = (32, 64)
+
+    def check(self, where: str) -> None:
+        _require(self.kind in NETWORK_KINDS, where, "kind", self.kind, f"one of {', '.join(NETWORK_KINDS)}")
+        _require(_positive_ints(self.hidden) or self.hidden == (), where, "hidden", self.hidden, "a list of positive integers")
+        _require(isinstance(self.latent, int) and self.latent > 0, where, "latent", self.latent, "a positive integer")
+        _require(_positive_ints(self.conv_channels) and len(self.conv_channels) > 0, where, "conv_channels", self.conv_channels, "a non-empty list of positive integers")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation settings. `patience` = 0 turns early stopping off (the best epoch is still restored)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    patience: int = 5
+    validation_fraction: float = 0.1
+    jit: bool = True
+
+    def check(self, where: str) -> None:
+        _require(isinstance(self.epochs, int) and self.epochs >= 1, where, "epochs", self.epochs, "an integer >= 1")
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, where, "batch_size", self.batch_size, "an integer >= 1")
+        _require(isinstance(self.learning_rate, float) and self.learning_rate > 0, where, "learning_rate", self.learning_rate, "a float > 0")
+        _require(isinstance(self.patience, int) and self.patience >= 0, where, "patience", self.patience, "an integer >= 0")
+        _require(isinstance(self.validation_fraction, float) and 0 < self.validation_fraction < 0.5, where,
+                 "validation_fraction", self.validation_fraction, "a float in (0, 0.5)")
+        _require(isinstance(self.jit, bool), where, "jit", self.jit, "true or false")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Evaluation settings (DESIGN.md section 4)."""
+
+    iwae_k: int = 1000
+    k_chunk: int = 100
+    lppl_samples: int = 20
+    batch_size: int = 128
+    collapse_threshold: float = 0.01
+    max_test_examples: int = 0  # 0 = the whole test split
+
+    def check(self, where: str) -> None:
+        _require(isinstance(self.iwae_k, int) and self.iwae_k >= 1, where, "iwae_k", self.iwae_k, "an integer K >= 1")
+        _require(isinstance(self.k_chunk, int) and self.k_chunk >= 1, where, "k_chunk", self.k_chunk, "an integer >= 1")
+        _require(isinstance(self.lppl_samples, int) and self.lppl_samples >= 1, where, "lppl_samples", self.lppl_samples, "an integer >= 1")
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, where, "batch_size", self.batch_size, "an integer >= 1")
+        _require(isinstance(self.collapse_threshold, float) and 0 <= self.collapse_threshold < 1, where,
+                 "collapse_threshold", self.collapse_threshold, "a float in [0, 1)")
+        _require(isinstance(self.max_test_examples, int) and self.max_test_examples >= 0, where,
+                 "max_test_examples", self.max_test_examples, "an integer >= 0 (0 = all)")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: (data set, scaling, decoder, network, training, evaluation, seed, device, backend)."""
+
+    dataset: str = "digits"
+    scaling: str = "raw"
+    decoder: str = "learned"
+    decoder_params: dict[str, Any] = field(default_factory=dict)
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    seed: int = 0
+    device: str = "cpu"
+    backend: str = "tensorflow"
+    tf32: bool = False
+
+    def check(self, where: str = "run spec") -> None:
+        from tfp_vae.data import dataset_entry
+        from tfp_vae.decoders import decoder_class
+
+        dataset_entry(self.dataset)
+        _require(self.scaling in SCALINGS, where, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}")
+        decoder_class(self.decoder).resolve(self.decoder_params)
+        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31, where,
+                 "seed", self.seed, "an integer in [0, 2^31)")
+        _require(self.device in DEVICES, where, "device", self.device, f"one of {', '.join(DEVICES)}")
+        _require(self.backend in BACKENDS, where, "backend", self.backend, f"one of {', '.join(BACKENDS)}")
+        _require(isinstance(self.tf32, bool), where, "tf32", self.tf32, "true or false")
+        self.network.check(f"{where} [network]")
+        self.train.check(f"{where} [train]")
+        self.eval.check(f"{where} [eval]")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready dict (tuples become lists); decoder params with defaults filled."""
+        from tfp_vae.decoders import decoder_class
+
+        out = json.loads(json.dumps(dataclasses.asdict(self)))
+        out["decoder_params"] = decoder_class(self.decoder).resolve(self.decoder_params)
+        return out
+
+    def run_id(self) -> str:
+        """Stable id: a hash of the canonical (sorted-key, defaults-filled) spec."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
+    """Coerce TOML values to the dataclass field's type (lists to tuples, ints to floats)."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: {key} must be a table, got {value!r}")
+        return build(hint, value, f"{where} [{key}]")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key} = {value!r} is not allowed; expected a list")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: {key} must be a table, got {value!r}")
+        return dict(value)
+    expected = {int: int, float: float, str: str, bool: bool}.get(hint)
+    if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: {key} = {value!r} has the wrong type; expected {expected.__name__}")
+    return value
+
+
+def build(cls: type, mapping: Mapping[str, Any], where: str) -> Any:
+    """Build dataclass `cls` from `mapping`, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(mapping) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+    return cls(**{k: _coerce(v, hints[k], where, k) for k, v in mapping.items()})
+
+
+def spec_from_dict(mapping: Mapping[str, Any], where: str = "run spec") -> RunSpec:
+    """Validated RunSpec from a plain mapping."""
+    spec = build(RunSpec, mapping, where)
+    spec.check(where)
+    return spec
+
+
+def spec_from_toml(path: str | Path) -> RunSpec:
+    """Validated RunSpec from a TOML file; errors name the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read spec: {exc}") from None
+    return spec_from_dict(data, str(path))
+
+
+def with_overrides(spec: RunSpec, **changes: Any) -> RunSpec:
+    """A copy of `spec` with top-level fields replaced, re-validated."""
+    new = dataclasses.replace(spec, **changes)
+    new.check()
+    return new

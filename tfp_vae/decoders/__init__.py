@@ -1,0 +1,38 @@
+"""The decoder registry: name -> decoder entry class (DESIGN.md section 2).
+
+Adding a decoder means writing one `Decoder` subclass and adding it to `DECODERS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from tfp_vae.decoders.base import DataContext, Decoder, Param, TrainingTerms
+from tfp_vae.decoders.discrete import Bernoulli, ContinuousBernoulli, DiscretizedLogistic
+from tfp_vae.decoders.gaussian import BetaNLL, Fixed, Floor, Learned, Shared, SigmaVAE
+from tfp_vae.decoders.heavy_tailed import StudentT, VariationalVariance
+from tfp_vae.errors import ConfigError
+
+DECODERS: dict[str, type[Decoder]] = {
+    cls.name: cls
+    for cls in (
+        Fixed, Learned, Shared, SigmaVAE, Floor, StudentT, BetaNLL,
+        VariationalVariance, Bernoulli, ContinuousBernoulli, DiscretizedLogistic,
+    )
+}
+
+
+def decoder_class(name: str) -> type[Decoder]:
+    """Look up a decoder entry by name; an unknown name lists the known ones."""
+    try:
+        return DECODERS[name]
+    except KeyError:
+        raise ConfigError(f"unknown decoder {name!r}; known decoders: {', '.join(DECODERS)}") from None
+
+
+def make_decoder(name: str, hyper: Mapping[str, Any], data: DataContext) -> Decoder:
+    """Build a decoder entry with validated hyperparameters."""
+    return decoder_class(name)(hyper, data)
+
+
+__all__ = ["DECODERS", "DataContext", "Decoder", "Param", "TrainingTerms", "decoder_class", "make_decoder"]

@@ -1,0 +1,189 @@
+"""The decoder-entry interface: declared parameters, raw outputs -> tfd.Distribution.
+
+A decoder entry is a `tf.Module` so that extra variables it owns (a shared sigma,
+a learned degrees-of-freedom) are found by the optimiser with the network's.
+Nothing outside `tfp_vae.decoders` branches on a decoder's name: everything the
+trainer and the evaluator need is a method or attribute here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_vae.errors import ConfigError
+
+tfd = tfp.distributions
+
+#: Smallest positive scale added after a softplus/exp: "no floor but dtype eps".
+EPS32 = float(np.finfo(np.float32).eps)
+IMAGE_NDIMS = 3  # event = (H, W, C)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter of a decoder: type, default, valid range and meaning."""
+
+    name: str
+    default: Any
+    doc: str
+    kind: type = float
+    low: float | None = None
+    low_inclusive: bool = False
+    high: float | None = None
+    high_inclusive: bool = True
+    choices: tuple[Any, ...] | None = None
+
+    def allowed(self) -> str:
+        """Human-readable statement of what values are allowed."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.low is None and self.high is None:
+            return f"any {self.kind.__name__}"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        lb = "[" if (self.low is not None and self.low_inclusive) else "("
+        rb = "]" if (self.high is not None and self.high_inclusive) else ")"
+        return f"{self.kind.__name__} in {lb}{lo}, {hi}{rb}"
+
+    def validate(self, value: Any, where: str) -> Any:
+        """Return `value` coerced to this parameter's type, or raise ConfigError."""
+        bad = ConfigError(f"{where}: {self.name} = {value!r} is not allowed; expected {self.allowed()}")
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if self.kind is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise bad
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if self.kind is int and not float(value).is_integer():
+            raise bad
+        value = self.kind(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad
+        if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+            raise bad
+        if self.high is not None and (value > self.high or (value == self.high and not self.high_inclusive)):
+            raise bad
+        return value
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """What a decoder must know about the data: grey levels and the scaling in use."""
+
+    levels: int
+    scaling: str  # "raw" or "dequantized"
+
+    @property
+    def bin_width(self) -> float:
+        """Width of one grey level on the [0, 1] scale (DESIGN.md section 3)."""
+        return 1.0 / self.levels if self.scaling == "dequantized" else 1.0 / (self.levels - 1)
+
+    @property
+    def tau(self) -> float:
+        """Standard deviation of the dequantization noise: bin / sqrt(12)."""
+        return self.bin_width / math.sqrt(12.0)
+
+
+class TrainingTerms(NamedTuple):
+    """Per-example training term (what is maximised) and the true log-likelihood."""
+
+    objective: tf.Tensor
+    log_lik: tf.Tensor
+
+
+class Decoder(tf.Module):
+    """Base class of every decoder entry.
+
+    `raw` is the decoder network's output with shape (..., H, W, C, k), where
+    k = `outputs_per_pixel`. Subclasses override `_distribution` and, where the
+    training objective is not the log-likelihood, `training_terms`.
+    """
+
+    name: ClassVar[str]
+    source: ClassVar[str]
+    summary: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+    outputs_per_pixel: ClassVar[int] = 1
+    #: Whether the decoder has a scale whose statistics and collapse are tracked.
+    has_scale: ClassVar[bool] = True
+    #: A proper density on [0, 1]^D (so bpd of dequantized data is defined).
+    proper_density: ClassVar[bool] = True
+    #: A probability of the discrete grey levels (bpd = -log2 p / D).
+    discrete: ClassVar[bool] = False
+
+    def __init__(self, hyper: Mapping[str, Any] | None, data: DataContext):
+        super().__init__(name=self.name)
+        self.hyper = self.resolve(hyper or {})
+        self.data = data
+
+    @classmethod
+    def resolve(cls, hyper: Mapping[str, Any]) -> dict[str, Any]:
+        """Fill defaults and validate; raise ConfigError naming the bad value."""
+        known = {p.name: p for p in cls.params}
+        unknown = sorted(set(hyper) - set(known))
+        if unknown:
+            allowed = ", ".join(known) or "none"
+            raise ConfigError(f"decoder {cls.name!r}: unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
+        out = {n: p.validate(hyper.get(n, p.default), f"decoder {cls.name!r}") for n, p in known.items()}
+        cls.check_together(out)
+        return out
+
+    @classmethod
+    def check_together(cls, hyper: dict[str, Any]) -> None:
+        """Cross-parameter checks; override where parameters constrain each other."""
+
+    # -- what the trainer and evaluator call -------------------------------------------
+    def target(self, y: tf.Tensor) -> tf.Tensor:
+        """Map scaled data y in [0, 1] to the space the likelihood is defined on."""
+        return y
+
+    def distribution(self, raw: tf.Tensor) -> tfd.Distribution:
+        """The likelihood p(x | z) whose event shape is the image (H, W, C)."""
+        return tfd.Independent(self._distribution(raw), reinterpreted_batch_ndims=IMAGE_NDIMS)
+
+    def log_lik(self, y: tf.Tensor, raw: tf.Tensor) -> tf.Tensor:
+        """log p(y | z) per example, in nats, as evaluated (never the training surrogate)."""
+        return self.distribution(raw).log_prob(self.target(y))
+
+    def training_terms(self, y: tf.Tensor, raw: tf.Tensor) -> TrainingTerms:
+        """Per-example training objective and true log-likelihood (equal by default)."""
+        ll = self.log_lik(y, raw)
+        return TrainingTerms(ll, ll)
+
+    def mean(self, raw: tf.Tensor) -> tf.Tensor:
+        """Decoder mean on the [0, 1] scale, shape (..., H, W, C)."""
+        return raw[..., 0]
+
+    def scale(self, raw: tf.Tensor) -> tf.Tensor | None:
+        """Per-pixel scale sigma on the [0, 1] scale, or None for decoders without one."""
+        return None
+
+    def _distribution(self, raw: tf.Tensor) -> tfd.Distribution:
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Plain-data description for `tfp-vae list decoders` and records."""
+        return {
+            "name": cls.name,
+            "summary": cls.summary,
+            "source": cls.source,
+            "outputs_per_pixel": cls.outputs_per_pixel,
+            "params": {p.name: {"default": p.default, "allowed": p.allowed(), "doc": p.doc} for p in cls.params},
+        }
+
+
+def positive(raw: tf.Tensor, link: str = "softplus") -> tf.Tensor:
+    """Map an unconstrained output to a positive scale: link(raw) + dtype eps."""
+    value = tf.math.softplus(raw) if link == "softplus" else tf.math.exp(raw)
+    return value + EPS32

@@ -1,0 +1,69 @@
+"""Bernoulli-type references and the discretized logistic likelihood of the grey levels."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfp_vae.decoders.base import Decoder, Param, positive, tfd
+
+
+class Bernoulli(Decoder):
+    name = "bernoulli"
+    source = "common practice (not a density for grey levels: reference only)"
+    summary = "Bernoulli(logits) cross-entropy on intensities in [0, 1]"
+    has_scale = False
+    proper_density = False
+
+    def _distribution(self, raw):
+        return tfd.Bernoulli(logits=raw[..., 0], dtype=raw.dtype)
+
+    def mean(self, raw):
+        return tf.sigmoid(raw[..., 0])
+
+
+class ContinuousBernoulli(Decoder):
+    name = "continuous_bernoulli"
+    source = "Loaiza-Ganem & Cunningham, NeurIPS 2019"
+    summary = "ContinuousBernoulli(logits): a proper density on [0, 1]"
+    has_scale = False
+
+    def _distribution(self, raw):
+        return tfd.ContinuousBernoulli(logits=raw[..., 0])
+
+    def mean(self, raw):
+        return self._distribution(raw).mean()
+
+
+class DiscretizedLogistic(Decoder):
+    """Logistic(mu, s) quantized to the data set's L grey levels, edges absorbing the tails.
+
+    The likelihood lives on the integer levels k in {0..L-1}: P(k) = F(k + 1/2) - F(k - 1/2)
+    in level units, with F(1/2) at k = 0 and 1 - F(L - 3/2) at k = L - 1. TFP's
+    QuantizedDistribution gives P(k) = F'(k) - F'(k - 1), so the underlying logistic
+    is shifted by -1/2.
+    """
+
+    name = "discretized_logistic"
+    source = "Salimans et al. 2017 (PixelCNN++) style"
+    summary = "Logistic quantized to the L grey levels: a probability of the discrete data"
+    outputs_per_pixel = 2
+    has_scale = False
+    discrete = True
+    params = ()
+
+    def target(self, y):
+        levels = self.data.levels
+        if self.data.scaling == "dequantized":
+            k = tf.floor(y * levels)
+        else:
+            k = tf.round(y * (levels - 1))
+        return tf.clip_by_value(k, 0.0, levels - 1.0)
+
+    def _distribution(self, raw):
+        top = self.data.levels - 1.0
+        loc = raw[..., 0] * top - 0.5
+        scale = positive(raw[..., 1]) * top
+        return tfd.QuantizedDistribution(tfd.Logistic(loc=loc, scale=scale), low=0.0, high=top)
+
+    def mean(self, raw):
+        return tf.clip_by_value(raw[..., 0], 0.0, 1.0)

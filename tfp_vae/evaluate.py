@@ -1,0 +1,123 @@
+"""Evaluation on the held-out test split, exactly as DESIGN.md section 4 defines each number."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from tfp_vae import backend_tf as B
+from tfp_vae.config import RunSpec
+from tfp_vae.decoders import DataContext
+from tfp_vae.model import VAE
+from tfp_vae.train import EvalData, TrainingResult, per_example
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
+
+
+def _mean(values: np.ndarray) -> float | None:
+    value = float(np.mean(values))
+    return value if math.isfinite(value) else None
+
+
+def bits_per_dim(iwae_ll: float | None, dims: int, data: DataContext, likelihood) -> float | None:
+    """bpd where defined: discrete likelihoods -log2 p / D; proper densities of dequantized data
+    (-ll + D ln L) / (D ln 2), an upper bound on the code length; otherwise None (n/a)."""
+    if iwae_ll is None:
+        return None
+    if likelihood.discrete:
+        return -iwae_ll / (dims * math.log(2.0))
+    if data.scaling == "dequantized" and likelihood.proper_density:
+        return (-iwae_ll + dims * math.log(data.levels)) / (dims * math.log(2.0))
+    return None
+
+
+def collapse_verdict(training: TrainingResult, frac_below: float | None, threshold: float,
+                     dims: int, data: DataContext, likelihood) -> tuple[bool, str | None]:
+    """variance_collapse and its reason(s), as DESIGN.md section 4 defines them."""
+    reasons = []
+    if training.nonfinite is not None:
+        reasons.append(f"non-finite training loss or gradient at epoch {training.nonfinite['epoch'] + 1}, step {training.nonfinite['step']}")
+    if frac_below is not None and frac_below > threshold:
+        reasons.append(f"frac_below_tau {frac_below:.4f} > {threshold:g}")
+    limit = dims * math.log(data.levels)
+    bound = training.final_train_bound
+    if (data.scaling == "dequantized" and likelihood.proper_density and not likelihood.discrete
+            and bound is not None and bound > limit):
+        reasons.append(f"training bound {bound:.1f} > D ln L = {limit:.1f}")
+    return bool(reasons), "; ".join(reasons) or None
+
+
+def evaluate(model: VAE, spec: RunSpec, test_images: np.ndarray, train_images: np.ndarray,
+             data: DataContext, evals: B.EvalFunctions, training: TrainingResult) -> tuple[dict[str, Any], dict[str, float]]:
+    """Returns (metrics, timing) for the trained model."""
+    cfg = spec.eval
+    if cfg.max_test_examples:
+        test_images = test_images[: cfg.max_test_examples]
+    test = EvalData(test_images, spec, data.levels, "test")
+    train = EvalData(train_images, spec, data.levels, "train")
+    dims = int(np.prod(test_images.shape[1:]))
+    bs = cfg.batch_size
+    likelihood = model.likelihood
+
+    t0 = time.perf_counter()
+    elbo_test = per_example(evals.elbo, test, bs, ("elbo_z",), spec)[0]
+    mean, scale, mu_q, kl = per_example(evals.at_mean, test, bs, None, spec)
+    lppl = per_example(evals.lppl, test, bs, ("lppl_z",), spec)[0]
+    t_iwae = time.perf_counter()
+    iwae = per_example(evals.iwae, test, bs, ("iwae_z",), spec)[0]
+    iwae_s = time.perf_counter() - t_iwae
+    eval_s = time.perf_counter() - t0
+    elbo_train = per_example(evals.elbo, train, bs, ("elbo_z",), spec)[0]
+
+    iwae_ll = _mean(iwae)
+    elbo = _mean(elbo_test)
+    train_elbo = _mean(elbo_train)
+    metrics: dict[str, Any] = {
+        "elbo": elbo,
+        "iwae_ll": iwae_ll,
+        "iwae_k": cfg.iwae_k,
+        "lppl": _mean(lppl),
+        "lppl_samples": cfg.lppl_samples,
+        "bpd": bits_per_dim(iwae_ll, dims, data, likelihood),
+        "rmse": float(np.sqrt(np.mean(np.square(mean - test.y)))),
+        "test_examples": len(test),
+        "dims": dims,
+        "tau": data.tau,
+        "bin_width": data.bin_width,
+        "discrete_limit_nats": dims * math.log(data.levels),
+    }
+    frac_below = None
+    if likelihood.has_scale:
+        flat = scale.reshape(-1)
+        frac_below = float(np.mean(flat < data.tau))
+        metrics.update({
+            "sigma_min": float(np.min(flat)),
+            "sigma_p01": float(np.percentile(flat, 1)),
+            "sigma_median": float(np.median(flat)),
+            "frac_below_tau": frac_below,
+        })
+    else:
+        metrics.update({"sigma_min": None, "sigma_p01": None, "sigma_median": None, "frac_below_tau": None})
+    collapsed, reason = collapse_verdict(training, frac_below, cfg.collapse_threshold, dims, data, likelihood)
+    unit_activity = np.var(mu_q, axis=0)
+    metrics.update({
+        "variance_collapse": collapsed,
+        "collapse_reason": reason,
+        "collapse_threshold": cfg.collapse_threshold,
+        "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
+        "unit_activity": [float(v) for v in unit_activity],
+        "kl_per_dim": [float(v) for v in np.mean(kl, axis=0)],
+        "train_elbo": train_elbo,
+        "train_test_gap": None if train_elbo is None or elbo is None else train_elbo - elbo,
+    })
+    n = len(test)
+    timing = {
+        "eval_s": eval_s,
+        "eval_examples_per_s": n / eval_s,
+        "iwae_s": iwae_s,
+        "importance_samples_per_s": n * cfg.iwae_k / iwae_s,
+    }
+    return metrics, timing

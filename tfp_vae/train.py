@@ -1,0 +1,137 @@
+"""Training loop: seeded shuffling and noise, Adam, early stopping on the validation
+bound, per-epoch curves, and the non-finite guard that ends a run without raising."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from tfp_vae import backend_tf as B
+from tfp_vae.config import RunSpec
+from tfp_vae.data import Splits
+from tfp_vae.decoders import DataContext
+from tfp_vae.model import VAE
+from tfp_vae.seeds import derive_seed, numpy_rng
+
+
+@dataclass
+class TrainingResult:
+    epochs_run: int = 0
+    best_epoch: int = -1
+    stopped_early: bool = False
+    nonfinite: dict[str, int] | None = None
+    curves: dict[str, list[float | None]] = field(default_factory=lambda: {
+        "train_objective": [], "train_bound": [], "val_bound": [], "val_min_sigma": [], "val_frac_below_tau": [],
+    })
+    compile_s: float = 0.0
+    steady_examples: int = 0
+    steady_s: float = 0.0
+    train_s: float = 0.0
+
+    @property
+    def final_train_bound(self) -> float | None:
+        finite = [v for v in self.curves["train_bound"] if v is not None]
+        return finite[-1] if finite else None
+
+
+class EvalData:
+    """A split scaled once with a fixed seed (dequantization noise is fixed for evaluation)."""
+
+    def __init__(self, images: np.ndarray, spec: RunSpec, levels: int, purpose: str):
+        seed = derive_seed(spec.seed, "eval_noise", purpose)
+        self.y = B.to_numpy(B.scale_images(images, spec.scaling, levels, seed))
+        self.purpose = purpose
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def per_example(fn: Callable, data: EvalData, batch_size: int, seed_path: tuple[Any, ...] | None, spec: RunSpec) -> list[np.ndarray]:
+    """Apply a compiled per-batch function over `data` in padded batches; returns its outputs concatenated."""
+    parts: list[list[np.ndarray]] = []
+    for i, (sl, valid) in enumerate(B.padded_batches(len(data), batch_size)):
+        args = [B.pad_to(data.y[sl], batch_size)]
+        if seed_path is not None:
+            args.append(derive_seed(spec.seed, *seed_path, data.purpose, i))
+        out = fn(*args)
+        out = out if isinstance(out, tuple) else (out,)
+        parts.append([B.to_numpy(o)[:valid] for o in out])
+    return [np.concatenate(col) for col in zip(*parts)]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def train(model: VAE, spec: RunSpec, splits: Splits, data: DataContext, evals: B.EvalFunctions,
+          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> TrainingResult:
+    """Train `model` in place; the weights of the best validation epoch are restored at the end."""
+    cfg = spec.train
+    state = B.TrainState(model, cfg.learning_rate)
+    step = B.make_train_step(model, state, spec.scaling, data.levels, cfg.jit)
+    val = EvalData(splits.validation.images, spec, data.levels, "validation")
+    x_train = splits.train.images
+    steps_per_epoch = len(x_train) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(x_train)} training images")
+    result = TrainingResult()
+    best_val, best_weights, since_best = -math.inf, None, 0
+    t_start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        order = numpy_rng(spec.seed, "shuffle", epoch).permutation(len(x_train))
+        objectives, bounds = [], []
+        t_epoch = time.perf_counter()
+        for i in range(steps_per_epoch):
+            batch = x_train[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
+            seeds = np.stack([derive_seed(spec.seed, "dequant", epoch, i), derive_seed(spec.seed, "z", epoch, i)])
+            objective, bound = step(batch, seeds)
+            if epoch == 0 and i == 0:
+                objective.numpy()  # the first call compiles; time it apart
+                result.compile_s = time.perf_counter() - t_epoch
+                t_epoch = time.perf_counter()
+            objectives.append(objective)
+            bounds.append(bound)
+        train_objective = float(np.mean([o.numpy() for o in objectives]))
+        train_bound = float(np.mean([b.numpy() for b in bounds]))
+        elapsed = time.perf_counter() - t_epoch
+        result.steady_s += elapsed
+        result.steady_examples += (steps_per_epoch - (1 if epoch == 0 else 0)) * cfg.batch_size
+        result.epochs_run = epoch + 1
+
+        bad_step = int(state.first_nonfinite_step.numpy())
+        if bad_step >= 0:
+            result.nonfinite = {"epoch": bad_step // steps_per_epoch, "step": bad_step % steps_per_epoch, "global_step": bad_step}
+            for key in result.curves:
+                result.curves[key].append(None)
+            log(f"  epoch {epoch + 1}: non-finite loss or gradient at step {bad_step}; run ended")
+            break
+
+        val_bound = float(np.mean(per_example(evals.elbo, val, spec.eval.batch_size, ("val_z", epoch), spec)[0]))
+        _, val_scale, _, _ = per_example(evals.at_mean, val, spec.eval.batch_size, None, spec)
+        min_sigma = float(np.min(val_scale)) if model.likelihood.has_scale else None
+        below = float(np.mean(val_scale < data.tau)) if model.likelihood.has_scale else None
+        for key, value in (("train_objective", train_objective), ("train_bound", train_bound), ("val_bound", val_bound),
+                           ("val_min_sigma", min_sigma), ("val_frac_below_tau", below)):
+            result.curves[key].append(None if value is None else _finite_or_none(value))
+        sigma_text = "" if min_sigma is None else f"  min sigma {min_sigma:.3g}  below tau {below:.3%}"
+        log(f"  epoch {epoch + 1}/{cfg.epochs}: train bound {train_bound:.2f}  val bound {val_bound:.2f}{sigma_text}  ({elapsed:.1f} s)")
+
+        if math.isfinite(val_bound) and val_bound > best_val:
+            best_val, since_best, result.best_epoch = val_bound, 0, epoch
+            best_weights = [v.numpy() for v in model.variables]
+        else:
+            since_best += 1
+            if cfg.patience and since_best >= cfg.patience:
+                result.stopped_early = True
+                log(f"  early stop: no validation improvement for {cfg.patience} epochs")
+                break
+    if best_weights is not None:
+        for var, value in zip(model.variables, best_weights):
+            var.assign(value)
+    result.train_s = time.perf_counter() - t_start
+    return result
