@@ -122,10 +122,10 @@ def _log_mean_exp_chunked(draw: Callable, y, q, n: int, chunk: int, seed) -> tf.
     n_full, rem = divmod(n, chunk)
     acc = tf.fill(tf.shape(q.mu)[:1], -np.inf)
     for i in tf.range(n_full):
-        w = draw(y, q, chunk, seed + tf.stack([0, i]))
+        w = draw(y, q, chunk, tf.random.experimental.stateless_fold_in(seed, i, alg="philox"))
         acc = tf.reduce_logsumexp(tf.stack([acc, tf.reduce_logsumexp(w, axis=0)]), axis=0)
     if rem:
-        w = draw(y, q, rem, seed + tf.stack([0, n_full]))
+        w = draw(y, q, rem, tf.random.experimental.stateless_fold_in(seed, n_full, alg="philox"))
         acc = tf.reduce_logsumexp(tf.stack([acc, tf.reduce_logsumexp(w, axis=0)]), axis=0)
     return acc - math.log(n)
 

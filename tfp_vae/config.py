@@ -48,6 +48,19 @@ class NetworkSpec:
         _require(isinstance(self.latent, int) and self.latent > 0, where, "latent", self.latent, "a positive integer")
         _require(_positive_ints(self.conv_channels) and len(self.conv_channels) > 0, where, "conv_channels", self.conv_channels, "a non-empty list of positive integers")
 
+    def check_shape(self, image_shape: tuple[int, int, int], where: str = "network") -> None:
+        """The conv network halves H and W per layer: both must be divisible by 2^layers."""
+        if self.kind != "conv":
+            return
+        down = 2 ** len(self.conv_channels)
+        h, w, _ = image_shape
+        if h % down or w % down:
+            raise ConfigError(
+                f"{where}: image shape {h}x{w} cannot pass {len(self.conv_channels)} stride-2 conv layers "
+                f"(conv_channels = {list(self.conv_channels)}); H and W must be divisible by {down}: "
+                f"use fewer conv_channels or kind = 'mlp'"
+            )
+
 
 @dataclass(frozen=True)
 class TrainSpec:
@@ -112,7 +125,7 @@ class RunSpec:
         from tfp_vae.data import dataset_entry
         from tfp_vae.decoders import decoder_class
 
-        dataset_entry(self.dataset)
+        entry = dataset_entry(self.dataset)
         _require(self.scaling in SCALINGS, where, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}")
         decoder_class(self.decoder).resolve(self.decoder_params)
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31, where,
@@ -121,6 +134,7 @@ class RunSpec:
         _require(self.backend in BACKENDS, where, "backend", self.backend, f"one of {', '.join(BACKENDS)}")
         _require(isinstance(self.tf32, bool), where, "tf32", self.tf32, "true or false")
         self.network.check(f"{where} [network]")
+        self.network.check_shape(entry.shape, f"{where} [network] on {self.dataset}")
         self.train.check(f"{where} [train]")
         self.eval.check(f"{where} [eval]")
 

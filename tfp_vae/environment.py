@@ -40,6 +40,15 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
+def op_determinism_enabled() -> bool | None:
+    """Whether TensorFlow's op determinism is on (the public API has a setter only)."""
+    try:
+        from tensorflow.python.framework import config as tf_config
+    except ImportError:
+        return None
+    return bool(tf_config.is_op_determinism_enabled())
+
+
 def capture(device: str, jit: bool) -> dict[str, Any]:
     """Everything about the machine and libraries a reader needs to trust a number."""
     import tensorflow as tf
@@ -62,6 +71,6 @@ def capture(device: str, jit: bool) -> dict[str, Any]:
         "cudnn_version": build.get("cudnn_version"),
         "xla_jit": jit,
         "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
-        "op_determinism": bool(getattr(tf.config.experimental, "is_op_determinism_enabled", lambda: None)()),
+        "op_determinism": op_determinism_enabled(),
         "git": git_commit(),
     }

@@ -14,7 +14,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_vae.config import NetworkSpec
-from tfp_vae.errors import ConfigError
 from tfp_vae.seeds import derive_seed
 
 
@@ -63,7 +62,7 @@ class Encoder(tf.Module):
         self.conv = []
         features = h * w * c
         if spec.kind == "conv":
-            check_conv_shape(spec, image_shape)
+            spec.check_shape(image_shape)
             chans = (c, *spec.conv_channels)
             self.conv = [Conv(a, b, derive_seed(seed, "enc_conv", i), False, f"conv{i}") for i, (a, b) in enumerate(zip(chans, chans[1:]))]
             down = 2 ** len(spec.conv_channels)
@@ -93,7 +92,7 @@ class DecoderNet(tf.Module):
         self.out_shape = (h, w, c, outputs_per_pixel)
         self.conv = []
         if spec.kind == "conv":
-            check_conv_shape(spec, image_shape)
+            spec.check_shape(image_shape)
             down = 2 ** len(spec.conv_channels)
             self.start = (h // down, w // down, spec.conv_channels[-1])
             dense_out = int(np.prod(self.start))
@@ -119,15 +118,3 @@ class DecoderNet(tf.Module):
                 if i < len(self.conv) - 1:
                     h = tf.nn.relu(h)
         return tf.reshape(h, [-1, *self.out_shape])
-
-
-def check_conv_shape(spec: NetworkSpec, image_shape: tuple[int, int, int]) -> None:
-    """The conv network halves H and W per layer: both must be divisible by 2^layers."""
-    down = 2 ** len(spec.conv_channels)
-    h, w, _ = image_shape
-    if h % down or w % down:
-        raise ConfigError(
-            f"network: image shape {h}x{w} cannot pass {len(spec.conv_channels)} stride-2 conv layers "
-            f"(conv_channels = {list(spec.conv_channels)}); H and W must be divisible by {down}: "
-            f"use fewer conv_channels or kind = 'mlp'"
-        )

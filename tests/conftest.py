@@ -1,0 +1,36 @@
+"""Shared fixtures. Sizes are small and distinct (batch 3, 7x5 pixels, 2 channels)
+so that a swapped axis changes a shape and fails."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+BATCH, H, W, C = 3, 7, 5, 2
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(int(os.environ.get("TFP_VAE_TEST_SEED", "1234")))
+
+
+def tiny_spec(**overrides):
+    """A fast run spec on digits: small MLP, few samples; overrides are merged per section."""
+    from tfp_vae.config import spec_from_dict
+
+    base = {
+        "dataset": "digits",
+        "network": {"hidden": [32], "latent": 5},
+        "train": {"epochs": 2, "batch_size": 64, "patience": 0},
+        "eval": {"iwae_k": 20, "k_chunk": 7, "lppl_samples": 5},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return spec_from_dict(base)

@@ -1,0 +1,163 @@
+"""Every decoder's log-likelihood against scipy.stats or a closed form, per example."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import special, stats
+
+from conftest import BATCH, C, H, W
+from tfp_vae.decoders import DECODERS, DataContext, make_decoder
+
+CTX = DataContext(levels=17, scaling="raw")
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x) + np.finfo(np.float32).eps
+
+
+def _inputs(rng, k):
+    raw = rng.normal(size=(BATCH, H, W, C, k)).astype(np.float32)
+    y = rng.uniform(size=(BATCH, H, W, C)).astype(np.float32)
+    return raw, y
+
+
+def _per_example(pixel_logpdf):
+    assert pixel_logpdf.shape == (BATCH, H, W, C)
+    return pixel_logpdf.reshape(BATCH, -1).sum(axis=1)
+
+
+def _check(decoder, raw, y, expected_pixels):
+    got = decoder.log_lik(tf.constant(y), tf.constant(raw)).numpy()
+    assert got.shape == (BATCH,)
+    np.testing.assert_allclose(got, _per_example(expected_pixels), rtol=2e-5, atol=2e-3)
+
+
+def test_fixed_is_normal_with_sigma0(rng):
+    raw, y = _inputs(rng, 1)
+    _check(make_decoder("fixed", {"sigma0": 0.3}, CTX), raw, y, stats.norm.logpdf(y, raw[..., 0], 0.3))
+
+
+@pytest.mark.parametrize("link", ["softplus", "exp"])
+def test_learned_is_normal_with_per_pixel_sigma(rng, link):
+    raw, y = _inputs(rng, 2)
+    sigma = softplus(raw[..., 1]) if link == "softplus" else np.exp(raw[..., 1]) + np.finfo(np.float32).eps
+    _check(make_decoder("learned", {"link": link}, CTX), raw, y, stats.norm.logpdf(y, raw[..., 0], sigma))
+
+
+def test_shared_uses_one_scalar_sigma(rng):
+    raw, y = _inputs(rng, 1)
+    dec = make_decoder("shared", {"init_sigma": 0.4}, CTX)
+    _check(dec, raw, y, stats.norm.logpdf(y, raw[..., 0], 0.4))
+    dec.log_sigma.assign(np.log(0.25))
+    _check(dec, raw, y, stats.norm.logpdf(y, raw[..., 0], 0.25))
+
+
+def test_floor_adds_xi(rng):
+    raw, y = _inputs(rng, 2)
+    sigma = 0.05 + np.logaddexp(0.0, raw[..., 1])
+    _check(make_decoder("floor", {"xi": 0.05}, CTX), raw, y, stats.norm.logpdf(y, raw[..., 0], sigma))
+
+
+def test_sigma_vae_evaluates_with_its_moving_average_sigma(rng):
+    raw, y = _inputs(rng, 1)
+    dec = make_decoder("sigma_vae", {}, CTX)
+    dec.log_sigma_ema.assign(np.log(0.2))
+    _check(dec, raw, y, stats.norm.logpdf(y, raw[..., 0], 0.2))
+
+
+def test_beta_nll_evaluates_with_the_true_likelihood(rng):
+    raw, y = _inputs(rng, 2)
+    _check(make_decoder("beta_nll", {"beta": 0.7}, CTX), raw, y, stats.norm.logpdf(y, raw[..., 0], softplus(raw[..., 1])))
+
+
+def test_student_t_fixed_nu(rng):
+    raw, y = _inputs(rng, 2)
+    _check(make_decoder("student_t", {"nu": 4.5}, CTX), raw, y,
+           stats.t.logpdf(y, df=4.5, loc=raw[..., 0], scale=softplus(raw[..., 1])))
+
+
+def test_student_t_learned_nu_starts_at_its_initial_value(rng):
+    raw, y = _inputs(rng, 2)
+    dec = make_decoder("student_t", {"nu": 5.0, "learn_nu": True}, CTX)
+    assert abs(float(dec.nu()) - 5.0) < 1e-5
+    assert len(dec.trainable_variables) == 1
+    _check(dec, raw, y, stats.t.logpdf(y, df=5.0, loc=raw[..., 0], scale=softplus(raw[..., 1])))
+
+
+def test_variational_variance_predictive_is_student_t(rng):
+    raw, y = _inputs(rng, 3)
+    alpha, beta = softplus(raw[..., 1]), softplus(raw[..., 2])
+    _check(make_decoder("variational_variance", {}, CTX), raw, y,
+           stats.t.logpdf(y, df=2 * alpha, loc=raw[..., 0], scale=np.sqrt(beta / alpha)))
+
+
+def test_variational_variance_training_term_matches_monte_carlo(rng):
+    """E_q[log N(x; mu, 1/lambda)] - KL(Gamma(a, b) || Gamma(a0, b0)), checked by sampling lambda."""
+    raw, y = _inputs(rng, 3)
+    raw[..., 1:] += 2.0  # moderate alpha, beta so the Monte Carlo error is small
+    dec = make_decoder("variational_variance", {"prior_alpha": 2.0, "prior_beta": 0.5}, CTX)
+    got = dec.training_terms(tf.constant(y), tf.constant(raw)).objective.numpy()
+    alpha, beta = softplus(raw[..., 1]).astype(np.float64), softplus(raw[..., 2]).astype(np.float64)
+    lam = rng.gamma(alpha, 1.0 / beta, size=(20000, *alpha.shape))
+    expected_ll = stats.norm.logpdf(y, raw[..., 0], 1.0 / np.sqrt(lam)).mean(axis=0)
+    # KL between Gammas (shape, rate), closed form
+    a0, b0 = 2.0, 0.5
+    kl = ((alpha - a0) * special.digamma(alpha) - special.gammaln(alpha) + special.gammaln(a0)
+          + a0 * (np.log(beta) - np.log(b0)) + alpha * (b0 - beta) / beta)
+    np.testing.assert_allclose(got, _per_example(expected_ll - kl), rtol=0, atol=0.05 * H * W * C ** 0.5)
+
+
+def test_bernoulli_is_cross_entropy_on_intensities(rng):
+    raw, y = _inputs(rng, 1)
+    p = special.expit(raw[..., 0].astype(np.float64))
+    _check(make_decoder("bernoulli", {}, CTX), raw, y, y * np.log(p) + (1 - y) * np.log1p(-p))
+
+
+def test_continuous_bernoulli_has_its_normaliser(rng):
+    raw, y = _inputs(rng, 1)
+    lam = special.expit(raw[..., 0].astype(np.float64))
+    log_c = np.log(2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))
+    _check(make_decoder("continuous_bernoulli", {}, CTX), raw, y, log_c + y * np.log(lam) + (1 - y) * np.log1p(-lam))
+
+
+@pytest.mark.parametrize("scaling", ["raw", "dequantized"])
+def test_discretized_logistic_is_logistic_mass_of_each_level(rng, scaling):
+    levels = 17
+    ctx = DataContext(levels, scaling)
+    raw, _ = _inputs(rng, 2)
+    raw[..., 0] = rng.uniform(-0.2, 1.2, size=raw.shape[:-1])
+    k = rng.integers(0, levels, size=(BATCH, H, W, C))
+    k[0, 0, 0, :] = [0, levels - 1]  # both edge bins
+    y = (k / (levels - 1) if scaling == "raw" else (k + rng.uniform(size=k.shape)) / levels).astype(np.float32)
+    top = levels - 1
+    loc, scale = raw[..., 0].astype(np.float64) * top, softplus(raw[..., 1]).astype(np.float64) * top
+    upper = np.where(k == top, 1.0, stats.logistic.cdf(k + 0.5, loc, scale))
+    lower = np.where(k == 0, 0.0, stats.logistic.cdf(k - 0.5, loc, scale))
+    _check(make_decoder("discretized_logistic", {}, ctx), raw, y, np.log(upper - lower))
+
+
+def test_discretized_logistic_sums_to_one_over_levels():
+    levels = 5
+    dec = make_decoder("discretized_logistic", {}, DataContext(levels, "raw"))
+    raw = tf.constant([[[[[0.3, -1.0]]]]], tf.float32)  # one pixel
+    total = sum(float(tf.exp(dec.log_lik(tf.constant([[[[k / (levels - 1)]]]], tf.float32), raw))[0]) for k in range(levels))
+    assert abs(total - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_every_decoder_has_image_event_shape_and_broadcasts_samples(rng, name):
+    cls = DECODERS[name]
+    dec = make_decoder(name, {}, CTX)
+    raw = tf.constant(rng.normal(size=(4, BATCH, H, W, C, cls.outputs_per_pixel)).astype(np.float32))
+    y = tf.constant(rng.uniform(size=(BATCH, H, W, C)).astype(np.float32))
+    dist = dec.distribution(raw)
+    assert tuple(dist.event_shape) == (H, W, C)
+    assert tuple(dist.batch_shape) == (4, BATCH)
+    assert dec.log_lik(y, raw).shape == (4, BATCH)
+    assert dec.mean(raw).shape == (4, BATCH, H, W, C)
+    scale = dec.scale(raw)
+    assert (scale is None) == (not cls.has_scale)
+    if scale is not None:
+        assert scale.shape == (4, BATCH, H, W, C)

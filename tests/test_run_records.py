@@ -1,0 +1,80 @@
+"""run(spec) -> record: determinism, strict JSON, the non-finite guard, the train step."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import tiny_spec
+from tfp_vae import SCHEMA_VERSION
+from tfp_vae.run import VOLATILE_SECTIONS, run, write_record
+
+
+def _stable(record):
+    return {k: v for k, v in record.items() if k not in VOLATILE_SECTIONS}
+
+
+@pytest.mark.parametrize("decoder,scaling", [("learned", "dequantized"), ("sigma_vae", "raw")])
+def test_same_spec_and_seed_give_identical_records(decoder, scaling):
+    spec = tiny_spec(decoder=decoder, scaling=scaling)
+    first, second = run(spec, log=lambda s: None), run(spec, log=lambda s: None)
+    assert _stable(first) == _stable(second)
+    other_seed = run(tiny_spec(decoder=decoder, scaling=scaling, seed=1), log=lambda s: None)
+    assert other_seed["metrics"]["elbo"] != first["metrics"]["elbo"]
+
+
+def test_record_is_strict_json_with_schema_and_every_metric(tmp_path):
+    record = run(tiny_spec(decoder="floor", scaling="dequantized", decoder_params={"xi": 0.01}), log=lambda s: None)
+    path = write_record(record, tmp_path / "r.json")
+    loaded = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert loaded["schema_version"] == SCHEMA_VERSION
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+    m = loaded["metrics"]
+    assert m["elbo"] <= m["iwae_ll"] + 1.0  # single-sample vs K = 20: within noise of the bound order
+    # bpd of dequantized data from its definition
+    expected_bpd = (-m["iwae_ll"] + 64 * np.log(17)) / (64 * np.log(2))
+    assert abs(m["bpd"] - expected_bpd) < 1e-9
+    assert m["sigma_min"] >= 0.01 and m["sigma_min"] <= m["sigma_p01"] <= m["sigma_median"]
+    assert len(m["kl_per_dim"]) == 5 and 0 <= m["active_units"] <= 5
+    assert abs(m["train_test_gap"] - (m["train_elbo"] - m["elbo"])) < 1e-9
+    assert len(loaded["training"]["curves"]["val_bound"]) == loaded["training"]["epochs_run"] == 2
+    t = loaded["timing"]
+    assert t["train_examples_per_s"] > 0 and t["importance_samples_per_s"] > 0 and t["compile_s"] > 0
+    env = loaded["environment"]
+    assert env["versions"]["tensorflow"].startswith("2.21") and env["op_determinism"] is True
+    assert env["tf32"] is False
+
+
+def test_raw_scaling_has_no_bpd_but_the_discretized_likelihood_does():
+    gaussian = run(tiny_spec(decoder="fixed"), log=lambda s: None)["metrics"]
+    assert gaussian["bpd"] is None
+    discrete = run(tiny_spec(decoder="discretized_logistic"), log=lambda s: None)["metrics"]
+    assert discrete["iwae_ll"] < 0  # a log-probability of discrete data
+    assert abs(discrete["bpd"] - (-discrete["iwae_ll"] / (64 * np.log(2)))) < 1e-9
+
+
+def test_a_non_finite_loss_ends_the_run_with_a_record_not_an_exception():
+    # exp link with a learning rate of 10: the first Adam step sends log sigma far
+    # enough that exp overflows to inf on the next step
+    spec = tiny_spec(decoder="learned", decoder_params={"link": "exp"}, train={"learning_rate": 10.0, "epochs": 3})
+    record = run(spec, log=lambda s: None)
+    assert record["status"] == "nonfinite"
+    nonfinite = record["training"]["nonfinite"]
+    assert nonfinite is not None and nonfinite["epoch"] == 0
+    assert record["training"]["epochs_run"] == 1
+    assert record["metrics"]["variance_collapse"] is True
+    assert "non-finite" in record["metrics"]["collapse_reason"]
+    json.dumps(record, allow_nan=False)  # still strict JSON
+
+
+def test_bernoulli_reference_has_no_scale_statistics_and_no_bpd():
+    m = run(tiny_spec(decoder="bernoulli", scaling="dequantized"), log=lambda s: None)["metrics"]
+    assert m["frac_below_tau"] is None and m["sigma_min"] is None and m["bpd"] is None
+    assert m["variance_collapse"] is False
+
+
+def test_conv_network_trains_on_digits():
+    record = run(tiny_spec(decoder="student_t", network={"kind": "conv", "conv_channels": [4, 6], "hidden": [16]}), log=lambda s: None)
+    assert record["status"] == "ok" and record["metrics"]["iwae_ll"] is not None

@@ -1,0 +1,152 @@
+"""Command-line interface: `tfp-vae train`, `tfp-vae list decoders|datasets`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+from tfp_vae.errors import ConfigError, TfpVaeError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """`name=value`, the value read as a TOML value (numbers, booleans), else a string."""
+    if "=" not in text:
+        raise ConfigError(f"--param {text!r}: expected NAME=VALUE, e.g. --param xi=0.05")
+    name, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return name.strip(), value
+
+
+def _spec_from_args(args: argparse.Namespace):
+    from tfp_vae.config import RunSpec, build, spec_from_dict, spec_from_toml
+
+    base = spec_from_toml(args.spec) if args.spec else RunSpec()
+    top = {k: v for k, v in (("dataset", args.dataset), ("scaling", args.scaling), ("decoder", args.decoder),
+                             ("seed", args.seed), ("device", args.device)) if v is not None}
+    if args.param:
+        top["decoder_params"] = dict(_parse_param(p) for p in args.param)
+    train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)) if v is not None}
+    if args.no_jit:
+        train["jit"] = False
+    evaluation = {k: v for k, v in (("iwae_k", args.iwae_k),) if v is not None}
+    merged = dataclasses.asdict(base)
+    merged.update(top)
+    merged["train"].update(train)
+    merged["eval"].update(evaluation)
+    if args.decoder is not None and args.decoder != base.decoder and not args.param:
+        merged["decoder_params"] = {}  # another decoder's parameters do not carry over
+    return spec_from_dict(merged, "command line")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_table(record: dict[str, Any]) -> str:
+    """A short fixed-width summary of one record."""
+    m, t = record["metrics"], record["timing"]
+    rows = [
+        ("run", f"{record['spec']['decoder']} on {record['spec']['dataset']} ({record['spec']['scaling']}), seed {record['spec']['seed']}"),
+        ("status", record["status"]),
+        ("elbo (nats)", _fmt(m["elbo"])),
+        (f"iwae_ll K={m['iwae_k']} (nats)", _fmt(m["iwae_ll"])),
+        (f"lppl S={m['lppl_samples']} (nats)", _fmt(m["lppl"])),
+        ("bpd", _fmt(m["bpd"])),
+        ("rmse", _fmt(m["rmse"])),
+        ("sigma min / p01 / median", " / ".join(_fmt(m[k]) for k in ("sigma_min", "sigma_p01", "sigma_median"))),
+        (f"frac_below_tau (tau={m['tau']:.4g})", _fmt(m["frac_below_tau"])),
+        ("variance_collapse", f"{m['variance_collapse']}" + (f" ({m['collapse_reason']})" if m["collapse_reason"] else "")),
+        ("active units", f"{m['active_units']} of {len(m['kl_per_dim'])}"),
+        ("train - test elbo gap", _fmt(m["train_test_gap"])),
+        ("train examples/s (steady)", _fmt(t["train_examples_per_s"])),
+        ("compile s", _fmt(t["compile_s"])),
+        ("eval examples/s", _fmt(t["eval_examples_per_s"])),
+        ("importance samples/s", _fmt(t["importance_samples_per_s"])),
+        ("wall s", _fmt(t["wall_s"])),
+        ("peak memory MiB", _fmt(t["peak_memory_mib"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tfp_vae.run import run, write_record
+
+    spec = _spec_from_args(args)
+    record = run(spec)
+    out = Path(args.out) if args.out else Path("runs") / f"{spec.dataset}-{spec.scaling}-{spec.decoder}-s{spec.seed}-{record['run_id']}.json"
+    write_record(record, out)
+    print(summary_table(record))
+    print(f"record written to {out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "decoders":
+        from tfp_vae.decoders import DECODERS
+
+        for cls in DECODERS.values():
+            d = cls.describe()
+            print(f"{d['name']:<22} {d['summary']}")
+            print(f"{'':<22} source: {d['source']}; raw outputs per pixel: {d['outputs_per_pixel']}")
+            for name, p in d["params"].items():
+                print(f"{'':<22}   {name} = {p['default']!r}  ({p['allowed']}): {p['doc']}")
+    else:
+        from tfp_vae.data import DATASETS
+
+        for entry in DATASETS.values():
+            h, w, c = entry.shape
+            print(f"{entry.name:<16} {h}x{w}x{c}, {entry.levels} grey levels: {entry.description}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfp-vae", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train and evaluate one VAE, write its JSON record")
+    tr.add_argument("--spec", help="a run spec TOML file; flags override its values")
+    tr.add_argument("--dataset")
+    tr.add_argument("--scaling", help="raw or dequantized")
+    tr.add_argument("--decoder", help="a decoder name (tfp-vae list decoders)")
+    tr.add_argument("--param", action="append", metavar="NAME=VALUE", help="decoder hyperparameter, repeatable")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--iwae-k", type=int)
+    tr.add_argument("--device", help="cpu, gpu or auto")
+    tr.add_argument("--no-jit", action="store_true", help="plain tf.function instead of XLA")
+    tr.add_argument("--out", help="record path (default runs/<dataset>-<scaling>-<decoder>-s<seed>-<id>.json)")
+    tr.set_defaults(func=cmd_train)
+    ls = sub.add_parser("list", help="list a registry")
+    ls.add_argument("what", choices=("decoders", "datasets"))
+    ls.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TfpVaeError as exc:
+        print(f"tfp-vae: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
