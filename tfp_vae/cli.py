@@ -96,6 +96,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from tfp_vae.data import DATASETS, dataset_entry, store
+
+    names = [args.name] if getattr(args, "name", None) else list(DATASETS)
+    entries = [dataset_entry(n) for n in names]
+    if args.action == "list":
+        for e in entries:
+            loc = store.locate(e)
+            where = f"present ({loc.source}{': ' + str(loc.directory) if loc.directory else ''})" if loc else "missing"
+            h, w, c = e.shape
+            print(f"{e.name:<14} {h}x{w}x{c}, L={e.levels:<3} train {e.sizes[0]:>6}, test {e.sizes[1]:>6}  {where}")
+        return 0
+    if args.action == "fetch":
+        for e in entries:
+            loc = store.fetch(e)
+            print(f"{e.name}: present ({loc.source}{': ' + str(loc.directory) if loc.directory else ''})")
+        return 0
+    failed = 0  # verify
+    for e in entries:
+        loc = store.locate(e)
+        if loc is None:
+            print(f"{e.name}: missing")
+            continue
+        try:
+            if loc.directory is not None:
+                store.read_verified(e, loc)
+            print(f"{e.name}: ok ({loc.source})")
+        except TfpVaeError as exc:
+            failed += 1
+            print(f"{e.name}: FAILED: {exc}")
+    return 1 if failed else 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "decoders":
         from tfp_vae.decoders import DECODERS
@@ -133,6 +166,16 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-jit", action="store_true", help="plain tf.function instead of XLA")
     tr.add_argument("--out", help="record path (default runs/<dataset>-<scaling>-<decoder>-s<seed>-<id>.json)")
     tr.set_defaults(func=cmd_train)
+    tr.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files> (or TFP_VAE_DATA_DIR)")
+    da = sub.add_parser("data", help="data sets: list, fetch, verify")
+    da_sub = da.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "each data set: present or not, from which source, sizes"),
+                         ("fetch", "find or download a data set, verified by SHA-256"),
+                         ("verify", "check the checksums of present data sets")):
+        p = da_sub.add_parser(action, help=text)
+        p.add_argument("name", nargs="?" if action != "fetch" else None)
+        p.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files>")
+    da.set_defaults(func=cmd_data)
     ls = sub.add_parser("list", help="list a registry")
     ls.add_argument("what", choices=("decoders", "datasets"))
     ls.set_defaults(func=cmd_list)
@@ -141,6 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if getattr(args, "data_dir", None):
+        os.environ["TFP_VAE_DATA_DIR"] = args.data_dir
     try:
         return args.func(args)
     except TfpVaeError as exc:

@@ -16,7 +16,7 @@ import numpy as np
 from tfp_vae import SCHEMA_VERSION, __version__
 from tfp_vae import backend_tf as B
 from tfp_vae.config import RunSpec
-from tfp_vae.data import dataset_entry, load_splits
+from tfp_vae.data import dataset_entry, load_pool, split_pool
 from tfp_vae.decoders import DataContext, make_decoder
 from tfp_vae.environment import capture
 from tfp_vae.evaluate import evaluate
@@ -43,7 +43,8 @@ def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.
     device = B.configure(spec.device, spec.tf32)
     entry = dataset_entry(spec.dataset)
     data = DataContext(entry.levels, spec.scaling)
-    splits = load_splits(spec.dataset, spec.train.validation_fraction)
+    train_pool, test, location = load_pool(spec.dataset)
+    splits = split_pool(train_pool, test, spec.train.validation_fraction)
     log(f"run {spec.run_id()}: {spec.decoder} on {spec.dataset} ({spec.scaling}), seed {spec.seed}, "
         f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, device {device}")
     with B.device_scope(device):
@@ -78,7 +79,8 @@ def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.
         },
         "execution": {"device": device, "backend": B.NAME, "xla": spec.train.jit, "tf32": spec.tf32, "op_determinism": True},
         "timing": timing,
-        "environment": capture(device, spec.train.jit),
+        "environment": {**capture(device, spec.train.jit),
+                        "data_source": {"source": location.source, "directory": str(location.directory or "")}},
     }
     return jsonable(record)
 
