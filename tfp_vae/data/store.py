@@ -130,7 +130,7 @@ def download(url: str, dest: Path, spec: FileSpec, timeout: float = DOWNLOAD_TIM
         os.replace(tmp, dest)
         return dest
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+        reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
         raise DataError(f"download of {url} failed: {reason}") from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,53 @@
+"""Deterministic, disjoint splits; dequantized values in their own bins; Fashion-MNIST."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfp_vae import backend_tf as B
+from tfp_vae.data import dataset_entry, load_splits, split_pool, store
+from tfp_vae.data.types import ImageData
+
+
+def test_splits_are_deterministic_disjoint_and_complete():
+    n = 101
+    pool = ImageData(np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1), np.arange(n))
+    test = ImageData(np.zeros((7, 1, 1, 1), np.uint8), np.zeros(7, np.int64))
+    a, b = split_pool(pool, test, 0.2), split_pool(pool, test, 0.2)
+    np.testing.assert_array_equal(a.validation.labels, b.validation.labels)
+    assert len(a.validation) == 20 and len(a.train) == 81
+    assert set(a.train.labels).isdisjoint(a.validation.labels)
+    assert sorted([*a.train.labels, *a.validation.labels]) == list(range(n))
+
+
+def test_digits_splits_have_the_declared_sizes():
+    s = load_splits("digits", 0.1)
+    assert (len(s.train), len(s.validation), len(s.test)) == (1294, 144, 359)
+    assert s.train.images.dtype == np.uint8 and s.train.images.max() == 16
+
+
+@pytest.mark.parametrize("levels", [17, 256])
+def test_dequantized_values_fall_in_their_own_bins(rng, levels):
+    x = rng.integers(0, levels, size=(3, 7, 5, 2)).astype(np.uint8)
+    y = B.scale_images(x, "dequantized", levels, np.array([1, 2], np.int32)).numpy()
+    assert np.all(np.floor(y * levels) == x)
+    again = B.scale_images(x, "dequantized", levels, np.array([1, 2], np.int32)).numpy()
+    np.testing.assert_array_equal(y, again)  # fixed for a fixed seed
+    other = B.scale_images(x, "dequantized", levels, np.array([1, 3], np.int32)).numpy()
+    assert not np.array_equal(y, other)  # fresh for another seed
+    raw = B.scale_images(x, "raw", levels, np.array([1, 2], np.int32)).numpy()
+    np.testing.assert_allclose(raw, x / (levels - 1), rtol=1e-6)
+
+
+def test_fashion_mnist_from_the_system_package():
+    entry = dataset_entry("fashion_mnist")
+    loc = store.locate(entry)
+    if loc is None:
+        pytest.skip("Fashion-MNIST is not present: on Debian, apt-get install dataset-fashion-mnist (.ci/run does)")
+    s = load_splits("fashion_mnist", 0.1)
+    assert len(s.train) + len(s.validation) == 60000 and len(s.test) == 10000
+    assert s.test.images.shape[1:] == (28, 28, 1) and s.test.images.dtype == np.uint8
+    pool = np.concatenate([s.train.labels, s.validation.labels])
+    np.testing.assert_array_equal(np.bincount(pool), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(s.test.labels), [1000] * 10)
