@@ -129,6 +129,37 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from tfp_vae.runner.execute import run_study
+    from tfp_vae.runner.store import ResultStore
+    from tfp_vae.runner.study import load_study
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} is not allowed; expected an integer >= 1")
+    study = load_study(args.study)
+    store = ResultStore(args.results, study.name)
+    progress = run_study(study, store, args.workers, force=args.force, rerun_failed=args.rerun_failed)
+    print(f"study {study.name}: {progress.done} run, {progress.skipped} skipped, {progress.failed} failed; records in {store.dir}")
+    return 1 if progress.failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tfp_vae.runner.store import ResultStore
+    from tfp_vae.runner.study import describe, load_study
+
+    study = load_study(args.study)
+    store = ResultStore(args.results, study.name)
+    counts = {"done": 0, "failed": 0, "pending": 0}
+    for spec in study.specs:
+        status = store.status(spec.run_id())
+        counts[status] += 1
+        if status == "failed":
+            print(f"failed  {describe(spec)} [{spec.run_id()}]: {store.read(spec.run_id())['error']}")
+    print(f"study {study.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending "
+          f"of {len(study.specs)} ({store.dir})")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "decoders":
         from tfp_vae.decoders import DECODERS
@@ -176,6 +207,17 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("name", nargs="?" if action != "fetch" else None)
         p.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files>")
     da.set_defaults(func=cmd_data)
+    rn = sub.add_parser("run", help="run a study (a TOML grid of runs), resuming where it stopped")
+    rn.add_argument("study")
+    rn.add_argument("--workers", type=int, default=1, help="parallel runs, each in its own process")
+    rn.add_argument("--force", action="store_true", help="run every spec again, even those with a record")
+    rn.add_argument("--rerun-failed", action="store_true", help="run again the specs whose record is an error")
+    rn.add_argument("--results", default="results/runs", help="record root (default results/runs)")
+    rn.set_defaults(func=cmd_run)
+    st = sub.add_parser("status", help="done, failed and pending runs of a study")
+    st.add_argument("study")
+    st.add_argument("--results", default="results/runs")
+    st.set_defaults(func=cmd_status)
     ls = sub.add_parser("list", help="list a registry")
     ls.add_argument("what", choices=("decoders", "datasets"))
     ls.set_defaults(func=cmd_list)

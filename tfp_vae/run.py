@@ -107,6 +107,7 @@ def write_record(record: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are meant to be shared
         with os.fdopen(fd, "w") as fh:
             json.dump(record, fh, indent=1, sort_keys=True, allow_nan=False)
             fh.write("\n")

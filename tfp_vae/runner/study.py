@@ -1,0 +1,91 @@
+"""A study is a TOML grid: data sets x scalings x decoders (with per-decoder
+hyperparameter sweeps) x seeds x devices, plus shared network/train/eval settings.
+
+Loading validates the whole file before anything runs; every error names the
+file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from tfp_vae.config import RunSpec, spec_from_dict
+from tfp_vae.errors import ConfigError
+
+STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "network", "train", "eval", "tf32")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    path: Path
+    specs: tuple[RunSpec, ...]
+
+
+def _list(data: Mapping[str, Any], key: str, where: str, default: list[Any] | None = None) -> list[Any]:
+    value = data.get(key, default)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: {key} = {value!r} is not allowed; expected a non-empty list")
+    return value
+
+
+def _sweep(params: Any, decoder: str, where: str) -> list[dict[str, Any]]:
+    """{'xi': [0.01, 0.1], 'link': 'exp'} -> one dict per combination (scalars are single values)."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: decoders.{decoder} must be a table of parameter values, got {params!r}")
+    names = sorted(params)
+    values = [v if isinstance(v, list) else [v] for v in (params[n] for n in names)]
+    if any(not v for v in values):
+        raise ConfigError(f"{where}: decoders.{decoder}: an empty list sweeps nothing")
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
+    where = str(path)
+    unknown = sorted(set(data) - set(STUDY_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(STUDY_KEYS)}")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"{where}: name = {name!r} is not allowed; expected letters, digits, '_', '-' or '.'")
+    decoders = data.get("decoders")
+    if not isinstance(decoders, Mapping) or not decoders:
+        raise ConfigError(f"{where}: decoders must be a non-empty table, e.g. [decoders.learned]")
+    seeds = _list(data, "seeds", where)
+    shared = {k: data[k] for k in ("network", "train", "eval", "tf32") if k in data}
+    specs, seen = [], set()
+    for dataset, scaling, decoder, device in itertools.product(
+        _list(data, "datasets", where), _list(data, "scalings", where, ["raw"]), list(decoders), _list(data, "devices", where, ["cpu"])
+    ):
+        for params in _sweep(decoders[decoder], decoder, where):
+            for seed in seeds:
+                spec = spec_from_dict({**shared, "dataset": dataset, "scaling": scaling, "decoder": decoder,
+                                       "decoder_params": params, "seed": seed, "device": device}, where)
+                if spec.run_id() not in seen:
+                    seen.add(spec.run_id())
+                    specs.append(spec)
+    return Study(name, path, tuple(specs))
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study TOML file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read study: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return study_from_dict(data, path)
+
+
+def describe(spec: RunSpec) -> str:
+    params = ",".join(f"{k}={v}" for k, v in sorted(spec.decoder_params.items()))
+    return f"{spec.dataset}/{spec.scaling}/{spec.decoder}{'(' + params + ')' if params else ''}/seed{spec.seed}/{spec.device}"
+
