@@ -125,9 +125,12 @@ class RunSpec:
         from tfp_vae.data import dataset_entry
         from tfp_vae.decoders import decoder_class
 
-        entry = dataset_entry(self.dataset)
+        try:  # registry errors say what is known; prefix them with where the value came from
+            entry = dataset_entry(self.dataset)
+            decoder_class(self.decoder).resolve(self.decoder_params)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         _require(self.scaling in SCALINGS, where, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}")
-        decoder_class(self.decoder).resolve(self.decoder_params)
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31, where,
                  "seed", self.seed, "an integer in [0, 2^31)")
         _require(self.device in DEVICES, where, "device", self.device, f"one of {', '.join(DEVICES)}")

@@ -1,0 +1,139 @@
+"""Studies: validation, stable run ids, resume after SIGKILL, failure isolation, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tfp_vae.errors import ConfigError
+from tfp_vae.runner.store import ResultStore
+from tfp_vae.runner.study import load_study
+
+TINY = """
+datasets = ["digits"]
+seeds = [0, 1]
+[decoders.fixed]
+[decoders.floor]
+xi = [0.05]
+[network]
+hidden = [16]
+latent = 3
+[train]
+epochs = 1
+batch_size = 64
+[eval]
+iwae_k = 5
+lppl_samples = 3
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("datasets = ['digits']\nseeds = [0]\ncolour = 1\n[decoders.fixed]\n", "unknown key(s) colour"),
+    ("datasets = ['imagenet']\nseeds = [0]\n[decoders.fixed]\n", "unknown data set 'imagenet'"),
+    ("datasets = ['digits']\nseeds = [0]\n[decoders.gauss]\n", "unknown decoder 'gauss'"),
+    ("datasets = ['digits']\nseeds = [0]\n[decoders.floor]\nxi = [0.1, 0.0]\n", "xi = 0.0 is not allowed"),
+    ("datasets = ['digits']\nseeds = ['zero']\n[decoders.fixed]\n", "seed = 'zero' has the wrong type"),
+    ("datasets = ['digits']\nseeds = [0]\n[decoders.fixed]\n[train]\nepochs = 0\n", "epochs = 0 is not allowed"),
+    ("datasets = ['digits']\nseeds = []\n[decoders.fixed]\n", "seeds = [] is not allowed"),
+    ("datasets = ['digits'\n", "not valid TOML"),
+])
+def test_each_class_of_bad_study_names_file_and_key(tmp_path, text, needle):
+    path = write(tmp_path, text, "bad.toml")
+    with pytest.raises(ConfigError) as info:
+        load_study(path)
+    assert str(path) in str(info.value) and needle in str(info.value)
+
+
+def test_expansion_and_run_ids_are_stable_under_key_reordering(tmp_path):
+    a = load_study(write(tmp_path, TINY, "a.toml"))
+    b = load_study(write(tmp_path, 'seeds = [0, 1]\ndatasets = ["digits"]\n' + TINY.split("\n", 3)[3], "b.toml"))
+    assert len(a.specs) == 4  # 2 decoders x 2 seeds
+    assert [s.run_id() for s in a.specs] == [s.run_id() for s in b.specs]
+    assert len({s.run_id() for s in a.specs}) == 4
+
+
+def _run_cli(args, cwd, **kw):
+    return subprocess.Popen([sys.executable, "-m", "tfp_vae.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _records(store_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(store_dir.glob("*.json"))]
+
+
+@pytest.mark.slow
+def test_a_study_killed_part_way_resumes_without_loss_or_duplicates(tmp_path):
+    path = write(tmp_path, TINY)
+    store_dir = tmp_path / "results" / "runs" / "tiny"
+    proc = _run_cli(["run", str(path)], tmp_path, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(store_dir.glob("*.json"))) < 1:
+        time.sleep(0.2)
+    assert list(store_dir.glob("*.json")), "no record appeared before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)  # the client and its workers, without warning
+    proc.wait()
+    kept = {r["run_id"]: r for r in _records(store_dir)}
+    assert 1 <= len(kept) < 4
+    second = _run_cli(["run", str(path)], tmp_path)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    records = _records(store_dir)
+    assert sorted(r["run_id"] for r in records) == sorted(s.run_id() for s in load_study(path).specs)
+    for run_id, record in kept.items():  # finished records were not run again
+        assert next(r for r in records if r["run_id"] == run_id)["timing"] == record["timing"]
+    assert not list(store_dir.glob(".*"))  # no temporary files or locks left
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    # mnist is absent here (empty data dir and cache): its run fails, digits runs go on
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFP_VAE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TFP_VAE_MIRROR", "http://127.0.0.1:9")  # refuses at once
+    text = TINY.replace('datasets = ["digits"]', 'datasets = ["mnist", "digits"]').replace("seeds = [0, 1]", "seeds = [0]")
+    path = write(tmp_path, text)
+    proc = _run_cli(["run", str(path)], tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1  # failures make the exit status non-zero, after finishing
+    records = _records(tmp_path / "results" / "runs" / "tiny")
+    assert len(records) == 4
+    failed = [r for r in records if r["status"] == "error"]
+    assert {r["spec"]["dataset"] for r in failed} == {"mnist"} and len(failed) == 2
+    assert "DataError" in failed[0]["error"] and "Traceback" in failed[0]["traceback"]
+    status = subprocess.run([sys.executable, "-m", "tfp_vae.cli", "status", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert "2 done, 2 failed, 0 pending" in status.stdout and "not present" in status.stdout
+
+
+@pytest.mark.slow
+def test_two_concurrent_invocations_leave_one_record_per_spec(tmp_path):
+    path = write(tmp_path, TINY)
+    procs = [_run_cli(["run", str(path)], tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    records = _records(tmp_path / "results" / "runs" / "tiny")
+    assert len(records) == 4 and len({r["run_id"] for r in records}) == 4
+    ran = sum(out.count(": ok ") for out in outs)
+    assert ran == 4  # each spec ran exactly once across both invocations
+
+
+def test_store_claims_are_exclusive_and_stale_locks_are_taken_over(tmp_path):
+    store = ResultStore(tmp_path, "s")
+    assert store.claim("abc") and not store.claim("abc")
+    store.release("abc")
+    lock = tmp_path / "s" / ".abc.lock"
+    lock.write_text("999999999")  # a process that does not exist
+    assert store.claim("abc")
