@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tomllib
@@ -29,7 +28,7 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 
 def _spec_from_args(args: argparse.Namespace):
-    from tfp_vae.config import RunSpec, build, spec_from_dict, spec_from_toml
+    from tfp_vae.config import RunSpec, spec_from_dict, spec_from_toml
 
     base = spec_from_toml(args.spec) if args.spec else RunSpec()
     top = {k: v for k, v in (("dataset", args.dataset), ("scaling", args.scaling), ("decoder", args.decoder),

@@ -204,9 +204,3 @@ def spec_from_toml(path: str | Path) -> RunSpec:
         raise ConfigError(f"{path}: cannot read spec: {exc}") from None
     return spec_from_dict(data, str(path))
 
-
-def with_overrides(spec: RunSpec, **changes: Any) -> RunSpec:
-    """A copy of `spec` with top-level fields replaced, re-validated."""
-    new = dataclasses.replace(spec, **changes)
-    new.check()
-    return new

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfp_vae.decoders.base import Decoder, Param, positive, tfd
+from tfp_vae.decoders.base import Decoder, positive, tfd
 
 
 class Bernoulli(Decoder):
@@ -49,7 +49,6 @@ class DiscretizedLogistic(Decoder):
     outputs_per_pixel = 2
     has_scale = False
     discrete = True
-    params = ()
 
     def target(self, y):
         levels = self.data.levels
