@@ -130,6 +130,24 @@ def test_two_concurrent_invocations_leave_one_record_per_spec(tmp_path):
     assert ran == 4  # each spec ran exactly once across both invocations
 
 
+@pytest.mark.slow
+def test_dask_executor_gives_the_records_of_the_local_pool(tmp_path):
+    from tfp_vae.run import VOLATILE_SECTIONS
+    from tfp_vae.runner.execute import run_study
+
+    study = load_study(write(tmp_path, TINY))
+    stores = {name: ResultStore(tmp_path / name, study.name) for name in ("local", "dask")}
+    for name, store in stores.items():
+        progress = run_study(study, store, workers=2, executor=name, out=lambda s: None)
+        assert progress.done == 4 and progress.failed == 0
+
+    def stable(store):
+        return {r["run_id"]: {k: v for k, v in r.items() if k not in VOLATILE_SECTIONS} for r in _records(store.dir)}
+
+    local, dask = stable(stores["local"]), stable(stores["dask"])
+    assert len(local) == 4 and local == dask
+
+
 def test_store_claims_are_exclusive_and_stale_locks_are_taken_over(tmp_path):
     store = ResultStore(tmp_path, "s")
     assert store.claim("abc") and not store.claim("abc")

@@ -133,11 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tfp_vae.runner.store import ResultStore
     from tfp_vae.runner.study import load_study
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers} is not allowed; expected an integer >= 1")
     study = load_study(args.study)
     store = ResultStore(args.results, study.name)
-    progress = run_study(study, store, args.workers, force=args.force, rerun_failed=args.rerun_failed)
+    progress = run_study(study, store, args.workers, args.executor, args.scheduler,
+                         force=args.force, rerun_failed=args.rerun_failed)
     print(f"study {study.name}: {progress.done} run, {progress.skipped} skipped, {progress.failed} failed; records in {store.dir}")
     return 1 if progress.failed else 0
 
@@ -209,6 +208,8 @@ def make_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("run", help="run a study (a TOML grid of runs), resuming where it stopped")
     rn.add_argument("study")
     rn.add_argument("--workers", type=int, default=1, help="parallel runs, each in its own process")
+    rn.add_argument("--executor", default="local", help="local (a process per run here) or dask")
+    rn.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rn.add_argument("--force", action="store_true", help="run every spec again, even those with a record")
     rn.add_argument("--rerun-failed", action="store_true", help="run again the specs whose record is an error")
     rn.add_argument("--results", default="results/runs", help="record root (default results/runs)")

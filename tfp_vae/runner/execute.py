@@ -1,53 +1,118 @@
 """Run a study: skip finished runs, claim the rest, run each in its own process.
 
-Each run gets a fresh process (spawn, one task per child), so TensorFlow state and
-thread settings never leak between runs; with N workers each gets cores / N
-threads. Records are written by this (client) process as results arrive, so a
-Ctrl-C or a killed process loses no finished record and the next invocation resumes.
+Every run is a fresh `python -m tfp_vae.runner.worker` process, so TensorFlow state
+and thread settings never leak between runs; with N parallel runs each gets
+cores / N threads. The executor only decides where that process starts: a local
+thread pool, or a Dask cluster (a LocalCluster by default, or `--scheduler ADDRESS`).
+Records travel back as values and are written by this (client) process as they
+arrive, so workers need no shared disk, and a Ctrl-C or a killed client loses no
+finished record: the next invocation resumes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from tfp_vae import SCHEMA_VERSION, __version__
 from tfp_vae.config import RunSpec
+from tfp_vae.errors import ConfigError
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study, describe
+from tfp_vae.runner.worker import error_record
+
+WORKER_TIMEOUT_S = 6 * 3600
 
 
-def run_in_worker(spec_dict: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Worker entry point: set threads, run one spec, never raise (errors become records)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from tfp_vae.config import spec_from_dict
+def run_isolated(spec_dict: dict[str, Any], run_id: str, threads: int) -> dict[str, Any]:
+    """Run one spec in a fresh Python process on this machine; never raises."""
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(min(2, threads)),
+           "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    with tempfile.TemporaryDirectory(prefix="tfp_vae_run_") as tmp:
+        out = Path(tmp) / "record.json"
+        try:
+            proc = subprocess.run([sys.executable, "-m", "tfp_vae.runner.worker", str(out)], input=json.dumps(spec_dict),
+                                  capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return error_record(spec_dict, run_id, f"TimeoutExpired: run exceeded {WORKER_TIMEOUT_S} s", "")
+        if proc.returncode != 0 or not out.is_file():
+            tail = proc.stderr[-4000:]
+            return error_record(spec_dict, run_id, f"worker process exited with code {proc.returncode}", tail)
+        return json.loads(out.read_text())
 
-    spec = spec_from_dict(spec_dict)
-    try:
-        import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-        from tfp_vae.run import run
+class LocalExecutor:
+    """Runs on this machine: a thread per parallel run, each waiting on its own process."""
 
-        return run(spec, log=lambda s: None)
-    except Exception as exc:  # noqa: BLE001 - a failing run is recorded and the study goes on
-        return error_record(spec, exc, traceback.format_exc())
+    def __init__(self, workers: int, scheduler: str | None = None):
+        if scheduler:
+            raise ConfigError("--scheduler is for --executor dask; the local executor runs on this machine")
+        self.pool = cf.ThreadPoolExecutor(max_workers=workers)
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def submit(self, spec: RunSpec) -> cf.Future:
+        return self.pool.submit(run_isolated, spec.to_dict(), spec.run_id(), self.threads)
+
+    def wait_any(self, futures: list) -> set:
+        return cf.wait(futures, return_when=cf.FIRST_COMPLETED)[0]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def error_record(spec: RunSpec, exc: BaseException, tb: str) -> dict[str, Any]:
-    return {"schema_version": SCHEMA_VERSION, "tfp_vae_version": __version__, "run_id": spec.run_id(),
-            "spec": spec.to_dict(), "status": "error", "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
+class DaskExecutor:
+    """Runs on Dask workers: a LocalCluster of `workers` single-threaded workers by default,
+    or an existing scheduler (for SLURM or PBS, start one with dask-jobqueue)."""
+
+    def __init__(self, workers: int, scheduler: str | None = None):
+        from distributed import Client, LocalCluster
+
+        self.cluster = None
+        if scheduler:
+            self.client = Client(scheduler)
+            self.threads = 1
+        else:
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+            self.threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def submit(self, spec: RunSpec):
+        return self.client.submit(run_isolated, spec.to_dict(), spec.run_id(), self.threads, pure=False)
+
+    def wait_any(self, futures: list) -> set:
+        from distributed import wait
+
+        return set(wait(futures, return_when="FIRST_COMPLETED").done)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+EXECUTORS: dict[str, type] = {"local": LocalExecutor, "dask": DaskExecutor}
+
+
+def make_executor(name: str, workers: int, scheduler: str | None = None):
+    if name not in EXECUTORS:
+        raise ConfigError(f"--executor {name!r} is not allowed; expected one of {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} is not allowed; expected an integer >= 1")
+    return EXECUTORS[name](workers, scheduler)
 
 
 @dataclass
 class Progress:
+    """Counts over the whole study, printed as one status line per event."""
+
     total: int
     done: int = 0
     failed: int = 0
@@ -60,9 +125,9 @@ class Progress:
         finished = self.done + self.failed
         elapsed = time.perf_counter() - self.started
         remaining = self.total - self.skipped - finished
-        eta = elapsed / finished * remaining if finished else float("nan")
+        eta = f"{elapsed / finished * remaining / max(self.running, 1):.0f}s" if finished else "?"
         self.out(f"[{finished + self.skipped}/{self.total}] done {self.done + self.skipped} failed {self.failed} "
-                 f"running {self.running} eta {eta:.0f}s | {text}")
+                 f"running {self.running} eta {eta} | {text}")
 
 
 def pending_specs(study: Study, store: ResultStore, force: bool, rerun_failed: bool) -> list[RunSpec]:
@@ -78,55 +143,55 @@ def summary(record: dict[str, Any]) -> str:
     if record["status"] == "error":
         return f"FAILED {record['error']}"
     m, t = record["metrics"], record["timing"]
-    return (f"{record['status']} iwae_ll {m['iwae_ll']} collapse {m['variance_collapse']} "
-            f"({t['wall_s']:.1f}s)")
+    iwae = "n/a" if m["iwae_ll"] is None else f"{m['iwae_ll']:.2f}"
+    return f"{record['status']} iwae_ll {iwae} collapse {m['variance_collapse']} ({t['wall_s']:.1f}s)"
 
 
-def run_study(study: Study, store: ResultStore, workers: int = 1, force: bool = False,
-              rerun_failed: bool = False, out: Callable[[str], None] | None = None) -> Progress:
-    """Run every pending spec of `study` in a local process pool."""
+def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str = "local", scheduler: str | None = None,
+              force: bool = False, rerun_failed: bool = False, out: Callable[[str], None] | None = None) -> Progress:
+    """Run every pending spec of `study`, at most `workers` at a time."""
     todo = pending_specs(study, store, force, rerun_failed)
     progress = Progress(total=len(study.specs), skipped=len(study.specs) - len(todo))
     if out is not None:
         progress.out = out
-    progress.line(f"{len(todo)} to run, {progress.skipped} already recorded")
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    ctx = multiprocessing.get_context("spawn")
-    claimed: dict[cf.Future, RunSpec] = {}
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-        try:
-            queue = list(todo)
-            while queue or claimed:
-                while queue and len(claimed) < workers:
-                    spec = queue.pop(0)
-                    if not store.claim(spec.run_id()):
-                        progress.skipped += 1
-                        progress.line(f"{describe(spec)} is being run by another invocation")
-                        continue
-                    if not force and store.status(spec.run_id()) == "done":  # finished while we waited
-                        store.release(spec.run_id())
-                        progress.skipped += 1
-                        continue
-                    claimed[pool.submit(run_in_worker, spec.to_dict(), threads)] = spec
-                progress.running = len(claimed)
-                if not claimed:
-                    break
-                finished, _ = cf.wait(claimed, return_when=cf.FIRST_COMPLETED)
-                for future in finished:
-                    spec = claimed.pop(future)
-                    try:
-                        record = future.result()
-                    except Exception as exc:  # noqa: BLE001 - e.g. the worker process died
-                        record = error_record(spec, exc, traceback.format_exc())
-                    store.write(record)
+    progress.line(f"{len(todo)} to run, {progress.skipped} already recorded, executor {executor}")
+    if not todo:
+        return progress
+    engine = make_executor(executor, workers, scheduler)
+    running: dict[Any, RunSpec] = {}
+    try:
+        queue = list(todo)
+        while queue or running:
+            while queue and len(running) < workers:
+                spec = queue.pop(0)
+                if not store.claim(spec.run_id()):
+                    progress.skipped += 1
+                    progress.line(f"{describe(spec)} is being run by another invocation")
+                    continue
+                if not force and store.status(spec.run_id()) == "done":  # finished while we waited
                     store.release(spec.run_id())
-                    if record["status"] == "error":
-                        progress.failed += 1
-                    else:
-                        progress.done += 1
-                    progress.running = len(claimed)
-                    progress.line(f"{describe(spec)}: {summary(record)}")
-        finally:
-            for spec in claimed.values():
+                    progress.skipped += 1
+                    continue
+                running[engine.submit(spec)] = spec
+            progress.running = len(running)
+            if not running:
+                break
+            for future in engine.wait_any(list(running)):
+                spec = running.pop(future)
+                try:
+                    record = future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a Dask worker was lost
+                    record = error_record(spec.to_dict(), spec.run_id(), f"{type(exc).__name__}: {exc}", "")
+                store.write(record)
                 store.release(spec.run_id())
+                if record["status"] == "error":
+                    progress.failed += 1
+                else:
+                    progress.done += 1
+                progress.running = len(running)
+                progress.line(f"{describe(spec)}: {summary(record)}")
+    finally:
+        for spec in running.values():
+            store.release(spec.run_id())
+        engine.close()
     return progress
