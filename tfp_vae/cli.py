@@ -158,6 +158,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from tfp_vae.report.build import build_report
+
+    started = time.perf_counter()
+    written = build_report(args.runs, args.out)
+    print(f"report of {args.runs}: {len(written)} files in {args.out} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    from tfp_vae.report.declared import build_declared
+
+    written = build_declared(args.tables, args.runs_root, args.out)
+    print(f"{len(written)} files of declared tables in {args.out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "decoders":
         from tfp_vae.decoders import DECODERS
@@ -218,6 +237,15 @@ def make_parser() -> argparse.ArgumentParser:
     st.add_argument("study")
     st.add_argument("--results", default="results/runs")
     st.set_defaults(func=cmd_status)
+    rp = sub.add_parser("report", help="tables (Markdown, LaTeX, CSV), figures and an HTML page from run records")
+    rp.add_argument("runs", help="a directory of run records, e.g. results/runs/quick")
+    rp.add_argument("--out", required=True, help="output directory, e.g. results/quick")
+    rp.set_defaults(func=cmd_report)
+    pp = sub.add_parser("paper", help="regenerate the declared paper tables from committed records")
+    pp.add_argument("tables", nargs="?", default="benchmarks/tables.toml")
+    pp.add_argument("--runs-root", default="results/runs")
+    pp.add_argument("--out", default="results/tables")
+    pp.set_defaults(func=cmd_paper)
     ls = sub.add_parser("list", help="list a registry")
     ls.add_argument("what", choices=("decoders", "datasets"))
     ls.set_defaults(func=cmd_list)

@@ -1,0 +1,180 @@
+"""The report: aggregation on synthetic records, byte-identical regeneration, every
+format parsed back, bad records named and skipped, and the HTML page rendered in
+headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfp_vae import SCHEMA_VERSION
+from tfp_vae.errors import TfpVaeError
+from tfp_vae.report.build import build_report
+from tfp_vae.report.load import load_records
+from tfp_vae.report.stats import wilson
+from tfp_vae.report.tables import collapse_table, loglik_table
+
+
+def record(decoder: str, seed: int, iwae: float, collapse: bool, scaling: str = "raw", params=None) -> dict:
+    bpd = None if scaling == "raw" else (-iwae + 64 * np.log(17)) / (64 * np.log(2))
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": f"{decoder}-{scaling}-{seed}", "status": "ok",
+        "spec": {"dataset": "digits", "scaling": scaling, "decoder": decoder, "decoder_params": params or {},
+                 "seed": seed, "device": "cpu", "backend": "tensorflow"},
+        "metrics": {"elbo": iwae - 3, "iwae_ll": iwae, "lppl": iwae + 1, "bpd": bpd, "rmse": 0.1 + 0.01 * seed,
+                    "sigma_min": 0.001 if collapse else 0.05, "sigma_p01": 0.01, "sigma_median": 0.2,
+                    "frac_below_tau": 0.2 if collapse else 0.0, "tau": 0.018, "variance_collapse": collapse,
+                    "collapse_reason": "frac_below_tau 0.2 > 0.01" if collapse else None, "active_units": 4,
+                    "train_test_gap": 1.0, "iwae_k": 50},
+        "training": {"curves": {"train_bound": [iwae - 20, iwae - 5, iwae], "val_bound": [0, 0, 0]}},
+        "execution": {"device": "/CPU:0"},
+        "timing": {"train_examples_per_s": 1000.0 + seed, "eval_examples_per_s": 50.0, "importance_samples_per_s": 1e4,
+                   "compile_s": 1.0, "peak_memory_mib": 900.0, "wall_s": 5.0},
+        "environment": {"git": {"commit": "abc"}, "versions": {"tensorflow": "2.21.0"}, "cpu_model": "cpu"},
+    }
+
+
+LEARNED = [50.0, 58.0, 61.0, 55.0, 70.0]
+FLOOR = [40.0, 41.0, 39.5, 40.5, 40.2]
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    d = tmp_path / "runs"
+    d.mkdir()
+    for seed, (a, b) in enumerate(zip(LEARNED, FLOOR)):
+        for rec in (record("learned", seed, a, collapse=seed < 3), record("floor", seed, b, False, params={"xi": 0.02}),
+                    record("floor", seed, b - 100, False, scaling="dequantized", params={"xi": 0.02})):
+            (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    return d
+
+
+def test_loglik_table_aggregates_as_computed_independently(runs):
+    t = loglik_table(load_records(runs).frame)
+    learned = t.numbers[(t.numbers["decoder"] == "learned") & (t.numbers["scaling"] == "raw")].iloc[0]
+    assert learned["iwae_ll_mean"] == pytest.approx(np.mean(LEARNED))
+    assert learned["iwae_ll_std"] == pytest.approx(np.std(LEARNED, ddof=1))
+    # 25 % trimmed: of 5 seeds int(1.25) = 1 is cut at each end, the middle 3 are averaged
+    assert learned["iwae_ll_iqm"] == pytest.approx(np.mean(sorted(LEARNED)[1:4]))
+    assert learned["iwae_ll_iqm_lo"] <= learned["iwae_ll_iqm"] <= learned["iwae_ll_iqm_hi"]
+    assert pd.isna(learned["bpd_mean"])  # raw: no bpd
+    deq = t.numbers[t.numbers["scaling"] == "dequantized"].iloc[0]
+    assert deq["decoder"] == "floor(xi=0.02)"
+    assert deq["bpd_mean"] == pytest.approx(np.mean([(-(b - 100) + 64 * np.log(17)) / (64 * np.log(2)) for b in FLOOR]))
+    # learned has the higher mean on raw digits: it is the bold entry of that column
+    raw_col = t.header.index("digits raw")
+    assert (next(i for i, r in enumerate(t.rows) if r[0] == "learned"), raw_col) in t.bold
+
+
+def test_collapse_table_counts_and_wilson(runs):
+    t = collapse_table(load_records(runs).frame)
+    row = t.numbers[(t.numbers["decoder"] == "learned")].iloc[0]
+    assert (row["collapsed"], row["n"]) == (3, 5)
+    assert (row["wilson_lo"], row["wilson_hi"]) == pytest.approx(wilson(3, 5))
+    assert row["top_reason"] == "frac_below_tau"
+
+
+def test_report_is_byte_identical_when_regenerated(runs, tmp_path):
+    a = build_report(runs, tmp_path / "a", warn=lambda s: None)
+    b = build_report(runs, tmp_path / "b", warn=lambda s: None)
+    assert [p.name for p in a] == [p.name for p in b] and len(a) >= 14
+    for pa, pb in zip(a, b):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
+
+
+def test_every_format_parses_back(runs, tmp_path):
+    out = tmp_path / "out"
+    build_report(runs, out, warn=lambda s: None)
+    frame = pd.read_csv(out / "loglik.csv")
+    assert set(frame["decoder"]) == {"learned", "floor(xi=0.02)"} and len(frame) == 3
+    lines = [line for line in (out / "collapse.md").read_text().splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 3 and len({line.count("|") - line.count("\\|") for line in lines}) == 1
+    tex = (out / "loglik.tex").read_text()
+    assert tex.count(r"\toprule") == 1 and r"\bottomrule" in tex and r"$\pm$" in tex
+    if shutil.which("pdflatex") is None:
+        pytest.skip("no TeX engine installed: LaTeX not compiled")
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_bad_records_are_named_and_skipped(runs, tmp_path):
+    (runs / "broken.json").write_text('{"schema_version": 1, "run_id": "x", "spec": {')  # half-written
+    (runs / "future.json").write_text(json.dumps({**record("learned", 9, 1.0, False), "schema_version": 99}))
+    (runs / "junk.json").write_text("not json at all")
+    warnings = []
+    loaded = load_records(runs, warn=warnings.append)
+    assert len(loaded.records) == 15 and len(warnings) == 3
+    text = "\n".join(warnings)
+    assert "broken.json" in text and "future.json: skipped: unknown schema version 99" in text and "junk.json" in text
+
+
+def test_empty_directory_and_unwritable_output_are_clear_errors(tmp_path, runs):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TfpVaeError, match="no readable run records"):
+        load_records(empty)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(TfpVaeError, match="cannot write the report there"):
+        build_report(runs, blocker / "out")
+
+
+def test_mixed_code_versions_are_flagged_not_silently_pooled(runs):
+    rec = json.loads((runs / "learned-raw-0.json").read_text())
+    rec["environment"]["git"]["commit"] = "def"
+    (runs / "learned-raw-0.json").write_text(json.dumps(rec))
+    t = loglik_table(load_records(runs).frame)
+    assert any("learned on digits/raw pools records from 2 commits" in n for n in t.notes)
+
+
+def test_declared_tables_filter_order_and_caption(runs, tmp_path):
+    from tfp_vae.errors import ConfigError
+    from tfp_vae.report.declared import build_declared
+
+    root = tmp_path / "root"
+    shutil.copytree(runs, root / "demo")
+    decl = tmp_path / "tables.toml"
+    decl.write_text('[[table]]\nname = "t1"\nstudy = "demo"\nkind = "loglik"\nscalings = ["raw"]\n'
+                    'decoders = ["floor(xi=0.02)", "learned"]\ncaption = "My caption"\n')
+    build_declared(decl, root, tmp_path / "out")
+    md = (tmp_path / "out" / "t1.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| floor") or line.startswith("| learned")]
+    assert [r.split(" |")[0] for r in rows] == ["| floor(xi=0.02)", "| learned"]  # declared order
+    assert "My caption" in md and "dequantized" not in md and "**" in rows[1]  # bold follows its row
+    decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
+    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, throughput"):
+        build_declared(decl, root, tmp_path / "out")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
+def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_path):
+    from matplotlib.image import imread
+
+    out = tmp_path / "out"
+    build_report(runs, out, warn=lambda s: None)
+    url = (out / "report.html").as_uri()
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count("<table>") == 3 and dom.stdout.count("data:image/png;base64,") == 3
+    assert "floor(xi=0.02)" in dom.stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *FLAGS, *profile, f"--screenshot={shot}", "--window-size=1200,1600", url],
+                   capture_output=True, timeout=120, check=True)
+    pixels = imread(shot)
+    assert pixels.shape[0] == 1600 and pixels.shape[1] == 1200
+    assert pixels[..., :3].std() > 0.05  # not blank: text, table borders and plots

@@ -1,0 +1,60 @@
+"""`tfp-vae report RUNS --out DIR`: every table in every format, the figures, one HTML page."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tfp_vae.errors import TfpVaeError
+from tfp_vae.report import render
+from tfp_vae.report.figures import FIGURES
+from tfp_vae.report.load import load_records
+from tfp_vae.report.tables import TABLES
+
+FORMATS = {"md": render.markdown, "tex": render.latex, "csv": render.csv}
+
+
+def _writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise TfpVaeError(f"{out}: cannot write the report there ({exc.strerror})") from None
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[Path]:
+    """Write the report of the records under `runs` into `out`; returns the files written."""
+    out = Path(out)
+    _writable(out)
+    loaded = load_records(runs, warn)
+    df = loaded.frame
+    failed = int((df["status"] == "error").sum())
+    if failed:
+        warn(f"{failed} failed run(s) are left out of the tables")
+    tables = [make(df) for make in TABLES.values()]
+    for t in tables:
+        for note in t.notes:
+            warn(f"warning: {note}")
+    written = []
+    for t in tables:
+        for ext, fmt in FORMATS.items():
+            written.append(_write(out / f"{t.name}.{ext}", fmt(t)))
+    ok = df[df["status"] != "error"]
+    figures = {name: draw(ok, out / f"{name}.png") for name, draw in FIGURES.items()}
+    written += list(figures.values())
+    title = f"tfp-vae report: {Path(runs).name} ({len(ok)} runs)"
+    written.append(_write(out / "report.html", render.html_page(title, tables, figures, loaded.problems)))
+    summary = [f"# {title}", ""] + [render.markdown(t) for t in tables]
+    written.append(_write(out / "README.md", "\n".join(summary)))
+    return written

@@ -1,0 +1,85 @@
+"""Paper tables are declared, not written by hand: a TOML list of tables, each naming
+its study, its kind (a table of the report registry), optional filters and row
+order, and its caption. `tfp-vae paper TABLES.toml` regenerates every one of them
+from the committed records."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tfp_vae.errors import ConfigError
+from tfp_vae.report.build import FORMATS, _writable, _write
+from tfp_vae.report.load import load_records
+from tfp_vae.report.tables import TABLES, Table
+
+KEYS = ("name", "study", "kind", "caption", "decoders", "datasets", "scalings")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    name: str
+    study: str
+    kind: str
+    caption: str | None = None
+    decoders: tuple[str, ...] = ()  # decoder labels, in row order; empty = all
+    datasets: tuple[str, ...] = ()
+    scalings: tuple[str, ...] = ()
+
+
+def load_declarations(path: str | Path) -> list[Declaration]:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read table declarations: {exc}") from None
+    out = []
+    for i, item in enumerate(data.get("table", [])):
+        where = f"{path} [[table]] #{i + 1}"
+        unknown = sorted(set(item) - set(KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(KEYS)}")
+        for key in ("name", "study", "kind"):
+            if not isinstance(item.get(key), str):
+                raise ConfigError(f"{where}: {key} must be a string")
+        if item["kind"] not in TABLES:
+            raise ConfigError(f"{where}: kind = {item['kind']!r} is not allowed; expected one of {', '.join(TABLES)}")
+        out.append(Declaration(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}))
+    if not out:
+        raise ConfigError(f"{path}: no [[table]] declared")
+    return out
+
+
+def reorder(table: Table, labels: tuple[str, ...]) -> Table:
+    """Keep only the rows whose first cell is in `labels`, in that order (bold marks follow)."""
+    index = {row[0]: i for i, row in enumerate(table.rows)}
+    picked = [index[lab] for lab in labels if lab in index]
+    rows = [table.rows[i] for i in picked]
+    bold = {(new, j) for new, old in enumerate(picked) for (i, j) in table.bold if i == old}
+    numbers = table.numbers[table.numbers["decoder"].isin(labels)] if len(table.numbers) else table.numbers
+    return replace(table, rows=rows, bold=bold, numbers=numbers.reset_index(drop=True))
+
+
+def build_declared(path: str | Path, runs_root: str | Path, out: str | Path) -> list[Path]:
+    out = Path(out)
+    _writable(out)
+    written = []
+    for d in load_declarations(path):
+        df = load_records(Path(runs_root) / d.study).frame
+        df = df[df["status"] != "error"]
+        for column, allowed in (("dataset", d.datasets), ("scaling", d.scalings)):
+            if allowed:
+                df = df[df[column].isin(allowed)]
+        if df.empty:
+            raise ConfigError(f"{path}: table {d.name!r} selects no records of study {d.study!r}")
+        table = TABLES[d.kind](df)
+        if d.decoders:
+            table = reorder(table, d.decoders)
+        table = replace(table, name=d.name, caption=d.caption or table.caption)
+        for ext, fmt in FORMATS.items():
+            written.append(_write(out / f"{d.name}.{ext}", fmt(table)))
+    return written
+
+
+__all__ = ["Declaration", "build_declared", "load_declarations"]

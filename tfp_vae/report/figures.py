@@ -1,0 +1,79 @@
+"""Matplotlib figures of a study, saved as PNG without a timestamp (byte-stable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tfp_vae.report.tables import _order  # noqa: E402
+
+PNG_METADATA = {"Software": None}  # no library version or date inside the file
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
+    plt.close(fig)
+    return path
+
+
+def training_curves(df: pd.DataFrame, path: Path) -> Path:
+    """Training bound per epoch, one panel per (data set, scaling), one line per run."""
+    groups = sorted(set(zip(df["dataset"], df["scaling"])))
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    colours = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(_order(df["label"]))}
+    for ax, (dataset, scaling) in zip(axes[0], groups):
+        cell = df[(df["dataset"] == dataset) & (df["scaling"] == scaling)].sort_values(["label", "seed"])
+        for lab, runs in cell.groupby("label", sort=True):
+            for i, curve in enumerate(runs["train_bound_curve"]):
+                if curve:
+                    y = np.array([np.nan if v is None else v for v in curve], float)
+                    ax.plot(np.arange(1, len(y) + 1), y, color=colours[lab], alpha=0.7, label=lab if i == 0 else None)
+        ax.set_title(f"{dataset} ({scaling})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training bound (nats / image)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sigma_vs_tau(df: pd.DataFrame, path: Path) -> Path:
+    """Per run: the smallest, 1st-percentile and median decoder sigma against tau (log scale)."""
+    scaled = df[df["sigma_min"].notna()].sort_values(["label", "dataset", "scaling", "seed"])
+    labels = _order(scaled["label"])
+    fig, ax = plt.subplots(figsize=(9, 0.45 * max(len(labels), 4) + 1.5))
+    for i, lab in enumerate(labels):
+        runs = scaled[scaled["label"] == lab]
+        for offset, key, marker in ((-0.2, "sigma_min", "v"), (0.0, "sigma_p01", "o"), (0.2, "sigma_median", "^")):
+            ax.scatter(runs[key], np.full(len(runs), i + offset), marker=marker, s=14,
+                       label=key if i == 0 else None, color={"v": "C3", "o": "C1", "^": "C0"}[marker])
+    for tau in sorted(set(scaled["tau"].round(6))):
+        ax.axvline(tau, color="k", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("decoder sigma (dashed: tau = bin / sqrt(12))")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
+    """Test iwae_ll against rmse, one point per run, one colour per decoder."""
+    ok = df[df["iwae_ll"].notna()].sort_values(["label", "dataset", "scaling", "seed"])
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, lab in enumerate(_order(ok["label"])):
+        runs = ok[ok["label"] == lab]
+        ax.scatter(runs["rmse"], runs["iwae_ll"], s=16, color=plt.cm.tab20(i % 20), label=lab)
+    ax.set_xlabel("rmse of the decoder mean")
+    ax.set_ylabel("iwae_ll (nats / image)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+FIGURES = {"training_curves": training_curves, "sigma_vs_tau": sigma_vs_tau, "loglik_vs_rmse": loglik_vs_rmse}

@@ -1,0 +1,81 @@
+"""Read run records into a pandas DataFrame, one row per run.
+
+A bad file (malformed JSON, half-written, unknown schema version) is reported by
+name and skipped: one bad record never stops the report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from tfp_vae import SCHEMA_VERSION
+from tfp_vae.errors import TfpVaeError
+
+
+@dataclass
+class Loaded:
+    frame: pd.DataFrame
+    records: list[dict[str, Any]]
+    problems: list[str] = field(default_factory=list)
+
+
+def decoder_label(decoder: str, params: dict[str, Any]) -> str:
+    """`floor(xi=0.02)`: the decoder with its parameters that differ from the defaults."""
+    from tfp_vae.decoders import DECODERS
+
+    cls = DECODERS.get(decoder)
+    defaults = {p.name: p.default for p in cls.params} if cls else {}
+    shown = {k: v for k, v in sorted(params.items()) if defaults.get(k, object()) != v}
+    return decoder + (f"({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in shown.items())})" if shown else "")
+
+
+def _row(rec: dict[str, Any]) -> dict[str, Any]:
+    spec, m = rec["spec"], rec.get("metrics") or {}
+    t, env = rec.get("timing") or {}, rec.get("environment") or {}
+    curves = (rec.get("training") or {}).get("curves") or {}
+    return {
+        "run_id": rec["run_id"], "status": rec["status"], "dataset": spec["dataset"], "scaling": spec["scaling"],
+        "decoder": spec["decoder"], "label": decoder_label(spec["decoder"], spec.get("decoder_params") or {}),
+        "seed": spec["seed"], "device": (rec.get("execution") or {}).get("device", spec["device"]),
+        "backend": spec["backend"], "error": rec.get("error"),
+        **{k: m.get(k) for k in ("elbo", "iwae_ll", "lppl", "bpd", "rmse", "sigma_min", "sigma_p01", "sigma_median",
+                                 "frac_below_tau", "tau", "variance_collapse", "collapse_reason", "active_units",
+                                 "train_test_gap", "iwae_k")},
+        **{k: t.get(k) for k in ("train_examples_per_s", "eval_examples_per_s", "importance_samples_per_s",
+                                 "compile_s", "peak_memory_mib", "wall_s")},
+        "train_bound_curve": curves.get("train_bound"), "val_bound_curve": curves.get("val_bound"),
+        "commit": ((env.get("git") or {}).get("commit") or "unknown")[:12],
+        "tensorflow": (env.get("versions") or {}).get("tensorflow"),
+        "cpu_model": env.get("cpu_model"),
+    }
+
+
+def load_records(directory: str | Path, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Loaded:
+    """Every `*.json` record under `directory`, sorted by file name (so output is stable)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise TfpVaeError(f"{directory}: not a directory of run records")
+    records, problems = [], []
+    for path in sorted(directory.rglob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            version = rec.get("schema_version") if isinstance(rec, dict) else None
+            if version != SCHEMA_VERSION:
+                raise ValueError(f"unknown schema version {version!r} (this tfp-vae reads {SCHEMA_VERSION})")
+            for key in ("run_id", "spec", "status"):
+                if key not in rec:
+                    raise ValueError(f"missing key {key!r}")
+        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            problems.append(f"{path}: skipped: {exc}")
+            warn(problems[-1])
+            continue
+        records.append(rec)
+    if not records:
+        raise TfpVaeError(f"{directory}: no readable run records" + (f" ({len(problems)} skipped)" if problems else ""))
+    return Loaded(pd.DataFrame([_row(r) for r in records]), records, problems)
