@@ -1,69 +1,176 @@
-"""Throughput of the compiled training step and of importance-weighted evaluation.
+"""Throughput benchmarks (pytest-benchmark): where a step's time goes.
 
-The MLP is 784-512-512-16 at batch 128 on 28x28x1 images (DESIGN.md section 6).
-Image content does not change the cost of a dense step, so the images are
-random uint8 levels; every figure goes to extra_info as examples/s.
-Benchmarks record times; they never assert them.
+The MLP is 784-512-512-16 at batch 128 on 28x28x1 images (DESIGN.md section 6);
+image content does not change the cost of a dense step, so the images are random
+uint8 levels. Every benchmark stores examples/s and, where it is a dense workload,
+the fraction of the layer-shape matmul ceiling (benchmarks/roofline.py) it reaches,
+in extra_info. Benchmarks record times; they never assert them.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from functools import lru_cache
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import roofline
 from tfp_vae import backend_tf as B
 from tfp_vae.config import spec_from_dict
-from tfp_vae.decoders import DataContext
+from tfp_vae.decoders import DECODERS, DataContext
 from tfp_vae.run import build_model
 from tfp_vae.seeds import derive_seed
 
 SHAPE, LEVELS, BATCH, STEPS = (28, 28, 1), 256, 128, 20
+HIDDEN, LATENT = (512, 512), 16
+DEVICES = ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
 
 
-def _setup(decoder: str, scaling: str, jit: bool = True):
-    spec = spec_from_dict({"decoder": decoder, "scaling": scaling, "train": {"jit": jit}})
-    B.configure("cpu", False)
-    data = DataContext(LEVELS, scaling)
-    model = build_model(spec, SHAPE, data)
-    state = B.TrainState(model, 1e-3)
-    step = B.make_train_step(model, state, scaling, LEVELS, jit)
+@lru_cache(maxsize=None)
+def ceiling_train(batch: int, k: int) -> float:
+    layers = roofline.mlp_layers(784, HIDDEN, LATENT, k)
+    return roofline.matmul_ceiling(roofline.train_step_shapes(batch, layers))
+
+
+@lru_cache(maxsize=None)
+def ceiling_decoder(rows: int, k: int) -> float:
+    layers = roofline.mlp_layers(784, HIDDEN, LATENT, k)
+    return roofline.matmul_ceiling(roofline.decoder_forward_shapes(rows, layers))
+
+
+def _model(decoder: str, scaling: str, device: str):
+    spec = spec_from_dict({"decoder": decoder, "scaling": scaling, "device": device,
+                           "network": {"hidden": list(HIDDEN), "latent": LATENT}})
+    dev = B.configure(device, False)
+    with B.device_scope(dev):
+        return build_model(spec, SHAPE, DataContext(LEVELS, scaling)), dev
+
+
+def _steps(decoder: str, scaling: str, batch: int = BATCH, jit: bool = True, eager: bool = False, device: str = "cpu"):
+    model, dev = _model(decoder, scaling, device)
+    with B.device_scope(dev):
+        state = B.TrainState(model, 1e-3)
+        step = B.make_train_step(model, state, scaling, LEVELS, jit, eager=eager)
     rng = np.random.default_rng(0)
-    batches = [rng.integers(0, LEVELS, size=(BATCH, *SHAPE), dtype=np.uint8) for _ in range(4)]
+    batches = [rng.integers(0, LEVELS, size=(batch, *SHAPE), dtype=np.uint8) for _ in range(4)]
     seeds = [np.stack([derive_seed(0, "d", i), derive_seed(0, "z", i)]) for i in range(STEPS)]
     t0 = time.perf_counter()
-    step(batches[0], seeds[0])[0].numpy()
+    with B.device_scope(dev):
+        step(batches[0], seeds[0])[0].numpy()
     compile_s = time.perf_counter() - t0
 
-    def steps():
-        out = None
-        for i in range(STEPS):
-            out = step(batches[i % 4], seeds[i])
-        out[0].numpy()
+    def run():
+        with B.device_scope(dev):
+            out = None
+            for i in range(STEPS):
+                out = step(batches[i % 4], seeds[i])
+            out[0].numpy()
 
-    steps()  # warm
-    return model, steps, compile_s
+    run()  # warm
+    return model, run, compile_s
 
 
-@pytest.mark.parametrize("decoder", ["fixed", "learned", "student_t", "variational_variance", "discretized_logistic"])
-@pytest.mark.parametrize("scaling", ["raw", "dequantized"])
-def test_train_step(benchmark, decoder, scaling):
-    _, steps, compile_s = _setup(decoder, scaling)
-    benchmark.pedantic(steps, rounds=7, iterations=1)
+def _record_step(benchmark, decoder, batch, compile_s, **extra):
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update({"examples_per_s": STEPS * BATCH / median, "compile_s": compile_s,
-                                 "batch": BATCH, "steps_per_round": STEPS, "jit": True})
+    k = DECODERS[decoder].outputs_per_pixel
+    achieved = roofline.train_step_flops(batch, roofline.mlp_layers(784, HIDDEN, LATENT, k)) * STEPS / median
+    ceiling = ceiling_train(batch, k)
+    benchmark.extra_info.update({"examples_per_s": STEPS * batch / median, "compile_s": compile_s, "batch": batch,
+                                 "matmul_gflops": achieved / 1e9, "ceiling_gflops": ceiling / 1e9,
+                                 "ceiling_fraction": achieved / ceiling, **extra})
 
 
-@pytest.mark.parametrize("k", [1000])
-def test_iwae_evaluation(benchmark, k):
-    model, _, _ = _setup("learned", "dequantized")
-    ev = B.EvalFunctions(model, jit=True, iwae_k=k, k_chunk=100, lppl_samples=20)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_train_step(benchmark, decoder, device):
+    _, run, compile_s = _steps(decoder, "dequantized", device=device)
+    benchmark.pedantic(run, rounds=7, iterations=1)
+    _record_step(benchmark, decoder, BATCH, compile_s, scaling="dequantized", device=device, mode="xla")
+
+
+@pytest.mark.parametrize("decoder", ["fixed", "learned", "student_t"])
+def test_train_step_raw(benchmark, decoder):
+    """Beside test_train_step: the difference is the dequantization noise."""
+    _, run, compile_s = _steps(decoder, "raw")
+    benchmark.pedantic(run, rounds=7, iterations=1)
+    _record_step(benchmark, decoder, BATCH, compile_s, scaling="raw", device="cpu", mode="xla")
+
+
+@pytest.mark.parametrize("batch", [32, 64, 256, 512])
+def test_train_step_batch_sweep(benchmark, batch):
+    _, run, compile_s = _steps("learned", "dequantized", batch=batch)
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    _record_step(benchmark, "learned", batch, compile_s, scaling="dequantized", device="cpu", mode="xla")
+
+
+@pytest.mark.parametrize("mode", ["graph", "eager"])
+def test_train_step_without_xla(benchmark, mode):
+    _, run, compile_s = _steps("learned", "dequantized", jit=False, eager=mode == "eager")
+    benchmark.pedantic(run, rounds=3 if mode == "eager" else 5, iterations=1)
+    _record_step(benchmark, "learned", BATCH, compile_s, scaling="dequantized", device="cpu", mode=mode)
+
+
+def _iwae(decoder: str, k: int, chunk: int = 100):
+    model, dev = _model(decoder, "dequantized", "cpu")
+    ev = B.EvalFunctions(model, jit=True, iwae_k=k, k_chunk=chunk, lppl_samples=20)
     y = tf.constant(np.random.default_rng(1).uniform(size=(BATCH, *SHAPE)).astype(np.float32))
     seed = derive_seed(0, "iwae")
     ev.iwae(y, seed).numpy()
-    benchmark.pedantic(lambda: ev.iwae(y, seed).numpy(), rounds=3, iterations=1)
+    return lambda: ev.iwae(y, seed).numpy()
+
+
+def _record_iwae(benchmark, decoder, k, chunk=100):
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update({"examples_per_s": BATCH / median, "importance_samples_per_s": BATCH * k / median, "k": k})
+    opp = DECODERS[decoder].outputs_per_pixel
+    layers = roofline.mlp_layers(784, HIDDEN, LATENT, opp)
+    achieved = roofline.decoder_forward_flops(BATCH * k, layers) / median
+    ceiling = ceiling_decoder(BATCH * chunk, opp)
+    benchmark.extra_info.update({"examples_per_s": BATCH / median, "importance_samples_per_s": BATCH * k / median,
+                                 "k": k, "matmul_gflops": achieved / 1e9, "ceiling_gflops": ceiling / 1e9,
+                                 "ceiling_fraction": achieved / ceiling})
+
+
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_eval_pass(benchmark, decoder):
+    """One importance-weighted evaluation pass (K = 100) over a batch of 128 per decoder."""
+    benchmark.pedantic(_iwae(decoder, 100), rounds=5, iterations=1)
+    _record_iwae(benchmark, decoder, 100)
+
+
+def test_iwae_k1000(benchmark):
+    benchmark.pedantic(_iwae("learned", 1000), rounds=3, iterations=1)
+    _record_iwae(benchmark, "learned", 1000)
+
+
+PEAK_SCRIPT = """
+import os, resource, json, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+sys.path.insert(0, "benchmarks")
+import test_throughput as T
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run = T._iwae("learned", 5000)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run()
+print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "after_import_mib": base / 1024, "before_eval_mib": before / 1024}))
+"""
+
+
+def test_iwae_k5000_peak_memory(benchmark):
+    """Peak memory of a K = 5000 evaluation (chunks of 100), in a fresh process so the
+    figure is not inherited from other benchmarks."""
+    result = {}
+
+    def once():
+        proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, timeout=600,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    benchmark.extra_info.update({"k": 5000, "k_chunk": 100, "batch": BATCH, **result})

@@ -155,6 +155,18 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
         build_declared(decl, root, tmp_path / "out")
 
 
+def test_benchmark_json_becomes_a_table_with_ceiling_fractions(runs, tmp_path):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    payload = {"machine_info": {"tfp_vae": {"cpu_model": "Test CPU", "cpu_count": 2}},
+               "benchmarks": [{"name": "test_train_step[learned-cpu]", "stats": {"median": 0.25, "iqr": 0.01},
+                               "extra_info": {"examples_per_s": 10240.0, "ceiling_fraction": 0.87}}]}
+    (bench / "m.json").write_text(json.dumps(payload))
+    build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
+    md = (tmp_path / "out" / "benchmarks.md").read_text()
+    assert "| test_train_step[learned-cpu] | 250.0 | 10.0 | 10240 | 87% | n/a | Test CPU (2 threads) |" in md
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -89,8 +89,9 @@ class TrainState(tf.Module):
         self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
 
-def make_train_step(model: VAE, state: TrainState, scaling: str, levels: int, jit: bool) -> Callable:
-    """Compiled step(x_uint8 (B,H,W,C), seeds int32 (2, 2)) -> (objective, elbo), batch means."""
+def make_train_step(model: VAE, state: TrainState, scaling: str, levels: int, jit: bool, eager: bool = False) -> Callable:
+    """Compiled step(x_uint8 (B,H,W,C), seeds int32 (2, 2)) -> (objective, elbo), batch means.
+    `eager` returns the uncompiled Python function (for benchmarks only)."""
 
     def step(x: tf.Tensor, seeds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         y = scale_images(x, scaling, levels, seeds[0])
@@ -113,7 +114,7 @@ def make_train_step(model: VAE, state: TrainState, scaling: str, levels: int, ji
         state.step.assign_add(1)
         return -loss, tf.reduce_mean(terms.elbo)
 
-    return tf.function(step, jit_compile=jit)
+    return step if eager else tf.function(step, jit_compile=jit)
 
 
 def _log_mean_exp_chunked(draw: Callable, y, q, n: int, chunk: int, seed) -> tf.Tensor:

@@ -164,7 +164,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tfp_vae.report.build import build_report
 
     started = time.perf_counter()
-    written = build_report(args.runs, args.out)
+    written = build_report(args.runs, args.out, benchmarks=args.benchmarks)
     print(f"report of {args.runs}: {len(written)} files in {args.out} ({time.perf_counter() - started:.1f} s)")
     return 0
 
@@ -240,6 +240,7 @@ def make_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables (Markdown, LaTeX, CSV), figures and an HTML page from run records")
     rp.add_argument("runs", help="a directory of run records, e.g. results/runs/quick")
     rp.add_argument("--out", required=True, help="output directory, e.g. results/quick")
+    rp.add_argument("--benchmarks", help="directory of pytest-benchmark JSON files to tabulate, e.g. results/benchmarks")
     rp.set_defaults(func=cmd_report)
     pp = sub.add_parser("paper", help="regenerate the declared paper tables from committed records")
     pp.add_argument("tables", nargs="?", default="benchmarks/tables.toml")

@@ -11,7 +11,7 @@ from tfp_vae.errors import TfpVaeError
 from tfp_vae.report import render
 from tfp_vae.report.figures import FIGURES
 from tfp_vae.report.load import load_records
-from tfp_vae.report.tables import TABLES
+from tfp_vae.report.tables import TABLES, benchmark_table
 
 FORMATS = {"md": render.markdown, "tex": render.latex, "csv": render.csv}
 
@@ -33,8 +33,10 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[Path]:
-    """Write the report of the records under `runs` into `out`; returns the files written."""
+def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+                 benchmarks: str | Path | None = None) -> list[Path]:
+    """Write the report of the records under `runs` into `out` (with the benchmark JSON
+    files under `benchmarks`, if given); returns the files written."""
     out = Path(out)
     _writable(out)
     loaded = load_records(runs, warn)
@@ -43,6 +45,9 @@ def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] 
     if failed:
         warn(f"{failed} failed run(s) are left out of the tables")
     tables = [make(df) for make in TABLES.values()]
+    bench_files = sorted(Path(benchmarks).glob("*.json")) if benchmarks else []
+    if bench_files:
+        tables.append(benchmark_table(bench_files))
     for t in tables:
         for note in t.notes:
             warn(f"warning: {note}")

@@ -144,6 +144,33 @@ def throughput_table(df: pd.DataFrame) -> Table:
     return Table("throughput", caption, pd.DataFrame(numbers), header, rows)
 
 
+def benchmark_table(files: list) -> Table:
+    """pytest-benchmark JSON files (results/benchmarks/): median time, examples/s and the
+    fraction of the layer-shape matmul ceiling, per benchmark and machine."""
+    import json
+    from pathlib import Path
+
+    numbers, rows = [], []
+    for path in sorted(Path(f) for f in files):
+        data = json.loads(path.read_text())
+        info = data.get("machine_info", {}).get("tfp_vae", {})
+        machine = f"{info.get('cpu_model', path.stem)} ({info.get('cpu_count', '?')} threads)"
+        for b in sorted(data.get("benchmarks", []), key=lambda b: b["name"]):
+            extra = b.get("extra_info", {})
+            row = {"machine": machine, "benchmark": b["name"], "median_s": b["stats"]["median"],
+                   "iqr_s": b["stats"]["iqr"], "examples_per_s": extra.get("examples_per_s"),
+                   "ceiling_fraction": extra.get("ceiling_fraction"), "peak_mib": extra.get("peak_mib")}
+            numbers.append(row)
+            frac = row["ceiling_fraction"]
+            rows.append([b["name"], f"{row['median_s'] * 1e3:.1f}", f"{row['iqr_s'] * 1e3:.1f}",
+                         _fmt(row["examples_per_s"], 0), "n/a" if frac is None else f"{frac:.0%}",
+                         _fmt(row["peak_mib"], 0), machine])
+    header = ["benchmark", "median ms", "IQR ms", "examples/s", "of matmul ceiling", "peak MiB", "machine"]
+    caption = ("Throughput benchmarks (pytest-benchmark): median and IQR per round, examples/s, and the fraction of "
+               "the float32 matmul throughput at the same layer shapes measured in the same run.")
+    return Table("benchmarks", caption, pd.DataFrame(numbers), header, rows)
+
+
 TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {
     "loglik": loglik_table,
     "collapse": collapse_table,

@@ -1,0 +1,75 @@
+"""The machine's ceiling for this workload: float32 matmul throughput of the same
+library at exactly the layer shapes a step uses, measured in the same run.
+
+A dense layer (B, n_in) -> (B, n_out) costs 2 B n_in n_out FLOPs forward, the same
+again for the weight gradient and for the input gradient (not needed by the first
+layer). `fraction = achieved / ceiling` says how much of what matmuls of these
+shapes can do a benchmark reaches.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+def mlp_layers(image_pixels: int, hidden: Sequence[int], latent: int, outputs_per_pixel: int) -> list[tuple[int, int, bool]]:
+    """(n_in, n_out, is_first) of every dense layer of the VAE: encoder then decoder."""
+    enc = (image_pixels, *hidden, 2 * latent)
+    dec = (latent, *reversed(hidden), image_pixels * outputs_per_pixel)
+    layers = [(a, b, i == 0) for i, (a, b) in enumerate(zip(enc, enc[1:]))]
+    layers += [(a, b, False) for a, b in zip(dec, dec[1:])]
+    return layers
+
+
+def train_step_flops(batch: int, layers) -> float:
+    return float(sum((4 if first else 6) * batch * a * b for a, b, first in layers))
+
+
+def decoder_forward_flops(rows: int, layers) -> float:
+    """Forward matmul FLOPs of the decoder only (what one importance sample costs)."""
+    dec = [(a, b) for a, b, _ in layers][-(len(layers) // 2):]
+    return float(sum(2 * rows * a * b for a, b in dec))
+
+
+def _time_jitted(fn, args, reps: int = 20, rounds: int = 5) -> float:
+    fn(*args).numpy()
+    best = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            out = fn(*args)
+        out.numpy()
+        best.append((time.perf_counter() - t0) / reps)
+    return float(np.median(best))
+
+
+def matmul_ceiling(shapes: list[tuple[int, int, int]]) -> float:
+    """FLOP/s of float32 matmuls (m, k) @ (k, n) for all `shapes`, each timed in XLA,
+    total FLOPs over total median time."""
+    rng = np.random.default_rng(0)
+    total_flops, total_s = 0.0, 0.0
+    for m, k, n in shapes:
+        a = tf.constant(rng.standard_normal((m, k)).astype(np.float32))
+        b = tf.constant(rng.standard_normal((k, n)).astype(np.float32))
+        fn = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+        total_s += _time_jitted(fn, (a, b))
+        total_flops += 2.0 * m * k * n
+    return total_flops / total_s
+
+
+def train_step_shapes(batch: int, layers) -> list[tuple[int, int, int]]:
+    """The matmuls of forward and backward passes: x W, x^T g, g W^T."""
+    shapes = []
+    for a, b, first in layers:
+        shapes += [(batch, a, b), (a, batch, b)]
+        if not first:
+            shapes.append((batch, b, a))
+    return shapes
+
+
+def decoder_forward_shapes(rows: int, layers) -> list[tuple[int, int, int]]:
+    return [(rows, a, b) for a, b, _ in layers[-(len(layers) // 2):]]
