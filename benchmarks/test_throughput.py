@@ -179,3 +179,23 @@ def test_iwae_k5000_peak_memory(benchmark):
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     benchmark.extra_info.update({"k": 5000, "k_chunk": 100, "batch": BATCH, **result})
+
+
+@pytest.mark.parametrize("decoder", ["fixed", "learned", "student_t"])
+def test_dequantization_overhead(benchmark, decoder):
+    """Raw and dequantized steps of one decoder in alternating rounds, so that machine
+    noise hits both alike; the ratio of their medians is the cost of drawing the noise."""
+    _, run_raw, _ = _steps(decoder, "raw")
+    _, run_deq, _ = _steps(decoder, "dequantized")
+    times = {"raw": [], "dequantized": []}
+
+    def both():
+        for name, run in (("raw", run_raw), ("dequantized", run_deq)):
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+
+    benchmark.pedantic(both, rounds=15, iterations=1)
+    raw, deq = float(np.median(times["raw"])), float(np.median(times["dequantized"]))
+    benchmark.extra_info.update({"raw_step_ms": raw / STEPS * 1e3, "dequantized_step_ms": deq / STEPS * 1e3,
+                                 "dequantization_overhead": deq / raw - 1.0, "examples_per_s": STEPS * BATCH / deq})

@@ -164,7 +164,7 @@ def test_benchmark_json_becomes_a_table_with_ceiling_fractions(runs, tmp_path):
     (bench / "m.json").write_text(json.dumps(payload))
     build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
     md = (tmp_path / "out" / "benchmarks.md").read_text()
-    assert "| test_train_step[learned-cpu] | 250.0 | 10.0 | 10240 | 87% | n/a | Test CPU (2 threads) |" in md
+    assert "| test_train_step[learned-cpu] | 250.0 | 10.0 | 10240 | 87% | n/a | n/a | Test CPU (2 threads) |" in md
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -159,13 +159,15 @@ def benchmark_table(files: list) -> Table:
             extra = b.get("extra_info", {})
             row = {"machine": machine, "benchmark": b["name"], "median_s": b["stats"]["median"],
                    "iqr_s": b["stats"]["iqr"], "examples_per_s": extra.get("examples_per_s"),
-                   "ceiling_fraction": extra.get("ceiling_fraction"), "peak_mib": extra.get("peak_mib")}
+                   "ceiling_fraction": extra.get("ceiling_fraction"), "peak_mib": extra.get("peak_mib"),
+                   "dequantization_overhead": extra.get("dequantization_overhead")}
             numbers.append(row)
-            frac = row["ceiling_fraction"]
+            frac, over = row["ceiling_fraction"], row["dequantization_overhead"]
             rows.append([b["name"], f"{row['median_s'] * 1e3:.1f}", f"{row['iqr_s'] * 1e3:.1f}",
                          _fmt(row["examples_per_s"], 0), "n/a" if frac is None else f"{frac:.0%}",
-                         _fmt(row["peak_mib"], 0), machine])
-    header = ["benchmark", "median ms", "IQR ms", "examples/s", "of matmul ceiling", "peak MiB", "machine"]
+                         "n/a" if over is None else f"{over:+.1%}", _fmt(row["peak_mib"], 0), machine])
+    header = ["benchmark", "median ms", "IQR ms", "examples/s", "of matmul ceiling", "dequantization overhead",
+              "peak MiB", "machine"]
     caption = ("Throughput benchmarks (pytest-benchmark): median and IQR per round, examples/s, and the fraction of "
                "the float32 matmul throughput at the same layer shapes measured in the same run.")
     return Table("benchmarks", caption, pd.DataFrame(numbers), header, rows)
