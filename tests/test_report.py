@@ -32,7 +32,8 @@ def record(decoder: str, seed: int, iwae: float, collapse: bool, scaling: str = 
                     "sigma_min": 0.001 if collapse else 0.05, "sigma_p01": 0.01, "sigma_median": 0.2,
                     "frac_below_tau": 0.2 if collapse else 0.0, "tau": 0.018, "variance_collapse": collapse,
                     "collapse_reason": "frac_below_tau 0.2 > 0.01" if collapse else None, "active_units": 4,
-                    "train_test_gap": 1.0, "iwae_k": 50},
+                    "train_test_gap": 1.0, "iwae_k": 50,
+                    "sigma_log10_hist": [0] * 30 + [seed + 1] * 10 + [0] * 50},
         "training": {"curves": {"train_bound": [iwae - 20, iwae - 5, iwae], "val_bound": [0, 0, 0]}},
         "execution": {"device": "/CPU:0"},
         "timing": {"train_examples_per_s": 1000.0 + seed, "eval_examples_per_s": 50.0, "importance_samples_per_s": 1e4,
@@ -84,7 +85,7 @@ def test_collapse_table_counts_and_wilson(runs):
 def test_report_is_byte_identical_when_regenerated(runs, tmp_path):
     a = build_report(runs, tmp_path / "a", warn=lambda s: None)
     b = build_report(runs, tmp_path / "b", warn=lambda s: None)
-    assert [p.name for p in a] == [p.name for p in b] and len(a) >= 14
+    assert [p.name for p in a] == [p.name for p in b] and len(a) >= 15
     for pa, pb in zip(a, b):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
 
@@ -182,7 +183,7 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
     dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count("<table>") == 3 and dom.stdout.count("data:image/png;base64,") == 3
+    assert dom.stdout.count("<table>") == 3 and dom.stdout.count("data:image/png;base64,") == 4
     assert "floor(xi=0.02)" in dom.stdout
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *FLAGS, *profile, f"--screenshot={shot}", "--window-size=1200,1600", url],

@@ -37,6 +37,9 @@ def test_record_is_strict_json_with_schema_and_every_metric(tmp_path):
     expected_bpd = (-m["iwae_ll"] + 64 * np.log(17)) / (64 * np.log(2))
     assert abs(m["bpd"] - expected_bpd) < 1e-9
     assert m["sigma_min"] >= 0.01 and m["sigma_min"] <= m["sigma_p01"] <= m["sigma_median"]
+    hist = np.array(m["sigma_log10_hist"])
+    assert hist.sum() == m["test_examples"] * m["dims"]  # every test pixel counted once
+    assert hist[: int((np.log10(0.01) + 8) * 10)].sum() == 0  # nothing below the floor xi = 0.01
     assert len(m["kl_per_dim"]) == 5 and 0 <= m["active_units"] <= 5
     assert abs(m["train_test_gap"] - (m["train_elbo"] - m["elbo"])) < 1e-9
     assert len(loaded["training"]["curves"]["val_bound"]) == loaded["training"]["epochs_run"] == 2

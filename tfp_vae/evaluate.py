@@ -15,6 +15,9 @@ from tfp_vae.model import VAE
 from tfp_vae.train import EvalData, TrainingResult, per_example
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
+#: Fixed log10-sigma bins of the per-run sigma histogram (values outside are clipped
+#: into the end bins), so histograms of different runs add up.
+SIGMA_LOG10_EDGES = np.linspace(-8.0, 1.0, 91)
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -32,6 +35,12 @@ def bits_per_dim(iwae_ll: float | None, dims: int, data: DataContext, likelihood
     if data.scaling == "dequantized" and likelihood.proper_density:
         return (-iwae_ll + dims * math.log(data.levels)) / (dims * math.log(2.0))
     return None
+
+
+def sigma_histogram(sigma: np.ndarray) -> list[int]:
+    """Counts of log10(sigma) in SIGMA_LOG10_EDGES, out-of-range values in the end bins."""
+    logs = np.clip(np.log10(np.maximum(sigma, 1e-300)), SIGMA_LOG10_EDGES[0], SIGMA_LOG10_EDGES[-1])
+    return [int(c) for c in np.histogram(logs, bins=SIGMA_LOG10_EDGES)[0]]
 
 
 def collapse_verdict(training: TrainingResult, frac_below: float | None, threshold: float,
@@ -98,9 +107,11 @@ def evaluate(model: VAE, spec: RunSpec, test_images: np.ndarray, train_images: n
             "sigma_p01": float(np.percentile(flat, 1)),
             "sigma_median": float(np.median(flat)),
             "frac_below_tau": frac_below,
+            "sigma_log10_hist": sigma_histogram(flat),
         })
     else:
-        metrics.update({"sigma_min": None, "sigma_p01": None, "sigma_median": None, "frac_below_tau": None})
+        metrics.update({"sigma_min": None, "sigma_p01": None, "sigma_median": None, "frac_below_tau": None,
+                        "sigma_log10_hist": None})
     collapsed, reason = collapse_verdict(training, frac_below, cfg.collapse_threshold, dims, data, likelihood)
     unit_activity = np.var(mu_q, axis=0)
     metrics.update({

@@ -62,6 +62,33 @@ def sigma_vs_tau(df: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def sigma_histograms(df: pd.DataFrame, path: Path) -> Path:
+    """Histogram of every test pixel's decoder sigma, pooled over seeds, one panel per
+    decoder with a scale, one line per scaling, against tau (dashed)."""
+    from tfp_vae.evaluate import SIGMA_LOG10_EDGES
+
+    scaled = df[df["sigma_log10_hist"].notna()]
+    labels = _order(scaled["label"])
+    cols = 4
+    rows = max(1, -(-len(labels) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    centres = 10 ** ((SIGMA_LOG10_EDGES[:-1] + SIGMA_LOG10_EDGES[1:]) / 2)
+    for ax, lab in zip(axes.flat, labels):
+        runs = scaled[scaled["label"] == lab]
+        for i, (key, group) in enumerate(sorted(runs.groupby(["dataset", "scaling"]), key=lambda kv: kv[0])):
+            counts = np.sum(np.stack([np.asarray(h, float) for h in group["sigma_log10_hist"]]), axis=0)
+            ax.step(centres, counts / counts.sum(), where="mid", color=f"C{i}", label=f"{key[0]} {key[1]}")
+            ax.axvline(float(group["tau"].iloc[0]), color=f"C{i}", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(lab, fontsize=9)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.axis("off")
+    fig.supxlabel("decoder sigma over all test pixels (dashed: tau = bin / sqrt(12))")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
     """Test iwae_ll against rmse, one point per run, one colour per decoder."""
     ok = df[df["iwae_ll"].notna()].sort_values(["label", "dataset", "scaling", "seed"])
@@ -76,4 +103,5 @@ def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-FIGURES = {"training_curves": training_curves, "sigma_vs_tau": sigma_vs_tau, "loglik_vs_rmse": loglik_vs_rmse}
+FIGURES = {"training_curves": training_curves, "sigma_histograms": sigma_histograms, "sigma_vs_tau": sigma_vs_tau,
+           "loglik_vs_rmse": loglik_vs_rmse}

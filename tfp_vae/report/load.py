@@ -46,7 +46,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "backend": spec["backend"], "error": rec.get("error"),
         **{k: m.get(k) for k in ("elbo", "iwae_ll", "lppl", "bpd", "rmse", "sigma_min", "sigma_p01", "sigma_median",
                                  "frac_below_tau", "tau", "variance_collapse", "collapse_reason", "active_units",
-                                 "train_test_gap", "iwae_k")},
+                                 "train_test_gap", "iwae_k", "sigma_log10_hist")},
         **{k: t.get(k) for k in ("train_examples_per_s", "eval_examples_per_s", "importance_samples_per_s",
                                  "compile_s", "peak_memory_mib", "wall_s")},
         "train_bound_curve": curves.get("train_bound"), "val_bound_curve": curves.get("val_bound"),
