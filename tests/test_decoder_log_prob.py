@@ -88,7 +88,7 @@ def test_student_t_learned_nu_starts_at_its_initial_value(rng):
 
 def test_variational_variance_predictive_is_student_t(rng):
     raw, y = _inputs(rng, 3)
-    alpha, beta = softplus(raw[..., 1]), softplus(raw[..., 2])
+    alpha, beta = softplus(raw[..., 1]).astype(float), softplus(raw[..., 2]).astype(float)
     _check(make_decoder("variational_variance", {}, CTX), raw, y,
            stats.t.logpdf(y, df=2 * alpha, loc=raw[..., 0], scale=np.sqrt(beta / alpha)))
 
@@ -157,7 +157,39 @@ def test_every_decoder_has_image_event_shape_and_broadcasts_samples(rng, name):
     assert tuple(dist.batch_shape) == (4, BATCH)
     assert dec.log_lik(y, raw).shape == (4, BATCH)
     assert dec.mean(raw).shape == (4, BATCH, H, W, C)
-    scale = dec.scale(raw)
-    assert (scale is None) == (not cls.has_scale)
-    if scale is not None:
-        assert scale.shape == (4, BATCH, H, W, C)
+    std = dec.stddev(raw)
+    assert (std is None) == (not cls.has_scale)
+    if std is not None:
+        assert std.shape == (4, BATCH, H, W, C)
+    if cls.has_density:
+        assert dec.pixel_log_density(y, raw).shape == (4, BATCH, H, W, C)
+
+
+def test_standard_deviations_match_scipy(rng):
+    """The spread compared with tau is the standard deviation: for Student-t scale sqrt(nu / (nu - 2)),
+    sqrt(3) times the scale at nu = 3, and infinite where it does not exist."""
+    raw, _ = _inputs(rng, 3)
+    sd = make_decoder("student_t", {"nu": 3.0}, CTX).stddev(tf.constant(raw[..., :2])).numpy()
+    np.testing.assert_allclose(sd, stats.t.std(3.0, scale=softplus(raw[..., 1]).astype(float)), rtol=1e-5)
+    raw[0, 0, 0, 0, 1] = -5.0  # alpha = softplus(-5) < 1: df = 2 alpha <= 2 has no variance
+    alpha, beta = softplus(raw[..., 1]).astype(float), softplus(raw[..., 2]).astype(float)
+    sd = make_decoder("variational_variance", {}, CTX).stddev(tf.constant(raw)).numpy()
+    expected = stats.t.std(2 * alpha, scale=np.sqrt(beta / alpha))
+    assert np.isinf(sd[0, 0, 0, 0]) and not np.isfinite(expected[0, 0, 0, 0])
+    finite = alpha > 1
+    np.testing.assert_allclose(sd[finite], expected[finite], rtol=1e-4)
+
+
+@pytest.mark.parametrize("scaling", ["raw", "dequantized"])
+def test_pixel_log_density_is_the_density_on_the_unit_scale(rng, scaling):
+    """Continuous decoders: the per-pixel log density (scipy). Discretized logistic: log(pmf / bin),
+    which can never exceed log(1 / bin)."""
+    ctx = DataContext(levels=17, scaling=scaling)
+    raw, y = _inputs(rng, 2)
+    got = make_decoder("learned", {}, ctx).pixel_log_density(tf.constant(y), tf.constant(raw)).numpy()
+    np.testing.assert_allclose(got, stats.norm.logpdf(y, raw[..., 0], softplus(raw[..., 1])), rtol=1e-5, atol=1e-5)
+    dec = make_decoder("discretized_logistic", {}, ctx)
+    got = dec.pixel_log_density(tf.constant(y), tf.constant(raw)).numpy()
+    one_pixel = dec._distribution(tf.constant(raw)).log_prob(dec.target(tf.constant(y))).numpy()
+    np.testing.assert_allclose(got, one_pixel - np.log(ctx.bin_width), rtol=1e-6, atol=1e-5)
+    assert np.all(got <= -np.log(ctx.bin_width) + 1e-6)

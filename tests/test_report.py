@@ -27,11 +27,13 @@ def record(decoder: str, seed: int, iwae: float, collapse: bool, scaling: str = 
     return {
         "schema_version": SCHEMA_VERSION, "run_id": f"{decoder}-{scaling}-{seed}", "status": "ok",
         "spec": {"dataset": "digits", "scaling": scaling, "decoder": decoder, "decoder_params": params or {},
-                 "seed": seed, "device": "cpu", "backend": "tensorflow"},
+                 "seed": seed, "device": "cpu", "backend": "tensorflow", "network": {"hidden": [32], "latent": 5}},
         "metrics": {"elbo": iwae - 3, "iwae_ll": iwae, "lppl": iwae + 1, "bpd": bpd, "rmse": 0.1 + 0.01 * seed,
                     "sigma_min": 0.001 if collapse else 0.05, "sigma_p01": 0.01, "sigma_median": 0.2,
                     "frac_below_tau": 0.2 if collapse else 0.0, "tau": 0.018, "variance_collapse": collapse,
-                    "collapse_reason": "frac_below_tau 0.2 > 0.01" if collapse else None, "active_units": 4,
+                    "excess_density_frac": 0.05 if collapse else 0.0,
+                    "collapse_reason": "excess_density: 5.00% of test pixels ..." if collapse else None,
+                    "active_units": 4,
                     "train_test_gap": 1.0, "iwae_k": 50,
                     "sigma_log10_hist": [0] * 30 + [seed + 1] * 10 + [0] * 50},
         "training": {"curves": {"train_bound": [iwae - 20, iwae - 5, iwae], "val_bound": [0, 0, 0]}},
@@ -52,6 +54,7 @@ def runs(tmp_path) -> Path:
     d.mkdir()
     for seed, (a, b) in enumerate(zip(LEARNED, FLOOR)):
         for rec in (record("learned", seed, a, collapse=seed < 3), record("floor", seed, b, False, params={"xi": 0.02}),
+                    record("learned", seed, a - 100, False, scaling="dequantized"),
                     record("floor", seed, b - 100, False, scaling="dequantized", params={"xi": 0.02})):
             (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
     return d
@@ -66,20 +69,24 @@ def test_loglik_table_aggregates_as_computed_independently(runs):
     assert learned["iwae_ll_iqm"] == pytest.approx(np.mean(sorted(LEARNED)[1:4]))
     assert learned["iwae_ll_iqm_lo"] <= learned["iwae_ll_iqm"] <= learned["iwae_ll_iqm_hi"]
     assert pd.isna(learned["bpd_mean"])  # raw: no bpd
-    deq = t.numbers[t.numbers["scaling"] == "dequantized"].iloc[0]
-    assert deq["decoder"] == "floor(xi=0.02)"
+    deq = t.numbers[(t.numbers["scaling"] == "dequantized") & (t.numbers["decoder"] == "floor(xi=0.02)")].iloc[0]
     assert deq["bpd_mean"] == pytest.approx(np.mean([(-(b - 100) + 64 * np.log(17)) / (64 * np.log(2)) for b in FLOOR]))
-    # learned has the higher mean on raw digits: it is the bold entry of that column
+    # densities of raw pixels are unbounded: the raw column is never ranked, however high learned scores
     raw_col = t.header.index("digits raw")
-    assert (next(i for i, r in enumerate(t.rows) if r[0] == "learned"), raw_col) in t.bold
+    assert not any(j == raw_col for _, j in t.bold)
+    # dequantized: learned (about 18 nats better per image, far beyond the seed spread) has the lower bpd
+    deq_col = t.header.index("digits dequantized")
+    row = {r[0]: i for i, r in enumerate(t.rows)}
+    assert (row["learned"], deq_col) in t.bold and (row["floor(xi=0.02)"], deq_col) not in t.bold
+    assert "(tied)" not in t.rows[row["floor(xi=0.02)"]][deq_col]
 
 
 def test_collapse_table_counts_and_wilson(runs):
     t = collapse_table(load_records(runs).frame)
-    row = t.numbers[(t.numbers["decoder"] == "learned")].iloc[0]
+    row = t.numbers[(t.numbers["decoder"] == "learned") & (t.numbers["scaling"] == "raw")].iloc[0]
     assert (row["collapsed"], row["n"]) == (3, 5)
     assert (row["wilson_lo"], row["wilson_hi"]) == pytest.approx(wilson(3, 5))
-    assert row["top_reason"] == "frac_below_tau"
+    assert row["top_reason"] == "excess_density"
 
 
 def test_report_is_byte_identical_when_regenerated(runs, tmp_path):
@@ -94,9 +101,9 @@ def test_every_format_parses_back(runs, tmp_path):
     out = tmp_path / "out"
     build_report(runs, out, warn=lambda s: None)
     frame = pd.read_csv(out / "loglik.csv")
-    assert set(frame["decoder"]) == {"learned", "floor(xi=0.02)"} and len(frame) == 3
+    assert set(frame["decoder"]) == {"learned", "floor(xi=0.02)"} and len(frame) == 4
     lines = [line for line in (out / "collapse.md").read_text().splitlines() if line.startswith("|")]
-    assert len(lines) == 2 + 3 and len({line.count("|") - line.count("\\|") for line in lines}) == 1
+    assert len(lines) == 2 + 4 and len({line.count("|") - line.count("\\|") for line in lines}) == 1
     tex = (out / "loglik.tex").read_text()
     assert tex.count(r"\toprule") == 1 and r"\bottomrule" in tex and r"$\pm$" in tex
     if shutil.which("pdflatex") is None:
@@ -113,7 +120,7 @@ def test_bad_records_are_named_and_skipped(runs, tmp_path):
     (runs / "junk.json").write_text("not json at all")
     warnings = []
     loaded = load_records(runs, warn=warnings.append)
-    assert len(loaded.records) == 15 and len(warnings) == 3
+    assert len(loaded.records) == 20 and len(warnings) == 3
     text = "\n".join(warnings)
     assert "broken.json" in text and "future.json: skipped: unknown schema version 99" in text and "junk.json" in text
 
@@ -144,15 +151,22 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(runs, root / "demo")
     decl = tmp_path / "tables.toml"
-    decl.write_text('[[table]]\nname = "t1"\nstudy = "demo"\nkind = "loglik"\nscalings = ["raw"]\n'
-                    'decoders = ["floor(xi=0.02)", "learned"]\ncaption = "My caption"\n')
+    decl.write_text('[[table]]\nname = "t1"\nstudy = "demo"\nkind = "loglik"\nscalings = ["dequantized"]\n'
+                    'decoders = ["floor(xi=0.02)", "learned"]\ncaption = "My caption"\n'
+                    '[[table]]\nname = "c1"\nstudy = "demo"\nkind = "collapse"\n'
+                    'decoders = ["learned", "floor(xi=0.02)"]\n')
     build_declared(decl, root, tmp_path / "out")
     md = (tmp_path / "out" / "t1.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| floor") or line.startswith("| learned")]
     assert [r.split(" |")[0] for r in rows] == ["| floor(xi=0.02)", "| learned"]  # declared order
-    assert "My caption" in md and "dequantized" not in md and "**" in rows[1]  # bold follows its row
+    assert "My caption" in md and "raw" not in md.split("\n\n")[1] and "**" in rows[1]  # bold follows its row
+    # a collapse table has one row per decoder and data column: the filter keeps them all
+    md = (tmp_path / "out" / "c1.md").read_text()
+    rows = [line.split(" | ")[:2] for line in md.splitlines() if line.startswith("| floor") or line.startswith("| learned")]
+    assert rows == [["| learned", "digits dequantized"], ["| learned", "digits raw"],
+                    ["| floor(xi=0.02)", "digits dequantized"], ["| floor(xi=0.02)", "digits raw"]]
     decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
-    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, throughput"):
+    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, faithfulness, convergence, throughput"):
         build_declared(decl, root, tmp_path / "out")
 
 
@@ -183,7 +197,7 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
     dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count("<table>") == 3 and dom.stdout.count("data:image/png;base64,") == 4
+    assert dom.stdout.count("<table>") == 5 and dom.stdout.count("data:image/png;base64,") == 4
     assert "floor(xi=0.02)" in dom.stdout
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *FLAGS, *profile, f"--screenshot={shot}", "--window-size=1200,1600", url],

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from scipy import stats
 
-from tfp_vae.report.stats import iqm, iqm_interval, mean_std, wilson
+from tfp_vae.report.stats import iqm, iqm_interval, mean_std, tied_with_best, wilson, worse_than
 
 
 def test_mean_std_matches_numpy_with_sample_deviation():
@@ -23,15 +21,19 @@ def test_iqm_is_the_mean_of_the_middle_half():
     assert iqm(x) == pytest.approx(3.5)
 
 
-def test_wilson_matches_the_closed_form_and_statsmodels_values():
+def test_wilson_matches_the_closed_form_and_textbook_values():
     # closed form at k = 0: upper = z^2 / (n + z^2)
     z = stats.norm.ppf(0.975)
     lo, hi = wilson(0, 10)
-    assert lo == 0.0 and hi == pytest.approx(z * z / (10 + z * z))
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(z * z / (10 + z * z))
     # symmetric about 1/2 at k = n/2, and the textbook value for 5/10: (0.2366, 0.7634)
     lo, hi = wilson(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
-    assert math.isnan(wilson(0, 0)[0])
+
+
+def test_no_interval_with_fewer_than_three_seeds():
+    assert wilson(1, 2) is None and iqm_interval([1.0, 2.0]) is None
+    assert iqm_interval([1.0, 2.0, 3.0]) is not None
 
 
 def test_bootstrap_interval_of_the_iqm_covers_the_truth_about_95_percent():
@@ -39,14 +41,29 @@ def test_bootstrap_interval_of_the_iqm_covers_the_truth_about_95_percent():
     rng = np.random.default_rng(7)
     trials, covered = 200, 0
     for t in range(trials):
-        lo, hi = iqm_interval([rng.normal(size=30)], reps=400, seed=t)
+        lo, hi = iqm_interval(rng.normal(size=30), reps=400, seed=t)
         covered += lo <= 0.0 <= hi
     assert 0.87 <= covered / trials <= 0.99
 
 
-def test_bootstrap_is_stratified_and_reproducible():
-    a, b = [0.0, 0.1, 0.2, 0.3], [10.0, 10.1, 10.2, 10.3]
-    assert iqm_interval([a, b]) == iqm_interval([a, b])  # fixed seed
-    lo, hi = iqm_interval([a, b])
-    # every resample keeps 4 runs from each stratum, so the pooled IQM stays between the groups
-    assert 0.0 < lo <= hi < 10.3
+def test_bootstrap_is_reproducible():
+    x = [0.0, 0.3, 0.1, 0.25, 0.2]
+    assert iqm_interval(x) == iqm_interval(x)  # fixed seed: byte-stable tables
+
+
+def test_tie_test_rejects_a_clear_gap_and_keeps_overlapping_samples_tied():
+    rng = np.random.default_rng(3)
+    best = rng.normal(2.0, 0.05, size=5)
+    assert tied_with_best(best, rng.normal(2.01, 0.05, size=5)) is True   # 0.2 sd apart: no evidence
+    assert tied_with_best(best, rng.normal(2.5, 0.05, size=5)) is False   # 10 sd apart
+    assert tied_with_best(best, [2.1]) is None                            # one seed: no test
+
+
+def test_paired_worse_test_uses_the_pairing():
+    """The seed effect (0 .. 0.4) swamps a constant 0.01 gap unpaired; paired, the gap is certain."""
+    ref = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    worse, p = worse_than(ref + 0.01 + np.array([0.001, -0.001, 0.0, 0.002, -0.002]), ref)
+    assert worse and p < 1e-3
+    assert stats.ttest_ind(ref + 0.01, ref).pvalue > 0.5  # the unpaired test would see nothing
+    better, _ = worse_than(ref - 0.01 + np.array([0.001, -0.001, 0.0, 0.002, -0.002]), ref)
+    assert not better

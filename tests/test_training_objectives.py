@@ -76,4 +76,4 @@ def test_sigma_vae_evaluation_sigma_follows_training_batches(rng):
     dec.training_terms(tf.constant(y), tf.constant(raw2))
     expected = 0.5 * first + 0.5 * _softclipped_log_rmse(y, raw2[..., 0])
     assert abs(float(dec.log_sigma_ema) - expected) < 1e-4
-    np.testing.assert_allclose(dec.scale(tf.constant(raw)).numpy(), np.exp(expected), rtol=1e-5)
+    np.testing.assert_allclose(dec.stddev(tf.constant(raw)).numpy(), np.exp(expected), rtol=1e-5)

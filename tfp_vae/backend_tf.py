@@ -59,11 +59,14 @@ def scale_images(x: tf.Tensor, scaling: str, levels: int, seed: tf.Tensor) -> tf
 
 
 class Adam(tf.Module):
-    """Adam (Kingma & Ba 2015) on explicit variables, with the bias correction folded into the step size."""
+    """Adam (Kingma & Ba 2015) on explicit variables, with the bias correction folded into the step size.
+    `multipliers` scales the learning rate per variable (1 where not given)."""
 
-    def __init__(self, variables: list[tf.Variable], learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+    def __init__(self, variables: list[tf.Variable], learning_rate: float, b1: float = 0.9, b2: float = 0.999,
+                 eps: float = 1e-8, multipliers: list[float] | None = None):
         super().__init__(name="adam")
         self.lr, self.b1, self.b2, self.eps = learning_rate, b1, b2, eps
+        self.multipliers = multipliers or [1.0] * len(variables)
         self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
         self.t = tf.Variable(0.0, trainable=False)
@@ -71,10 +74,10 @@ class Adam(tf.Module):
     def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable]) -> None:
         t = self.t.assign_add(1.0)
         step = self.lr * tf.sqrt(1.0 - self.b2**t) / (1.0 - self.b1**t)
-        for g, m, v, var in zip(grads, self.m, self.v, variables):
+        for g, m, v, var, mult in zip(grads, self.m, self.v, variables, self.multipliers):
             m.assign(self.b1 * m + (1.0 - self.b1) * g)
             v.assign(self.b2 * v + (1.0 - self.b2) * tf.square(g))
-            var.assign_sub(step * m / (tf.sqrt(v) + self.eps))
+            var.assign_sub(mult * step * m / (tf.sqrt(v) + self.eps))
 
 
 class TrainState(tf.Module):
@@ -84,7 +87,8 @@ class TrainState(tf.Module):
     def __init__(self, model: VAE, learning_rate: float):
         super().__init__(name="train_state")
         self.params = list(model.trainable_variables)
-        self.optimizer = Adam(self.params, learning_rate)
+        boost = model.likelihood.lr_multipliers()
+        self.optimizer = Adam(self.params, learning_rate, multipliers=[boost.get(id(v), 1.0) for v in self.params])
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
@@ -149,17 +153,26 @@ class EvalFunctions:
             return model.elbo_terms(y, seed, training=False).elbo
 
         def at_mean(y):
+            """Decoder mean, standard deviation and per-pixel log density of y, all at z = mean of q(z|y)."""
             q = model.posterior(y)
             raw = model.decode(q.mu)
-            scale = model.likelihood.scale(raw)
-            if scale is None:
-                scale = tf.fill(tf.shape(raw)[:-1], np.nan)
-            return model.likelihood.mean(raw), scale, q.mu, kl_to_standard_normal(q)
+            lik = model.likelihood
+            nan = tf.fill(tf.shape(raw)[:-1], np.nan)
+            std = lik.stddev(raw) if lik.has_scale else nan
+            log_density = lik.pixel_log_density(y, raw) if lik.has_density else nan
+            return lik.mean(raw), std, log_density, q.mu, kl_to_standard_normal(q)
+
+        def sampled_squared_error(y, seed):
+            """Per-example mean squared error of the decoder mean at one z ~ q(z|y)."""
+            q = model.posterior(y)
+            mean = model.likelihood.mean(model.decode(model.sample_z(q, None, seed)))
+            return tf.reduce_mean(tf.math.squared_difference(mean, y), axis=[-3, -2, -1])
 
         self.iwae = tf.function(iwae, jit_compile=jit)
         self.lppl = tf.function(lppl, jit_compile=jit)
         self.elbo = tf.function(elbo, jit_compile=jit)
         self.at_mean = tf.function(at_mean, jit_compile=jit)
+        self.sampled_squared_error = tf.function(sampled_squared_error, jit_compile=jit)
 
 
 def padded_batches(n: int, batch_size: int) -> Iterator[tuple[slice, int]]:

@@ -85,13 +85,14 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """Evaluation settings (DESIGN.md section 4)."""
+    """Evaluation settings (docs/definitions.md)."""
 
     iwae_k: int = 1000
     k_chunk: int = 100
     lppl_samples: int = 20
     batch_size: int = 128
-    collapse_threshold: float = 0.01
+    collapse_threshold: float = 0.01  # of test pixels above the excess-density limit
+    density_c: float = 2.0  # the excess-density limit is density_c / bin
     max_test_examples: int = 0  # 0 = the whole test split
 
     def check(self, where: str) -> None:
@@ -101,6 +102,8 @@ class EvalSpec:
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, where, "batch_size", self.batch_size, "an integer >= 1")
         _require(isinstance(self.collapse_threshold, float) and 0 <= self.collapse_threshold < 1, where,
                  "collapse_threshold", self.collapse_threshold, "a float in [0, 1)")
+        _require(isinstance(self.density_c, float) and self.density_c > 1.0, where, "density_c", self.density_c,
+                 "a float > 1 (a model of the discrete levels reaches density 1 / bin)")
         _require(isinstance(self.max_test_examples, int) and self.max_test_examples >= 0, where,
                  "max_test_examples", self.max_test_examples, "an integer >= 0 (0 = all)")
 

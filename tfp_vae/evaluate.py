@@ -1,4 +1,4 @@
-"""Evaluation on the held-out test split, exactly as DESIGN.md section 4 defines each number."""
+"""Evaluation on the held-out test split, exactly as docs/definitions.md defines each number."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tfp_vae import backend_tf as B
 from tfp_vae.config import RunSpec
 from tfp_vae.decoders import DataContext
 from tfp_vae.model import VAE
-from tfp_vae.train import EvalData, TrainingResult, per_example
+from tfp_vae.train import EvalData, TrainingResult, excess_density_frac, per_example
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
 #: Fixed log10-sigma bins of the per-run sigma histogram (values outside are clipped
@@ -43,20 +43,38 @@ def sigma_histogram(sigma: np.ndarray) -> list[int]:
     return [int(c) for c in np.histogram(logs, bins=SIGMA_LOG10_EDGES)[0]]
 
 
-def collapse_verdict(training: TrainingResult, frac_below: float | None, threshold: float,
+def collapse_verdict(training: TrainingResult, excess_frac: float | None, threshold: float, c: float,
                      dims: int, data: DataContext, likelihood) -> tuple[bool, str | None]:
-    """variance_collapse and its reason(s), as DESIGN.md section 4 defines them."""
+    """variance_collapse and the rule(s) that fired, each reason starting with the rule's name
+    (docs/definitions.md): `nonfinite`, `excess_density` (judged on the evaluated weights) and
+    `bound_above_discrete_limit` (any epoch's training bound on dequantized data)."""
     reasons = []
     if training.nonfinite is not None:
-        reasons.append(f"non-finite training loss or gradient at epoch {training.nonfinite['epoch'] + 1}, step {training.nonfinite['step']}")
-    if frac_below is not None and frac_below > threshold:
-        reasons.append(f"frac_below_tau {frac_below:.4f} > {threshold:g}")
+        reasons.append(f"nonfinite: training loss or gradient at epoch {training.nonfinite['epoch'] + 1}, "
+                       f"step {training.nonfinite['step']}")
+    if excess_frac is not None and excess_frac > threshold:
+        reasons.append(f"excess_density: {excess_frac:.2%} of test pixels have density above {c:g} / bin "
+                       f"(threshold {threshold:.2%})")
     limit = dims * math.log(data.levels)
-    bound = training.final_train_bound
-    if (data.scaling == "dequantized" and likelihood.proper_density and not likelihood.discrete
-            and bound is not None and bound > limit):
-        reasons.append(f"training bound {bound:.1f} > D ln L = {limit:.1f}")
+    bound = training.max_train_bound
+    if data.scaling == "dequantized" and likelihood.proper_density and bound is not None and bound > limit:
+        reasons.append(f"bound_above_discrete_limit: training bound {bound:.1f} > D ln L = {limit:.1f}")
     return bool(reasons), "; ".join(reasons) or None
+
+
+#: A global learned scale within this relative distance of its closed-form optimum has converged.
+SCALE_CONVERGENCE_RTOL = 0.1
+
+
+def scale_convergence(likelihood, squared_errors: np.ndarray) -> dict[str, Any]:
+    """A global learned scale against its optimum given the mean, sqrt(mean squared error at
+    sampled z) on the training split; empty values for decoders without one."""
+    scale = likelihood.global_scale()
+    if scale is None:
+        return {"global_scale": None, "global_scale_optimum": None, "global_scale_converged": None}
+    value, optimum = float(B.to_numpy(scale)), float(np.sqrt(np.mean(squared_errors)))
+    return {"global_scale": value, "global_scale_optimum": optimum,
+            "global_scale_converged": bool(abs(value / optimum - 1.0) <= SCALE_CONVERGENCE_RTOL)}
 
 
 def evaluate(model: VAE, spec: RunSpec, test_images: np.ndarray, train_images: np.ndarray,
@@ -73,13 +91,14 @@ def evaluate(model: VAE, spec: RunSpec, test_images: np.ndarray, train_images: n
 
     t0 = time.perf_counter()
     elbo_test = per_example(evals.elbo, test, bs, ("elbo_z",), spec)[0]
-    mean, scale, mu_q, kl = per_example(evals.at_mean, test, bs, None, spec)
+    mean, std, log_density, mu_q, kl = per_example(evals.at_mean, test, bs, None, spec)
     lppl = per_example(evals.lppl, test, bs, ("lppl_z",), spec)[0]
     t_iwae = time.perf_counter()
     iwae = per_example(evals.iwae, test, bs, ("iwae_z",), spec)[0]
     iwae_s = time.perf_counter() - t_iwae
     eval_s = time.perf_counter() - t0
     elbo_train = per_example(evals.elbo, train, bs, ("elbo_z",), spec)[0]
+    train_sq_err = per_example(evals.sampled_squared_error, train, bs, ("scale_z",), spec)[0]
 
     iwae_ll = _mean(iwae)
     elbo = _mean(elbo_test)
@@ -98,26 +117,30 @@ def evaluate(model: VAE, spec: RunSpec, test_images: np.ndarray, train_images: n
         "bin_width": data.bin_width,
         "discrete_limit_nats": dims * math.log(data.levels),
     }
-    frac_below = None
     if likelihood.has_scale:
-        flat = scale.reshape(-1)
-        frac_below = float(np.mean(flat < data.tau))
+        flat = std.reshape(-1)
         metrics.update({
             "sigma_min": float(np.min(flat)),
             "sigma_p01": float(np.percentile(flat, 1)),
             "sigma_median": float(np.median(flat)),
-            "frac_below_tau": frac_below,
+            "frac_below_tau": float(np.mean(flat < data.tau)),
             "sigma_log10_hist": sigma_histogram(flat),
         })
     else:
         metrics.update({"sigma_min": None, "sigma_p01": None, "sigma_median": None, "frac_below_tau": None,
                         "sigma_log10_hist": None})
-    collapsed, reason = collapse_verdict(training, frac_below, cfg.collapse_threshold, dims, data, likelihood)
+    excess = excess_density_frac(log_density, data, cfg.density_c) if likelihood.has_density else None
+    collapsed, reason = collapse_verdict(training, excess, cfg.collapse_threshold, cfg.density_c, dims, data, likelihood)
     unit_activity = np.var(mu_q, axis=0)
     metrics.update({
+        "excess_density_frac": excess,
+        "density_c": cfg.density_c,
         "variance_collapse": collapsed,
         "collapse_reason": reason,
         "collapse_threshold": cfg.collapse_threshold,
+        "max_train_bound": training.max_train_bound,
+        "val_bound_final_change": training.final_val_change,
+        **scale_convergence(likelihood, train_sq_err),
         "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
         "unit_activity": [float(v) for v in unit_activity],
         "kl_per_dim": [float(v) for v in np.mean(kl, axis=0)],

@@ -120,6 +120,9 @@ class Decoder(tf.Module):
     proper_density: ClassVar[bool] = True
     #: A probability of the discrete grey levels (bpd = -log2 p / D).
     discrete: ClassVar[bool] = False
+    #: Whether the decoder assigns a density (or a pmf per bin) to an observed pixel value,
+    #: so that the excess-density collapse rule applies (Bernoulli on grey levels does not).
+    has_density: ClassVar[bool] = True
 
     def __init__(self, hyper: Mapping[str, Any] | None, data: DataContext):
         super().__init__(name=self.name)
@@ -164,9 +167,25 @@ class Decoder(tf.Module):
         """Decoder mean on the [0, 1] scale, shape (..., H, W, C)."""
         return raw[..., 0]
 
-    def scale(self, raw: tf.Tensor) -> tf.Tensor | None:
-        """Per-pixel scale sigma on the [0, 1] scale, or None for decoders without one."""
+    def stddev(self, raw: tf.Tensor) -> tf.Tensor | None:
+        """Per-pixel standard deviation of p(x | z) on the [0, 1] scale (inf where it does not
+        exist), or None for decoders whose spread is not tracked (see docs/definitions.md)."""
         return None
+
+    def pixel_log_density(self, y: tf.Tensor, raw: tf.Tensor) -> tf.Tensor:
+        """Per-pixel log density of the observed value on the [0, 1] scale, shape (..., H, W, C).
+
+        The excess-density collapse rule compares it with log(c / bin) for every decoder alike.
+        A likelihood of discrete levels overrides this with log(pmf / bin)."""
+        return self._distribution(raw).log_prob(self.target(y))
+
+    def global_scale(self) -> tf.Tensor | None:
+        """A learned scale shared by all pixels (checked against its closed-form optimum), or None."""
+        return None
+
+    def lr_multipliers(self) -> dict[int, float]:
+        """Learning-rate multipliers by `id` of this decoder's own variables (default 1)."""
+        return {}
 
     def _distribution(self, raw: tf.Tensor) -> tfd.Distribution:
         raise NotImplementedError

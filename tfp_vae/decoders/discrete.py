@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 from tfp_vae.decoders.base import Decoder, positive, tfd
@@ -13,6 +15,7 @@ class Bernoulli(Decoder):
     summary = "Bernoulli(logits) cross-entropy on intensities in [0, 1]"
     has_scale = False
     proper_density = False
+    has_density = False  # a pmf of {0, 1}, not a density of grey levels: no excess-density rule
 
     def _distribution(self, raw):
         return tfd.Bernoulli(logits=raw[..., 0], dtype=raw.dtype)
@@ -66,3 +69,7 @@ class DiscretizedLogistic(Decoder):
 
     def mean(self, raw):
         return tf.clip_by_value(raw[..., 0], 0.0, 1.0)
+
+    def pixel_log_density(self, y, raw):
+        # pmf / bin: at most 1 / bin, so this decoder can never exceed c / bin for c > 1
+        return self._distribution(raw).log_prob(self.target(y)) - math.log(self.data.bin_width)

@@ -11,6 +11,12 @@ from tfp_vae.decoders.base import IMAGE_NDIMS, Decoder, Param, TrainingTerms, po
 NU_LEARNED_MIN = 3.0
 
 
+def t_stddev(df: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """Standard deviation of StudentT(df, loc, scale): scale sqrt(df / (df - 2)), inf for df <= 2."""
+    safe = tf.where(df > 2.0, df, 3.0 * tf.ones_like(df))
+    return tf.where(df > 2.0, scale * tf.sqrt(safe / (safe - 2.0)), tf.constant(float("inf"), scale.dtype))
+
+
 class StudentT(Decoder):
     name = "student_t"
     source = "Takahashi et al., IJCAI 2018"
@@ -41,11 +47,15 @@ class StudentT(Decoder):
             return NU_LEARNED_MIN + tf.math.softplus(self.nu_raw)
         return tf.constant(self.hyper["nu"], tf.float32)
 
-    def scale(self, raw):
+    def _scale(self, raw):
         return positive(raw[..., 1])
 
+    def stddev(self, raw):
+        # scale * sqrt(nu / (nu - 2)): the standard deviation, not the scale, is what tau is about
+        return t_stddev(tf.cast(self.nu(), raw.dtype), self._scale(raw))
+
     def _distribution(self, raw):
-        return tfd.StudentT(df=tf.cast(self.nu(), raw.dtype), loc=raw[..., 0], scale=self.scale(raw))
+        return tfd.StudentT(df=tf.cast(self.nu(), raw.dtype), loc=raw[..., 0], scale=self._scale(raw))
 
 
 class VariationalVariance(Decoder):
@@ -68,9 +78,9 @@ class VariationalVariance(Decoder):
     def _alpha_beta(self, raw):
         return positive(raw[..., 1]), positive(raw[..., 2])
 
-    def scale(self, raw):
+    def stddev(self, raw):
         alpha, beta = self._alpha_beta(raw)
-        return tf.sqrt(beta / alpha)
+        return t_stddev(2.0 * alpha, tf.sqrt(beta / alpha))
 
     def _distribution(self, raw):
         alpha, beta = self._alpha_beta(raw)

@@ -52,9 +52,10 @@ def load_declarations(path: str | Path) -> list[Declaration]:
 
 
 def reorder(table: Table, labels: tuple[str, ...]) -> Table:
-    """Keep only the rows whose first cell is in `labels`, in that order (bold marks follow)."""
-    index = {row[0]: i for i, row in enumerate(table.rows)}
-    picked = [index[lab] for lab in labels if lab in index]
+    """Keep every row whose first cell (the decoder) is in `labels`, decoders in that order and
+    each decoder's rows in their original order (a collapse table has one row per data column);
+    bold marks follow their rows."""
+    picked = [i for lab in labels for i, row in enumerate(table.rows) if row[0] == lab]
     rows = [table.rows[i] for i in picked]
     bold = {(new, j) for new, old in enumerate(picked) for (i, j) in table.bold if i == old}
     numbers = table.numbers[table.numbers["decoder"].isin(labels)] if len(table.numbers) else table.numbers

@@ -1,6 +1,9 @@
-"""Aggregates across seeds: mean and standard deviation, the interquartile mean with a
-stratified-bootstrap 95 % interval (fixed bootstrap seed, as in rliable), and the
-Wilson 95 % interval of a frequency k/n."""
+"""Aggregates across seeds, each from scipy.stats where it has the statistic: mean and
+standard deviation, the interquartile mean with a percentile-bootstrap 95 % interval
+(fixed bootstrap seed, so regenerated tables are byte-identical), the Wilson 95 %
+interval of a frequency k/n, and the two tests behind the report's verdicts.
+
+No interval is given for fewer than MIN_SEEDS_FOR_INTERVAL values."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from scipy import stats
 
 BOOTSTRAP_SEED = 20220101
 BOOTSTRAP_REPS = 2000
+MIN_SEEDS_FOR_INTERVAL = 3
+ALPHA = 0.05  # level of the tie and faithfulness tests
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -20,31 +25,55 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
 
 
+def _iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return stats.trim_mean(x, 0.25, axis=axis)
+
+
 def iqm(values: Sequence[float]) -> float:
     """Interquartile mean: the mean of the middle 50 % (scipy's 25 % trimmed mean)."""
-    return float(stats.trim_mean(np.asarray(values, dtype=float), 0.25))
+    return float(_iqm(np.asarray(values, dtype=float)))
 
 
-def iqm_interval(strata: Sequence[Sequence[float]], level: float = 0.95,
-                 reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile interval of the IQM under a stratified bootstrap: runs are resampled
-    with replacement within each stratum (task), then pooled. Fixed seed: byte-stable."""
-    rng = np.random.default_rng(seed)
-    groups = [np.asarray(g, dtype=float) for g in strata if len(g)]
-    estimates = np.empty(reps)
-    for r in range(reps):
-        pooled = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
-        estimates[r] = stats.trim_mean(pooled, 0.25)
-    alpha = (1.0 - level) / 2.0
-    return float(np.quantile(estimates, alpha)), float(np.quantile(estimates, 1.0 - alpha))
+def iqm_interval(values: Sequence[float], level: float = 0.95, reps: int = BOOTSTRAP_REPS,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of the IQM (runs resampled with replacement; one
+    stratum, so a plain bootstrap). None with fewer than MIN_SEEDS_FOR_INTERVAL values."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < MIN_SEEDS_FOR_INTERVAL:
+        return None
+    res = stats.bootstrap((x,), _iqm, n_resamples=reps, confidence_level=level, method="percentile",
+                          vectorized=True, random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n."""
-    if n == 0:
-        return math.nan, math.nan
-    z = float(stats.norm.ppf(0.5 + level / 2.0))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of k/n (scipy's binomtest); None with fewer than MIN_SEEDS_FOR_INTERVAL runs."""
+    if n < MIN_SEEDS_FOR_INTERVAL:
+        return None
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def tied_with_best(best: Sequence[float], other: Sequence[float], alpha: float = ALPHA) -> bool | None:
+    """Welch's t-test of `other` against `best`: tied when the difference of means is not
+    significant at `alpha` (two-sided). None when either has fewer than two values."""
+    a, b = np.asarray(best, float), np.asarray(other, float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    p = stats.ttest_ind(a, b, equal_var=False).pvalue
+    if math.isnan(p):  # both constant: tied exactly when equal
+        return bool(a.mean() == b.mean())
+    return bool(p >= alpha)
+
+
+def worse_than(candidate: Sequence[float], reference: Sequence[float], alpha: float = ALPHA) -> tuple[bool, float] | None:
+    """Paired one-sided t-test that `candidate` is larger than `reference` (pairs in order):
+    (significant at alpha, p-value). None with fewer than two pairs."""
+    a, b = np.asarray(candidate, float), np.asarray(reference, float)
+    if len(a) < 2:
+        return None
+    p = float(stats.ttest_rel(a, b, alternative="greater").pvalue)
+    if math.isnan(p):  # constant differences: worse exactly when positive
+        diff = float((a - b).mean())
+        return diff > 0, 0.0 if diff > 0 else 1.0
+    return p < alpha, p

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tfp_vae.decoders import DECODERS
-from tfp_vae.report.stats import iqm, iqm_interval, mean_std, wilson
+from tfp_vae.report.stats import ALPHA, MIN_SEEDS_FOR_INTERVAL, iqm, iqm_interval, mean_std, tied_with_best, wilson, worse_than
 
 
 @dataclass
@@ -48,80 +48,171 @@ def _mixed(cell: pd.DataFrame) -> str | None:
     return ", ".join(parts) or None
 
 
+def _cells(ok: pd.DataFrame):
+    """(label, (dataset, scaling), records of that cell) for every non-empty cell, in table order."""
+    for lab in _order(ok["label"]):
+        for col in _columns(ok):
+            cell = ok[(ok["label"] == lab) & (ok["dataset"] == col[0]) & (ok["scaling"] == col[1])]
+            if not cell.empty:
+                yield lab, col, cell
+
+
+def _interval(ci: tuple[float, float] | None, digits: int = 2) -> str:
+    return "n/a" if ci is None else f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+
+
+RANKING_RULE = (f"Ranked only where likelihoods stand on the same footing: in dequantized columns by bits per "
+                f"dimension (lower is better; densities of dequantized data and probabilities of the discrete levels "
+                f"alike). Bold: the lowest mean bpd; '(tied)': not significantly worse than it (Welch t-test, "
+                f"p >= {ALPHA:g}). Raw columns are not ranked: densities of raw pixels are unbounded, so the highest "
+                f"score is the worst collapse.")
+
+
 def loglik_table(df: pd.DataFrame) -> Table:
-    """iwae_ll (nats) and bpd per decoder x (data set, scaling): mean ± std over seeds,
-    and the IQM with a 95 % stratified-bootstrap interval. Best mean per column in bold."""
+    """iwae_ll (nats) and bpd per decoder x (data set, scaling): mean ± std over seeds and
+    the IQM with a 95 % bootstrap interval (3 or more seeds). Ranking: see RANKING_RULE."""
     ok = df[df["status"] != "error"]
     cols, labels = _columns(ok), _order(ok["label"])
-    numbers, notes = [], []
-    grid = {}
-    for lab in labels:
-        for col in cols:
-            cell = ok[(ok["label"] == lab) & (ok["dataset"] == col[0]) & (ok["scaling"] == col[1])]
-            values = cell["iwae_ll"].dropna().to_numpy(float)
-            if not len(values):
-                continue
-            m, s = mean_std(values)
-            lo, hi = iqm_interval([values])
-            bpd = cell["bpd"].dropna().to_numpy(float)
-            row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "n": len(values), "iwae_ll_mean": m,
-                   "iwae_ll_std": s, "iwae_ll_iqm": iqm(values), "iwae_ll_iqm_lo": lo, "iwae_ll_iqm_hi": hi,
-                   "bpd_mean": mean_std(bpd)[0] if len(bpd) else None, "bpd_std": mean_std(bpd)[1] if len(bpd) else None,
-                   "iwae_k": int(cell["iwae_k"].iloc[0])}
-            numbers.append(row)
-            grid[lab, col] = row
-            if (w := _mixed(cell)):
-                notes.append(f"{lab} on {col[0]}/{col[1]} pools records from {w}")
+    numbers, notes, grid, bpds = [], [], {}, {}
+    for lab, col, cell in _cells(ok):
+        values = cell["iwae_ll"].dropna().to_numpy(float)
+        if not len(values):
+            continue
+        m, s = mean_std(values)
+        ci = iqm_interval(values)
+        bpd = cell["bpd"].dropna().to_numpy(float)
+        row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "n": len(values), "iwae_ll_mean": m,
+               "iwae_ll_std": s, "iwae_ll_iqm": iqm(values), "iwae_ll_iqm_lo": ci and ci[0],
+               "iwae_ll_iqm_hi": ci and ci[1], "bpd_mean": mean_std(bpd)[0] if len(bpd) else None,
+               "bpd_std": mean_std(bpd)[1] if len(bpd) else None, "iwae_k": int(cell["iwae_k"].iloc[0]),
+               "rank": None}
+        numbers.append(row)
+        grid[lab, col] = row
+        if len(bpd) and col[1] == "dequantized":
+            bpds[lab, col] = bpd
+        if (w := _mixed(cell)):
+            notes.append(f"{lab} on {col[0]}/{col[1]} pools records from {w}")
+    for col in cols:  # ranking: lowest mean bpd, and the entries tied with it
+        ranked = [lab for lab in labels if (lab, col) in bpds]
+        if not ranked:
+            continue
+        best = min(ranked, key=lambda lab: grid[lab, col]["bpd_mean"])
+        grid[best, col]["rank"] = "best"
+        for lab in ranked:
+            if lab != best and tied_with_best(bpds[best, col], bpds[lab, col]):
+                grid[lab, col]["rank"] = "tied"
     header = ["decoder"] + [f"{d} {s}" for d, s in cols]
     rows, bold = [], set()
     for i, lab in enumerate(labels):
         line = [lab]
-        for col in cols:
+        for j, col in enumerate(cols, start=1):
             r = grid.get((lab, col))
             if r is None:
                 line.append("")
                 continue
-            text = f"{_fmt(r['iwae_ll_mean'])} ± {_fmt(r['iwae_ll_std'])} (IQM {_fmt(r['iwae_ll_iqm'])} [{_fmt(r['iwae_ll_iqm_lo'])}, {_fmt(r['iwae_ll_iqm_hi'])}])"
+            text = f"{_fmt(r['iwae_ll_mean'])} ± {_fmt(r['iwae_ll_std'])}"
+            if r["iwae_ll_iqm_lo"] is None:
+                text += f" (n = {r['n']}, no interval)"
+            else:
+                text += f" (IQM {_fmt(r['iwae_ll_iqm'])} {_interval((r['iwae_ll_iqm_lo'], r['iwae_ll_iqm_hi']))})"
             if r["bpd_mean"] is not None:
                 text += f"; {_fmt(r['bpd_mean'], 3)} bpd"
+            if r["rank"]:
+                bold.add((i, j))
+                text += " (tied)" if r["rank"] == "tied" else ""
             line.append(text)
         rows.append(line)
-    for j, col in enumerate(cols, start=1):
-        scored = [(grid[lab, col]["iwae_ll_mean"], i) for i, lab in enumerate(labels) if (lab, col) in grid]
-        if scored:
-            bold.add((max(scored)[1], j))
     k = sorted({int(x) for x in ok["iwae_k"].dropna()})
     caption = (f"Test log-likelihood (importance-weighted bound, K = {', '.join(map(str, k))}, nats per image): "
-               "mean ± std over seeds, IQM with 95 % stratified-bootstrap interval; bits per dimension where defined. "
-               "Bold: highest mean per column (on raw scaling densities are unbounded, so high is not better).")
+               f"mean ± std over seeds, IQM with 95 % percentile-bootstrap interval (only with "
+               f"{MIN_SEEDS_FOR_INTERVAL} or more seeds); bits per dimension where defined. {RANKING_RULE}")
     return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, notes)
 
 
 def collapse_table(df: pd.DataFrame) -> Table:
-    """Variance-collapse frequency k/n with its Wilson 95 % interval, the most common reason,
-    mean frac_below_tau and mean active units."""
+    """Variance-collapse frequency k/n with its Wilson 95 % interval, the most common rule that
+    fired, and the means of excess_density_frac, frac_below_tau and active units."""
     ok = df[df["status"] != "error"]
     numbers, rows = [], []
-    for lab in _order(ok["label"]):
-        for col in _columns(ok):
-            cell = ok[(ok["label"] == lab) & (ok["dataset"] == col[0]) & (ok["scaling"] == col[1])]
-            if cell.empty:
-                continue
-            n, k = len(cell), int(cell["variance_collapse"].astype(bool).sum())
-            lo, hi = wilson(k, n)
-            reasons = Counter(str(r).split(" ")[0] for r in cell["collapse_reason"].dropna())
-            frac = cell["frac_below_tau"].dropna()
-            row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "collapsed": k, "n": n, "wilson_lo": lo,
-                   "wilson_hi": hi, "top_reason": reasons.most_common(1)[0][0] if reasons else "",
-                   "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
-                   "active_units_mean": float(cell["active_units"].mean())}
-            numbers.append(row)
-            rows.append([lab, f"{col[0]} {col[1]}", f"{k}/{n}", f"[{lo:.2f}, {hi:.2f}]", row["top_reason"] or "-",
-                         _fmt(row["frac_below_tau_mean"], 4), _fmt(row["active_units_mean"], 1)])
-    header = ["decoder", "data", "collapsed", "Wilson 95 %", "most common reason", "frac_below_tau", "active units"]
-    caption = ("Variance collapse: runs flagged (non-finite values, frac_below_tau above the threshold, or a training "
-               "bound above D ln L on dequantized data) over runs, with the Wilson 95 % interval.")
+    for lab, col, cell in _cells(ok):
+        n, k = len(cell), int(cell["variance_collapse"].astype(bool).sum())
+        ci = wilson(k, n)
+        reasons = Counter(str(r).split(":")[0] for r in cell["collapse_reason"].dropna())
+        excess, frac = cell["excess_density_frac"].dropna(), cell["frac_below_tau"].dropna()
+        row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "collapsed": k, "n": n,
+               "wilson_lo": ci and ci[0], "wilson_hi": ci and ci[1],
+               "top_reason": reasons.most_common(1)[0][0] if reasons else "",
+               "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
+               "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
+               "active_units_mean": float(cell["active_units"].mean())}
+        numbers.append(row)
+        rows.append([lab, f"{col[0]} {col[1]}", f"{k}/{n}", _interval(ci), row["top_reason"] or "-",
+                     _fmt(row["excess_density_frac_mean"], 4), _fmt(row["frac_below_tau_mean"], 4),
+                     _fmt(row["active_units_mean"], 1)])
+    header = ["decoder", "data", "collapsed", "Wilson 95 %", "most common rule", "excess density frac",
+              "sd below tau frac", "active units"]
+    caption = ("Variance collapse: runs flagged over runs, with the Wilson 95 % interval (only with "
+               f"{MIN_SEEDS_FOR_INTERVAL} or more runs). A run is flagged when a training loss or gradient was "
+               "non-finite (nonfinite), when more than the threshold (1 %) of test pixels have a decoder density "
+               "above c / bin at the posterior mean (excess_density), or when the training bound on dequantized "
+               "data exceeded D ln L at any epoch (bound_above_discrete_limit). The fraction of decoder standard "
+               "deviations below tau describes the fit and is not the verdict: a healthy fit of dequantized data "
+               "sits at tau.")
     return Table("collapse", caption, pd.DataFrame(numbers), header, rows)
+
+
+def faithfulness_table(df: pd.DataFrame) -> Table:
+    """Each decoder's test rmse against the `fixed` decoder of the same data, scaling, network
+    and seed: paired over seeds, one-sided t-test that the mean is worse, at ALPHA."""
+    ok = df[(df["status"] != "error") & df["rmse"].notna()]
+    reference = ok[ok["decoder"] == "fixed"]
+    numbers, rows = [], []
+    for lab, col, cell in _cells(ok[ok["decoder"] != "fixed"]):
+        ref = reference[(reference["dataset"] == col[0]) & (reference["scaling"] == col[1])]
+        pairs = cell.merge(ref, on=["network", "seed"], suffixes=("", "_fixed"))
+        pairs = pairs.sort_values("seed")
+        if ref["label"].nunique() > 1:  # several fixed sigma0: compare with the default one
+            pairs = pairs[pairs["label_fixed"] == "fixed"]
+        test = worse_than(pairs["rmse"].to_numpy(float), pairs["rmse_fixed"].to_numpy(float))
+        row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "pairs": len(pairs),
+               "rmse_mean": float(pairs["rmse"].mean()) if len(pairs) else None,
+               "fixed_rmse_mean": float(pairs["rmse_fixed"].mean()) if len(pairs) else None,
+               "p_value": test and test[1], "worse": test and test[0]}
+        numbers.append(row)
+        verdict = "n/a (fewer than 2 pairs)" if test is None else ("worse" if test[0] else "not worse")
+        rows.append([lab, f"{col[0]} {col[1]}", str(len(pairs)), _fmt(row["rmse_mean"], 4),
+                     _fmt(row["fixed_rmse_mean"], 4), "n/a" if test is None else f"{test[1]:.3g}", verdict])
+    header = ["decoder", "data", "paired seeds", "rmse", "rmse of fixed", "p (one-sided)", "mean vs fixed"]
+    caption = ("Faithfulness: is the decoder mean as good as a mean-only model's? Test rmse of the decoder mean at the "
+               "posterior mean, against the fixed decoder of the same data, scaling, network and seed; paired over "
+               f"seeds, one-sided t-test at {ALPHA:g}: 'worse' means significantly worse than fixed.")
+    return Table("faithfulness", caption, pd.DataFrame(numbers), header, rows)
+
+
+def convergence_table(df: pd.DataFrame) -> Table:
+    """The final-epoch change of the validation bound, and for decoders with a global learned
+    scale that scale against its closed-form optimum (converged k/n)."""
+    ok = df[df["status"] != "error"]
+    numbers, rows = [], []
+    for lab, col, cell in _cells(ok):
+        change = cell["val_bound_final_change"].dropna()
+        scaled = cell[cell["global_scale"].notna()]
+        conv = int(scaled["global_scale_converged"].astype(bool).sum()) if len(scaled) else None
+        row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "n": len(cell),
+               "val_bound_final_change_median": float(change.median()) if len(change) else None,
+               "global_scale_mean": float(scaled["global_scale"].mean()) if len(scaled) else None,
+               "global_scale_optimum_mean": float(scaled["global_scale_optimum"].mean()) if len(scaled) else None,
+               "global_scale_converged": conv}
+        numbers.append(row)
+        rows.append([lab, f"{col[0]} {col[1]}", _fmt(row["val_bound_final_change_median"], 3),
+                     _fmt(row["global_scale_mean"], 4), _fmt(row["global_scale_optimum_mean"], 4),
+                     "n/a" if conv is None else f"{conv}/{len(scaled)}"])
+    header = ["decoder", "data", "last-epoch change of val bound (median)", "global scale", "its optimum",
+              "scale converged"]
+    caption = ("Convergence: median over seeds of the last epoch's change of the validation bound (nats); for a "
+               "decoder with one learned scale for all pixels, that scale and its closed-form optimum given the "
+               "mean (root mean squared error at sampled z on the training split), converged when within 10 %.")
+    return Table("convergence", caption, pd.DataFrame(numbers), header, rows)
 
 
 def throughput_table(df: pd.DataFrame) -> Table:
@@ -176,5 +267,7 @@ def benchmark_table(files: list) -> Table:
 TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {
     "loglik": loglik_table,
     "collapse": collapse_table,
+    "faithfulness": faithfulness_table,
+    "convergence": convergence_table,
     "throughput": throughput_table,
 }
