@@ -1,0 +1,175 @@
+"""The verdicts (collapse, ranking, faithfulness) on cases whose answer is known.
+
+Synthetic images, 6x5x1 with 17 grey levels: the top and bottom rows and the right
+column are 0 in every image, the left column is 16 (the top level) in every image, and
+the 12 inner pixels are uniform random levels. So 18 of 30 pixels (60 %) are constant,
+and 3 of them are exactly 1 on raw scaling; everything else is pure noise.
+
+Why 30 epochs at batch 20 (600 steps) suffice: while writing these tests, the learned
+sigma on the constant pixels passed the excess-density limit (sigma < 0.2 bin / ~2.5)
+on 39-43 % of test pixels for seeds 0, 1 and 2, and continuous Bernoulli on 60 % (all
+constant pixels), against the 1 % threshold; at 5 epochs neither had begun. A run
+takes about 1.5 s.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_spec
+from tfp_vae.data import DATASETS
+from tfp_vae.data.types import DatasetEntry, ImageData
+from tfp_vae.decoders import DataContext, make_decoder
+from tfp_vae.evaluate import collapse_verdict
+from tfp_vae.report.tables import faithfulness_table, loglik_table
+from tfp_vae.run import run
+from tfp_vae.train import TrainingResult, excess_density_frac
+
+LEVELS, SHAPE = 17, (6, 5, 1)
+SEEDS = (0, 1, 2)
+TRAIN = {"epochs": 30, "batch_size": 20, "patience": 0, "jit": False}
+NETWORK = {"hidden": [32], "latent": 3}
+
+
+def _constant_border_images(_payloads) -> tuple[ImageData, ImageData]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, LEVELS, size=(500, *SHAPE)).astype(np.uint8)
+    images[:, 0, :] = images[:, -1, :] = images[:, :, -1] = 0
+    images[:, 1:-1, 0] = LEVELS - 1
+    labels = np.zeros(len(images), np.int64)
+    return ImageData(images[:400], labels[:400]), ImageData(images[400:], labels[400:])
+
+
+@pytest.fixture
+def constant_pixels(monkeypatch) -> str:
+    """Register the synthetic set in the data registry for the duration of a test."""
+    entry = DatasetEntry("constant_pixels", SHAPE, LEVELS, "synthetic: 60 % constant pixels",
+                         _constant_border_images, sizes=(400, 100), embedded=True)
+    monkeypatch.setitem(DATASETS, entry.name, entry)
+    return entry.name
+
+
+def _train(dataset: str, decoder: str, seed: int, scaling: str = "raw", **params) -> dict:
+    spec = tiny_spec(dataset=dataset, scaling=scaling, decoder=decoder, decoder_params=params, seed=seed,
+                     train=TRAIN, network=NETWORK)
+    return run(spec, log=lambda s: None)["metrics"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_learned_sigma_collapses_on_constant_pixels_of_raw_images(constant_pixels, seed):
+    m = _train(constant_pixels, "learned", seed)
+    assert m["variance_collapse"] and m["collapse_reason"].startswith("excess_density")
+    assert m["excess_density_frac"] > 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_learned_sigma_on_dequantized_constant_pixels_is_healthy(constant_pixels, seed):
+    """Dequantized, a constant pixel is uniform noise over one bin: the best Gaussian has sd
+    tau and density at most 1.38 / bin, so a sd near (even below) tau is a fit, not a collapse."""
+    m = _train(constant_pixels, "learned", seed, scaling="dequantized")
+    assert not m["variance_collapse"], m["collapse_reason"]
+    assert m["excess_density_frac"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_floor_at_a_fifth_of_a_bin_is_never_flagged(constant_pixels, seed):
+    """xi = 0.2 bin bounds the density by 1 / (0.2 bin sqrt(2 pi)) = 1.995 / bin < 2 / bin."""
+    m = _train(constant_pixels, "floor", seed, xi=0.2 / (LEVELS - 1))
+    assert not m["variance_collapse"], m["collapse_reason"]
+    assert m["excess_density_frac"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_continuous_bernoulli_collapses_on_exact_zeros_and_ones(constant_pixels, seed):
+    """Its density at exactly 0 or 1 grows without bound as the logit runs off: no scale, same rule."""
+    m = _train(constant_pixels, "continuous_bernoulli", seed)
+    assert m["variance_collapse"] and m["collapse_reason"].startswith("excess_density")
+    assert m["sigma_min"] is None and m["excess_density_frac"] > 0.05
+
+
+def _dequantized_digits_at_bin_centres(rng, n=3):
+    """Dequantized pixels y = (k + u) / L, and the mean a Gaussian that knows k would use."""
+    k = rng.integers(0, LEVELS, size=(n, 7, 5, 1))
+    u = rng.uniform(size=k.shape)
+    return ((k + u) / LEVELS).astype(np.float32), ((k + 0.5) / LEVELS).astype(np.float32)
+
+
+@pytest.mark.parametrize("ratio, flagged", [(0.1, True), (1.0, False)])
+def test_scale_pinned_at_a_fraction_of_tau(rng, ratio, flagged):
+    """A Gaussian pinned at sigma = ratio * tau, centred on each pixel's bin. Its density passes
+    2 / bin where |y - mu| < sigma sqrt(2 ln(bin / (2 sigma sqrt(2 pi)))): for tau / 10 that is
+    11.4 % of a uniform offset, for tau nowhere (its peak is 1.38 / bin)."""
+    data = DataContext(LEVELS, "dequantized")
+    sigma = ratio * data.tau
+    y, mu = _dequantized_digits_at_bin_centres(rng, n=400)
+    dec = make_decoder("fixed", {"sigma0": sigma}, data)
+    log_density = dec.pixel_log_density(tf.constant(y), tf.constant(mu[..., None])).numpy()
+    frac = excess_density_frac(log_density, data, 2.0)
+    peak = data.bin_width / (sigma * math.sqrt(2 * math.pi))
+    expected = 2 * sigma * math.sqrt(2 * math.log(peak / 2.0)) / data.bin_width if peak > 2 else 0.0
+    assert frac == pytest.approx(expected, abs=0.01)
+    collapsed, reason = collapse_verdict(TrainingResult(), frac, 0.01, 2.0, 35, data, dec)
+    assert collapsed is flagged and (reason or "").startswith("excess_density" if flagged else "")
+
+
+def test_floor_pinned_at_its_minimum_on_exact_values_stays_below_the_limit(rng):
+    """The worst case for a floor: sd exactly xi = 0.2 bin and the mean exactly on the value."""
+    data = DataContext(LEVELS, "raw")
+    y = (rng.integers(0, LEVELS, size=(3, 7, 5, 1)) / (LEVELS - 1)).astype(np.float32)
+    raw = np.stack([y, np.full_like(y, -200.0)], axis=-1)  # softplus(-200) = 0: sigma = xi
+    dec = make_decoder("floor", {"xi": 0.2 * data.bin_width}, data)
+    assert excess_density_frac(dec.pixel_log_density(tf.constant(y), tf.constant(raw)).numpy(), data, 2.0) == 0.0
+
+
+def test_bound_check_looks_at_every_epoch():
+    """A bound above D ln L at epoch 2 flags the run even though the last epoch is below it."""
+    data = DataContext(LEVELS, "dequantized")
+    limit = 35 * math.log(LEVELS)
+    training = TrainingResult()
+    training.curves["train_bound"] = [limit - 10, limit + 1, limit - 5]
+    collapsed, reason = collapse_verdict(training, 0.0, 0.01, 2.0, 35, data, make_decoder("learned", {}, data))
+    assert collapsed and reason.startswith("bound_above_discrete_limit")
+
+
+def _records(rows: list[dict]) -> pd.DataFrame:
+    base = {"status": "ok", "dataset": "synthetic", "iwae_k": 10, "commit": "a", "tensorflow": "x",
+            "cpu_model": "y", "network": "{}"}
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+def test_planted_tie_is_marked_tied_and_a_clear_loser_is_not():
+    """A and B draw bpd from one law (a tie by construction), C sits 20 standard deviations worse."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for lab, centre in (("a", 2.00), ("b", 2.00), ("c", 2.20)):
+        for seed in range(5):
+            bpd = centre + 0.01 * rng.normal()
+            rows.append({"label": lab, "decoder": lab, "scaling": "dequantized", "seed": seed, "bpd": bpd,
+                         "iwae_ll": -bpd * 35 * math.log(2)})
+    t = loglik_table(_records(rows))
+    ranks = dict(zip(t.numbers["decoder"], t.numbers["rank"]))
+    assert {ranks["a"], ranks["b"]} == {"best", "tied"} and pd.isna(ranks["c"])
+    assert sum("(tied)" in r[1] for r in t.rows) == 1 and len(t.bold) == 2
+
+
+def test_planted_worse_mean_is_marked_unfaithful():
+    """Same seeds: `worse` adds 0.01 to fixed's rmse (seed spread 0.1), `same` adds noise only."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for seed in range(5):
+        base = 0.1 + 0.02 * seed
+        for lab, rmse in (("fixed", base), ("worse", base + 0.01 + 0.001 * rng.normal()),
+                          ("same", base + 0.001 * rng.normal())):
+            rows.append({"label": lab, "decoder": lab, "scaling": "raw", "seed": seed, "rmse": rmse})
+    t = faithfulness_table(_records(rows))
+    verdict = dict(zip(t.numbers["decoder"], t.numbers["worse"]))
+    assert verdict == {"worse": True, "same": False}
