@@ -1,6 +1,6 @@
 """Throughput benchmarks (pytest-benchmark): where a step's time goes.
 
-The MLP is 784-512-512-16 at batch 128 on 28x28x1 images (DESIGN.md section 6);
+The MLP is 784-512-512-16 at batch 128 on 28x28x1 images (the reference configuration);
 image content does not change the cost of a dense step, so the images are random
 uint8 levels. Every benchmark stores examples/s and, where it is a dense workload,
 the fraction of the layer-shape matmul ceiling (benchmarks/roofline.py) it reaches,

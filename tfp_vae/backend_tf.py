@@ -49,7 +49,7 @@ def scale_images(x: tf.Tensor, scaling: str, levels: int, seed: tf.Tensor) -> tf
     """uint8 levels -> [0, 1]: x / (L-1) for raw; (x + u) / L, u ~ U[0,1) from `seed`, for dequantized.
 
     philox is asked for explicitly: under XLA on CPU, alg="auto_select" was about
-    three times slower for the whole training step (DESIGN.md section 6).
+    three times slower for the whole training step when this was measured.
     """
     x = tf.cast(x, tf.float32)
     if scaling == "raw":

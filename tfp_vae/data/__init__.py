@@ -1,4 +1,4 @@
-"""Data set registry, deterministic splits and sources (DESIGN.md section 3)."""
+"""Data set registry, deterministic splits and sources (docs/definitions.md, Data and scalings)."""
 
 from __future__ import annotations
 

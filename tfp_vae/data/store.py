@@ -1,4 +1,4 @@
-"""Where data set files come from, tried in order (DESIGN.md section 3):
+"""Where data set files come from, tried in order (README, Data):
 
 1. an explicit directory (`TFP_VAE_DATA_DIR` or `--data-dir`), as DIR/<name>/<file>;
 2. the cache, $XDG_CACHE_HOME/tfp_vae/<name>/ (default ~/.cache/tfp_vae/<name>/);

@@ -1,4 +1,4 @@
-"""The decoder registry: name -> decoder entry class (DESIGN.md section 2).
+"""The decoder registry: name -> decoder entry class (docs/adding-a-decoder.md).
 
 Adding a decoder means writing one `Decoder` subclass and adding it to `DECODERS`.
 """

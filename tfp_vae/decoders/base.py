@@ -85,7 +85,7 @@ class DataContext:
 
     @property
     def bin_width(self) -> float:
-        """Width of one grey level on the [0, 1] scale (DESIGN.md section 3)."""
+        """Width of one grey level on the [0, 1] scale (docs/definitions.md)."""
         return 1.0 / self.levels if self.scaling == "dequantized" else 1.0 / (self.levels - 1)
 
     @property
