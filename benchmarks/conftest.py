@@ -5,10 +5,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Add what pytest-benchmark leaves out: CPU model, GPU, library versions, flags."""
-    import tensorflow as tf
-
+    from tfp_vae.backends import get_backend
     from tfp_vae.environment import capture
+    from tfp_vae.errors import ConfigError
 
-    env = capture("/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0", True)
-    machine_info["tfp_vae"] = {k: env[k] for k in ("cpu_model", "cpu_count", "gpus", "cuda_version", "cudnn_version",
-                                                    "versions", "tf32", "git")}
+    info = {}
+    for name in ("jax", "tensorflow"):  # the last one installed names the machine's common fields
+        try:
+            backend = get_backend(name)
+        except ConfigError:
+            continue
+        env = capture(backend, backend.configure("auto", False), True)
+        info.update({k: env[k] for k in ("cpu_model", "cpu_count", "gpus", "cuda_version", "cudnn_version",
+                                         "versions", "tf32", "git")})
+        info.setdefault("framework_versions", {}).update(env["framework_versions"])
+    machine_info["tfp_vae"] = info

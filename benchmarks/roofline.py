@@ -1,5 +1,6 @@
 """The machine's ceiling for this workload: float32 matmul throughput of the same
-library at exactly the layer shapes a step uses, measured in the same run.
+backend (TensorFlow or JAX, compiled by XLA) at exactly the layer shapes a step uses,
+measured in the same run.
 
 A dense layer (B, n_in) -> (B, n_out) costs 2 B n_in n_out FLOPs forward, the same
 again for the weight gradient and for the input gradient (not needed by the first
@@ -13,7 +14,6 @@ import time
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 
 def mlp_layers(image_pixels: int, hidden: Sequence[int], latent: int, outputs_per_pixel: int) -> list[tuple[int, int, bool]]:
@@ -36,26 +36,26 @@ def decoder_forward_flops(rows: int, layers) -> float:
 
 
 def _time_jitted(fn, args, reps: int = 20, rounds: int = 5) -> float:
-    fn(*args).numpy()
+    np.asarray(fn(*args))
     best = []
     for _ in range(rounds):
         t0 = time.perf_counter()
         for _ in range(reps):
             out = fn(*args)
-        out.numpy()
+        np.asarray(out)
         best.append((time.perf_counter() - t0) / reps)
     return float(np.median(best))
 
 
-def matmul_ceiling(shapes: list[tuple[int, int, int]]) -> float:
-    """FLOP/s of float32 matmuls (m, k) @ (k, n) for all `shapes`, each timed in XLA,
-    total FLOPs over total median time."""
+def matmul_ceiling(backend, shapes: list[tuple[int, int, int]]) -> float:
+    """FLOP/s of float32 matmuls (m, k) @ (k, n) for all `shapes` on `backend`, each timed
+    compiled by XLA, total FLOPs over total median time."""
     rng = np.random.default_rng(0)
     total_flops, total_s = 0.0, 0.0
+    fn = backend.jit(lambda x, y: backend.xp.matmul(x, y), True)
     for m, k, n in shapes:
-        a = tf.constant(rng.standard_normal((m, k)).astype(np.float32))
-        b = tf.constant(rng.standard_normal((k, n)).astype(np.float32))
-        fn = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+        a = backend.asarray(rng.standard_normal((m, k)).astype(np.float32))
+        b = backend.asarray(rng.standard_normal((k, n)).astype(np.float32))
         total_s += _time_jitted(fn, (a, b))
         total_flops += 2.0 * m * k * n
     return total_flops / total_s

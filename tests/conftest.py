@@ -34,3 +34,18 @@ def tiny_spec(**overrides):
         else:
             base[key] = value
     return spec_from_dict(base)
+
+
+BACKEND_NAMES = ("tensorflow", "jax")
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request):
+    """Each installed backend in turn: the same test runs under every one (skipped where absent)."""
+    from tfp_vae.backends import get_backend
+    from tfp_vae.errors import ConfigError
+
+    try:
+        return get_backend(request.param)
+    except ConfigError as exc:
+        pytest.skip(str(exc))

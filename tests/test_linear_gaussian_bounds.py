@@ -6,37 +6,38 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from scipy import stats
 
 from conftest import BATCH, C, H, W
-from tfp_vae import backend_tf as B
 from tfp_vae.config import NetworkSpec
 from tfp_vae.decoders import DataContext, make_decoder
 from tfp_vae.model import VAE
-from tfp_vae.networks import DecoderNet, Encoder
+from tfp_vae.networks import Architecture
+from tfp_vae.steps import EvalFunctions
+from tfp_vae.train import Trained
 
 LATENT, SIGMA0 = 5, 0.5
 D = H * W * C
 
 
 @pytest.fixture
-def linear_model(rng):
-    spec = NetworkSpec(kind="mlp", hidden=(), latent=LATENT)
-    lik = make_decoder("fixed", {"sigma0": SIGMA0}, DataContext(17, "raw"))
-    model = VAE(Encoder(spec, (H, W, C), 0), DecoderNet(spec, (H, W, C), 1, 0), lik)
+def linear_model(backend, rng):
+    """A linear decoder z W + b with the exact posterior mean and the KL-optimal mean-field scale,
+    set directly in the parameter pytree."""
+    lik = make_decoder("fixed", {"sigma0": SIGMA0}, DataContext(17, "raw"), backend)
+    model = VAE(Architecture(NetworkSpec(kind="mlp", hidden=(), latent=LATENT), (H, W, C), 1), lik)
+    params = model.init(0)
     w = rng.normal(size=(LATENT, D)) * 0.6
     b = rng.normal(size=D) * 0.1
-    model.decoder_net.dense[0].w.assign(w.astype(np.float32))
-    model.decoder_net.dense[0].b.assign(b.astype(np.float32))
+    params["decoder"]["dense"][0] = {"w": w.astype(np.float32), "b": b.astype(np.float32)}
     # q(z|x): the exact posterior mean and the KL-optimal mean-field scale 1/sqrt(diag(S^-1))
     s_inv = np.eye(LATENT) + w @ w.T / SIGMA0**2
     s = np.linalg.inv(s_inv)
     q_sigma = 1.0 / np.sqrt(np.diag(s_inv))
-    enc = model.encoder.dense[0]
-    enc.w.assign(np.concatenate([w.T @ s / SIGMA0**2, np.zeros((D, LATENT))], axis=1).astype(np.float32))
     pre = np.log(np.expm1(q_sigma - 1e-6))
-    enc.b.assign(np.concatenate([-(b @ w.T @ s) / SIGMA0**2, pre]).astype(np.float32))
+    params["encoder"]["dense"][0] = {
+        "w": np.concatenate([w.T @ s / SIGMA0**2, np.zeros((D, LATENT))], axis=1).astype(np.float32),
+        "b": np.concatenate([-(b @ w.T @ s) / SIGMA0**2, pre]).astype(np.float32)}
     x = (rng.normal(size=(BATCH, LATENT)) @ w + b + SIGMA0 * rng.normal(size=(BATCH, D)))
     marginal = stats.multivariate_normal(b, w.T @ w + SIGMA0**2 * np.eye(D)).logpdf(x)
     q_mu = (x - b) @ w.T @ s / SIGMA0**2
@@ -44,28 +45,34 @@ def linear_model(rng):
     recon = -0.5 * D * np.log(2 * np.pi * SIGMA0**2) - expected_sq / (2 * SIGMA0**2)
     kl = 0.5 * np.sum(q_mu**2 + q_sigma**2 - 1 - 2 * np.log(q_sigma), axis=1)
     y = x.reshape(BATCH, H, W, C).astype(np.float32)
-    return model, y, marginal, recon - kl
+    trained = Trained(backend.tree_map(backend.asarray, params), {})
+    return backend, model, trained, y, marginal, recon - kl
 
 
-def _repeat(fn, y, reps):
-    return np.stack([fn(y, np.array([7, r], np.int32)).numpy() for r in range(reps)])
+def _evals(linear_model, jit, k, chunk, lppl=1):
+    backend, model = linear_model[:2]
+    return EvalFunctions(backend, model, jit=jit, iwae_k=k, k_chunk=chunk, lppl_samples=lppl)
+
+
+def _repeat(linear_model, fn, reps):
+    backend, _, trained, y = linear_model[:4]
+    return np.stack([np.asarray(fn(trained.params, trained.dstate, backend.asarray(y),
+                                   backend.asarray(np.array([7, r], np.int32)))) for r in range(reps)])
 
 
 def test_elbo_estimate_matches_closed_form(linear_model):
-    model, y, _, elbo_exact = linear_model
-    ev = B.EvalFunctions(model, jit=False, iwae_k=1, k_chunk=1, lppl_samples=1)
-    est = _repeat(ev.elbo, y, 400)
+    elbo_exact = linear_model[-1]
+    est = _repeat(linear_model, _evals(linear_model, False, 1, 1).elbo, 400)
     se = est.std(axis=0) / np.sqrt(len(est))
     assert np.all(np.abs(est.mean(axis=0) - elbo_exact) < 4 * se + 1e-3)
 
 
 def test_iwae_rises_with_k_and_stays_below_the_marginal(linear_model):
-    model, y, marginal, elbo_exact = linear_model
+    marginal, elbo_exact = linear_model[-2:]
     assert np.all(elbo_exact < marginal)  # the posterior is not mean-field: a real gap to close
     means, ses = [], []
     for k in (1, 10, 100, 1000):
-        ev = B.EvalFunctions(model, jit=True, iwae_k=k, k_chunk=64, lppl_samples=1)
-        est = _repeat(ev.iwae, y, 30).astype(np.float64)
+        est = _repeat(linear_model, _evals(linear_model, True, k, 64).iwae, 30).astype(np.float64)
         means.append(est.mean(axis=0))
         ses.append(est.std(axis=0) / np.sqrt(len(est)) + 1e-4)
     means, ses = np.array(means), np.array(ses)
@@ -77,19 +84,18 @@ def test_iwae_rises_with_k_and_stays_below_the_marginal(linear_model):
 
 
 def test_iwae_at_k_5000_is_chunked_and_close_to_the_marginal(linear_model):
-    model, y, marginal, _ = linear_model
-    ev = B.EvalFunctions(model, jit=True, iwae_k=5000, k_chunk=500, lppl_samples=1)
-    est = ev.iwae(y, np.array([3, 4], np.int32)).numpy()
+    backend, _, trained, y, marginal, _ = linear_model
+    iwae = _evals(linear_model, True, 5000, 500).iwae
+    est = np.asarray(iwae(trained.params, trained.dstate, backend.asarray(y), backend.asarray(np.array([3, 4], np.int32))))
     np.testing.assert_allclose(est, marginal, atol=0.05)
 
 
 def test_lppl_is_log_mean_of_likelihoods(linear_model):
     """With S = 1 the posterior predictive is log p(x|z) at one z ~ q: its mean is the
     closed-form expected reconstruction term, elbo + KL."""
-    model, y, _, elbo_exact = linear_model
-    ev = B.EvalFunctions(model, jit=False, iwae_k=1, k_chunk=1, lppl_samples=1)
-    est = _repeat(ev.lppl, y, 300)
-    q = model.posterior(tf.constant(y))
-    kl = (0.5 * (q.mu**2 + q.sigma**2 - 1) - tf.math.log(q.sigma)).numpy().sum(axis=1)
+    backend, model, trained, y, _, elbo_exact = linear_model
+    est = _repeat(linear_model, _evals(linear_model, False, 1, 1).lppl, 300)
+    q = model.posterior(trained.params, backend.asarray(y))
+    kl = np.asarray(model.kl_to_standard_normal(q)).sum(axis=1)
     se = est.std(axis=0) / np.sqrt(len(est))
     assert np.all(np.abs(est.mean(axis=0) - (elbo_exact + kl)) < 4 * se + 1e-3)

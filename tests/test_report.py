@@ -166,7 +166,7 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     assert rows == [["| learned", "digits dequantized"], ["| learned", "digits raw"],
                     ["| floor(xi=0.02)", "digits dequantized"], ["| floor(xi=0.02)", "digits raw"]]
     decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
-    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, faithfulness, convergence, throughput"):
+    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, faithfulness, convergence, backends, throughput"):
         build_declared(decl, root, tmp_path / "out")
 
 

@@ -19,12 +19,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 
 from conftest import tiny_spec
 from tfp_vae.data import DATASETS
 from tfp_vae.data.types import DatasetEntry, ImageData
-from tfp_vae.decoders import DataContext, make_decoder
+from tfp_vae.decoders import DataContext, decoder_class, make_decoder
 from tfp_vae.evaluate import collapse_verdict
 from tfp_vae.report.tables import faithfulness_table, loglik_table
 from tfp_vae.run import run
@@ -104,15 +103,15 @@ def _dequantized_digits_at_bin_centres(rng, n=3):
 
 
 @pytest.mark.parametrize("ratio, flagged", [(0.1, True), (1.0, False)])
-def test_scale_pinned_at_a_fraction_of_tau(rng, ratio, flagged):
+def test_scale_pinned_at_a_fraction_of_tau(backend, rng, ratio, flagged):
     """A Gaussian pinned at sigma = ratio * tau, centred on each pixel's bin. Its density passes
     2 / bin where |y - mu| < sigma sqrt(2 ln(bin / (2 sigma sqrt(2 pi)))): for tau / 10 that is
     11.4 % of a uniform offset, for tau nowhere (its peak is 1.38 / bin)."""
     data = DataContext(LEVELS, "dequantized")
     sigma = ratio * data.tau
     y, mu = _dequantized_digits_at_bin_centres(rng, n=400)
-    dec = make_decoder("fixed", {"sigma0": sigma}, data)
-    log_density = dec.pixel_log_density(tf.constant(y), tf.constant(mu[..., None])).numpy()
+    dec = make_decoder("fixed", {"sigma0": sigma}, data, backend)
+    log_density = np.asarray(dec.pixel_log_density(backend.asarray(y), backend.asarray(mu[..., None])))
     frac = excess_density_frac(log_density, data, 2.0)
     peak = data.bin_width / (sigma * math.sqrt(2 * math.pi))
     expected = 2 * sigma * math.sqrt(2 * math.log(peak / 2.0)) / data.bin_width if peak > 2 else 0.0
@@ -121,13 +120,13 @@ def test_scale_pinned_at_a_fraction_of_tau(rng, ratio, flagged):
     assert collapsed is flagged and (reason or "").startswith("excess_density" if flagged else "")
 
 
-def test_floor_pinned_at_its_minimum_on_exact_values_stays_below_the_limit(rng):
+def test_floor_pinned_at_its_minimum_on_exact_values_stays_below_the_limit(backend, rng):
     """The worst case for a floor: sd exactly xi = 0.2 bin and the mean exactly on the value."""
     data = DataContext(LEVELS, "raw")
     y = (rng.integers(0, LEVELS, size=(3, 7, 5, 1)) / (LEVELS - 1)).astype(np.float32)
     raw = np.stack([y, np.full_like(y, -200.0)], axis=-1)  # softplus(-200) = 0: sigma = xi
-    dec = make_decoder("floor", {"xi": 0.2 * data.bin_width}, data)
-    assert excess_density_frac(dec.pixel_log_density(tf.constant(y), tf.constant(raw)).numpy(), data, 2.0) == 0.0
+    dec = make_decoder("floor", {"xi": 0.2 * data.bin_width}, data, backend)
+    assert excess_density_frac(dec.pixel_log_density(backend.asarray(y), backend.asarray(raw)), data, 2.0) == 0.0
 
 
 def test_bound_check_looks_at_every_epoch():
@@ -136,13 +135,13 @@ def test_bound_check_looks_at_every_epoch():
     limit = 35 * math.log(LEVELS)
     training = TrainingResult()
     training.curves["train_bound"] = [limit - 10, limit + 1, limit - 5]
-    collapsed, reason = collapse_verdict(training, 0.0, 0.01, 2.0, 35, data, make_decoder("learned", {}, data))
+    collapsed, reason = collapse_verdict(training, 0.0, 0.01, 2.0, 35, data, decoder_class("learned"))
     assert collapsed and reason.startswith("bound_above_discrete_limit")
 
 
 def _records(rows: list[dict]) -> pd.DataFrame:
     base = {"status": "ok", "dataset": "synthetic", "iwae_k": 10, "commit": "a", "tensorflow": "x",
-            "cpu_model": "y", "network": "{}"}
+            "cpu_model": "y", "network": "{}", "backend": "tensorflow", "variance_collapse": False}
     return pd.DataFrame([{**base, **r} for r in rows])
 
 
@@ -173,3 +172,19 @@ def test_planted_worse_mean_is_marked_unfaithful():
     t = faithfulness_table(_records(rows))
     verdict = dict(zip(t.numbers["decoder"], t.numbers["worse"]))
     assert verdict == {"worse": True, "same": False}
+
+
+def test_backend_agreement_flags_a_planted_shift_and_passes_one_law():
+    """`same` draws iwae_ll from one law on both backends; `shifted` is 30 sd apart on jax."""
+    from tfp_vae.report.tables import backend_agreement_table
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for lab, shift in (("same", 0.0), ("shifted", 3.0)):
+        for backend in ("jax", "tensorflow"):
+            for seed in range(5):
+                value = 50.0 + 0.1 * rng.normal() + (shift if backend == "jax" else 0.0)
+                rows.append({"label": lab, "decoder": lab, "scaling": "raw", "seed": seed, "backend": backend,
+                             "iwae_ll": value})
+    t = backend_agreement_table(_records(rows))
+    assert dict(zip(t.numbers["decoder"], t.numbers["within"])) == {"same": True, "shifted": False}

@@ -32,7 +32,7 @@ def _spec_from_args(args: argparse.Namespace):
 
     base = spec_from_toml(args.spec) if args.spec else RunSpec()
     top = {k: v for k, v in (("dataset", args.dataset), ("scaling", args.scaling), ("decoder", args.decoder),
-                             ("seed", args.seed), ("device", args.device)) if v is not None}
+                             ("seed", args.seed), ("device", args.device), ("backend", args.backend)) if v is not None}
     if args.param:
         top["decoder_params"] = dict(_parse_param(p) for p in args.param)
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)) if v is not None}
@@ -211,7 +211,8 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float)
     tr.add_argument("--iwae-k", type=int)
     tr.add_argument("--device", help="cpu, gpu or auto")
-    tr.add_argument("--no-jit", action="store_true", help="plain tf.function instead of XLA")
+    tr.add_argument("--backend", help="tensorflow or jax (TFP's JAX substrate)")
+    tr.add_argument("--no-jit", action="store_true", help="TensorFlow: a plain tf.function instead of XLA (JAX always compiles)")
     tr.add_argument("--out", help="record path (default runs/<dataset>-<scaling>-<decoder>-s<seed>-<id>.json)")
     tr.set_defaults(func=cmd_train)
     tr.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files> (or TFP_VAE_DATA_DIR)")

@@ -20,7 +20,7 @@ from tfp_vae.errors import ConfigError
 
 SCALINGS = ("raw", "dequantized")
 DEVICES = ("cpu", "gpu", "auto")
-BACKENDS = ("tensorflow",)
+BACKENDS = ("tensorflow", "jax")
 NETWORK_KINDS = ("mlp", "conv")
 
 

@@ -40,37 +40,20 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def op_determinism_enabled() -> bool | None:
-    """Whether TensorFlow's op determinism is on (the public API has a setter only)."""
-    try:
-        from tensorflow.python.framework import config as tf_config
-    except ImportError:
-        return None
-    return bool(tf_config.is_op_determinism_enabled())
-
-
-def capture(device: str, jit: bool) -> dict[str, Any]:
+def capture(backend, device: str, jit: bool) -> dict[str, Any]:
     """Everything about the machine and libraries a reader needs to trust a number."""
-    import tensorflow as tf
-
-    build = tf.sysconfig.get_build_info()
-    gpus = tf.config.list_physical_devices("GPU")
-    gpu_names = [tf.config.experimental.get_device_details(g).get("device_name") for g in gpus]
+    fields = backend.environment(device)
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "backend": backend.name,
         "versions": {name: _version(name) for name in
-                     ("tensorflow", "tensorflow-probability", "keras", "tf-keras", "numpy", "scipy", "scikit-learn", "tfp-vae")},
+                     ("tensorflow", "tfp-nightly", "tensorflow-probability", "jax", "jaxlib", "optax", "keras",
+                      "tf-keras", "numpy", "scipy", "scikit-learn", "tfp-vae")},
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                       "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         "device": device,
-        "gpus": gpu_names,
-        "cuda_version": build.get("cuda_version"),
-        "cudnn_version": build.get("cudnn_version"),
         "xla_jit": jit,
-        "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
-        "op_determinism": op_determinism_enabled(),
+        **fields,
         "git": git_commit(),
     }

@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from tfp_vae import backend_tf as B
+from tfp_vae.backends import Backend
 from tfp_vae.config import RunSpec
 from tfp_vae.decoders import DataContext
 from tfp_vae.model import VAE
-from tfp_vae.train import EvalData, TrainingResult, excess_density_frac, per_example
+from tfp_vae.steps import EvalFunctions
+from tfp_vae.train import EvalData, Trained, TrainingResult, excess_density_frac, per_example
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
 #: Fixed log10-sigma bins of the per-run sigma histogram (values outside are clipped
@@ -66,39 +67,43 @@ def collapse_verdict(training: TrainingResult, excess_frac: float | None, thresh
 SCALE_CONVERGENCE_RTOL = 0.1
 
 
-def scale_convergence(likelihood, squared_errors: np.ndarray) -> dict[str, Any]:
+def scale_convergence(likelihood, dp, squared_errors: np.ndarray) -> dict[str, Any]:
     """A global learned scale against its optimum given the mean, sqrt(mean squared error at
     sampled z) on the training split; empty values for decoders without one."""
-    scale = likelihood.global_scale()
+    scale = likelihood.global_scale(dp)
     if scale is None:
         return {"global_scale": None, "global_scale_optimum": None, "global_scale_converged": None}
-    value, optimum = float(B.to_numpy(scale)), float(np.sqrt(np.mean(squared_errors)))
+    value, optimum = float(likelihood.backend.to_numpy(scale)), float(np.sqrt(np.mean(squared_errors)))
     return {"global_scale": value, "global_scale_optimum": optimum,
             "global_scale_converged": bool(abs(value / optimum - 1.0) <= SCALE_CONVERGENCE_RTOL)}
 
 
-def evaluate(model: VAE, spec: RunSpec, test_images: np.ndarray, train_images: np.ndarray,
-             data: DataContext, evals: B.EvalFunctions, training: TrainingResult) -> tuple[dict[str, Any], dict[str, float]]:
-    """Returns (metrics, timing) for the trained model."""
+def evaluate(backend: Backend, model: VAE, trained: Trained, spec: RunSpec, test_images: np.ndarray,
+             train_images: np.ndarray, data: DataContext, evals: EvalFunctions,
+             training: TrainingResult) -> tuple[dict[str, Any], dict[str, float]]:
+    """Returns (metrics, timing) for the trained parameters."""
     cfg = spec.eval
     if cfg.max_test_examples:
         test_images = test_images[: cfg.max_test_examples]
-    test = EvalData(test_images, spec, data.levels, "test")
-    train = EvalData(train_images, spec, data.levels, "train")
+    test = EvalData(backend, test_images, spec, data.levels, "test")
+    train = EvalData(backend, train_images, spec, data.levels, "train")
     dims = int(np.prod(test_images.shape[1:]))
     bs = cfg.batch_size
     likelihood = model.likelihood
 
+    def over(fn, split, seed_path):
+        return per_example(backend, fn, trained, split, bs, seed_path, spec)
+
     t0 = time.perf_counter()
-    elbo_test = per_example(evals.elbo, test, bs, ("elbo_z",), spec)[0]
-    mean, std, log_density, mu_q, kl = per_example(evals.at_mean, test, bs, None, spec)
-    lppl = per_example(evals.lppl, test, bs, ("lppl_z",), spec)[0]
+    elbo_test = over(evals.elbo, test, ("elbo_z",))[0]
+    mean, std, log_density, mu_q, kl = over(evals.at_mean, test, None)
+    lppl = over(evals.lppl, test, ("lppl_z",))[0]
     t_iwae = time.perf_counter()
-    iwae = per_example(evals.iwae, test, bs, ("iwae_z",), spec)[0]
+    iwae = over(evals.iwae, test, ("iwae_z",))[0]
     iwae_s = time.perf_counter() - t_iwae
     eval_s = time.perf_counter() - t0
-    elbo_train = per_example(evals.elbo, train, bs, ("elbo_z",), spec)[0]
-    train_sq_err = per_example(evals.sampled_squared_error, train, bs, ("scale_z",), spec)[0]
+    elbo_train = over(evals.elbo, train, ("elbo_z",))[0]
+    train_sq_err = over(evals.sampled_squared_error, train, ("scale_z",))[0]
 
     iwae_ll = _mean(iwae)
     elbo = _mean(elbo_test)
@@ -140,7 +145,7 @@ def evaluate(model: VAE, spec: RunSpec, test_images: np.ndarray, train_images: n
         "collapse_threshold": cfg.collapse_threshold,
         "max_train_bound": training.max_train_bound,
         "val_bound_final_change": training.final_val_change,
-        **scale_convergence(likelihood, train_sq_err),
+        **scale_convergence(likelihood, model.dp(trained.params, trained.dstate), train_sq_err),
         "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
         "unit_activity": [float(v) for v in unit_activity],
         "kl_per_dim": [float(v) for v in np.mean(kl, axis=0)],

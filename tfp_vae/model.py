@@ -1,89 +1,100 @@
-"""The VAE: encoder q(z|x), standard normal prior p(z), and a registry decoder p(x|z).
+"""The VAE as pure functions of a parameter pytree: encoder q(z|x), standard normal prior
+p(z), and a registry decoder p(x|z).
 
-All functions take and return per-example tensors; reductions to means and the
-choice of seeds belong to the trainer and the evaluator.
+`params` = {"encoder": ..., "decoder": ..., "likelihood": {decoder's own parameters}};
+`dstate` is the decoder's carried state (empty for most decoders). All functions take
+and return per-example arrays; reductions and the choice of seeds belong to the
+training step and the evaluator.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
-import tensorflow as tf
+from typing import Any, NamedTuple
 
 from tfp_vae.decoders import Decoder, TrainingTerms
-from tfp_vae.networks import DecoderNet, Encoder
+from tfp_vae.networks import Architecture
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class Posterior(NamedTuple):
-    mu: tf.Tensor  # (B, latent)
-    sigma: tf.Tensor  # (B, latent)
+    mu: Any  # (B, latent)
+    sigma: Any  # (B, latent)
 
 
 class ElboTerms(NamedTuple):
     """Per-example training objective, single-sample ELBO and KL per latent dimension."""
 
-    objective: tf.Tensor
-    elbo: tf.Tensor
-    kl: tf.Tensor  # (B, latent)
+    objective: Any
+    elbo: Any
+    kl: Any  # (B, latent)
 
 
-def kl_to_standard_normal(q: Posterior) -> tf.Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)) per latent dimension, in closed form."""
-    return 0.5 * (tf.square(q.mu) + tf.square(q.sigma) - 1.0) - tf.math.log(q.sigma)
+def scale_images(xp, x, scaling: str, levels: int, seed) -> Any:
+    """Integer levels -> [0, 1]: x / (L-1) for raw; (x + u) / L, u ~ U[0,1) from `seed`, for dequantized."""
+    if scaling == "raw":
+        return x / (levels - 1.0)
+    return (x + xp.uniform(seed, tuple(x.shape))) / float(levels)
 
 
-def normal_log_density(z: tf.Tensor, mu: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
-    """Sum over the last axis of log N(z; mu, sigma^2)."""
-    return tf.reduce_sum(-0.5 * tf.square((z - mu) / sigma) - tf.math.log(sigma) - HALF_LOG_2PI, axis=-1)
+class VAE:
+    """Structure only (architecture, likelihood, array namespace): it holds no parameters."""
 
+    def __init__(self, arch: Architecture, likelihood: Decoder):
+        self.arch, self.likelihood, self.xp = arch, likelihood, likelihood.xp
 
-class VAE(tf.Module):
-    def __init__(self, encoder: Encoder, decoder_net: DecoderNet, likelihood: Decoder):
-        super().__init__(name="vae")
-        self.encoder = encoder
-        self.decoder_net = decoder_net
-        self.likelihood = likelihood
+    def init(self, seed: int) -> dict[str, Any]:
+        """Initial parameters (NumPy) and decoder state (floats) of a run with this seed."""
+        return {**self.arch.init(seed), "likelihood": dict(self.likelihood.init_params())}
 
-    def posterior(self, y: tf.Tensor) -> Posterior:
-        return Posterior(*self.encoder(y))
+    def dp(self, params, dstate) -> dict[str, Any]:
+        """The decoder's parameters and state in one flat dict, as decoders take them."""
+        return {**params["likelihood"], **dstate}
 
-    def decode(self, z: tf.Tensor) -> tf.Tensor:
+    def posterior(self, params, y) -> Posterior:
+        return Posterior(*self.arch.encode(self.xp, params["encoder"], y))
+
+    def decode(self, params, z):
         """Raw decoder outputs for z of shape (..., latent): (..., H, W, C, k)."""
-        lead = tf.shape(z)[:-1]
-        raw = self.decoder_net(tf.reshape(z, [-1, tf.shape(z)[-1]]))
-        return tf.reshape(raw, tf.concat([lead, tf.shape(raw)[1:]], axis=0))
+        lead = tuple(z.shape[:-1])
+        raw = self.arch.decode(self.xp, params["decoder"], self.xp.reshape(z, (-1, z.shape[-1])))
+        return self.xp.reshape(raw, (*lead, *raw.shape[1:]))
 
-    @staticmethod
-    def sample_z(q: Posterior, n: int | None, seed: tf.Tensor) -> tf.Tensor:
+    def sample_z(self, q: Posterior, n: int | None, seed):
         """Reparameterised samples: (B, latent) if n is None, else (n, B, latent)."""
-        shape = tf.shape(q.mu) if n is None else tf.concat([[n], tf.shape(q.mu)], axis=0)
-        eps = tf.random.stateless_normal(shape, seed, alg="philox")
-        return q.mu + q.sigma * eps
+        shape = tuple(q.mu.shape) if n is None else (n, *q.mu.shape)
+        return q.mu + q.sigma * self.xp.normal(seed, shape)
 
-    def elbo_terms(self, y: tf.Tensor, seed: tf.Tensor, training: bool = True) -> ElboTerms:
-        """Single-sample estimate of E_q log p(y|z), with the KL term in closed form.
+    def kl_to_standard_normal(self, q: Posterior):
+        """KL(N(mu, sigma^2) || N(0, 1)) per latent dimension, in closed form."""
+        xp = self.xp
+        return 0.5 * (xp.square(q.mu) + xp.square(q.sigma) - 1.0) - xp.log(q.sigma)
 
-        With `training` the decoder's training terms are used (and decoders with state,
-        such as sigma_vae's moving average, update it); otherwise the evaluated likelihood.
-        """
-        q = self.posterior(y)
-        raw = self.decode(self.sample_z(q, None, seed))
+    def normal_log_density(self, z, mu, sigma):
+        """Sum over the last axis of log N(z; mu, sigma^2)."""
+        xp = self.xp
+        return xp.sum(-0.5 * xp.square((z - mu) / sigma) - xp.log(sigma) - HALF_LOG_2PI, -1)
+
+    def elbo_terms(self, params, dstate, y, seed, training: bool = True) -> tuple[ElboTerms, dict[str, Any]]:
+        """Single-sample estimate of E_q log p(y|z), with the KL term in closed form, and the
+        decoder's new state. With `training` the decoder's training terms are used."""
+        q = self.posterior(params, y)
+        raw = self.decode(params, self.sample_z(q, None, seed))
+        dp = self.dp(params, dstate)
         if training:
-            terms = self.likelihood.training_terms(y, raw)
+            terms, new_state = self.likelihood.training_terms(y, raw, dp)
         else:
-            ll = self.likelihood.log_lik(y, raw)
-            terms = TrainingTerms(ll, ll)
-        kl = kl_to_standard_normal(q)
-        kl_sum = tf.reduce_sum(kl, axis=-1)
-        return ElboTerms(terms.objective - kl_sum, terms.log_lik - kl_sum, kl)
+            ll = self.likelihood.log_lik(y, raw, dp)
+            terms, new_state = TrainingTerms(ll, ll), {}
+        kl = self.kl_to_standard_normal(q)
+        kl_sum = self.xp.sum(kl, -1)
+        return ElboTerms(terms.objective - kl_sum, terms.log_lik - kl_sum, kl), {**dstate, **new_state}
 
-    def log_weights(self, y: tf.Tensor, q: Posterior, n: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def log_weights(self, params, dstate, y, q: Posterior, n: int, seed):
         """(log p(y, z_k) - log q(z_k | y), log p(y | z_k)), each (n, B), for z_k ~ q."""
         z = self.sample_z(q, n, seed)
-        log_lik = self.likelihood.log_lik(y, self.decode(z))
-        log_prior = normal_log_density(z, 0.0, 1.0)
-        log_q = normal_log_density(z, q.mu, q.sigma)
+        log_lik = self.likelihood.log_lik(y, self.decode(params, z), self.dp(params, dstate))
+        log_prior = self.normal_log_density(z, 0.0, 1.0)
+        log_q = self.normal_log_density(z, q.mu, q.sigma)
         return log_lik + log_prior - log_q, log_lik

@@ -1,120 +1,102 @@
-"""Encoder and decoder networks (MLP and small convolutional), as plain tf.Modules.
+"""Encoder and decoder networks (MLP and small convolutional) as pure functions.
 
-Weights are initialised from stateless seeds (Glorot uniform), so a run's initial
-parameters depend on its seed alone. Layers are written out rather than taken from
-Keras so that a later seed-batched variant can stack them along a leading axis.
+`Architecture.init(seed)` draws the parameters, a pytree of NumPy float32 arrays
+(Glorot uniform from the run's seed, so both backends start from the same weights);
+`encode` and `decode` apply them with the backend's array namespace `xp`. Layers are
+written out rather than taken from a framework so the same code runs on every backend.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from tfp_vae.config import NetworkSpec
-from tfp_vae.seeds import derive_seed
+from tfp_vae.seeds import numpy_rng
+
+Params = dict[str, Any]
 
 
-def _glorot(shape: Sequence[int], fan_in: int, fan_out: int, seed: np.ndarray) -> tf.Tensor:
+def _glorot(shape: tuple[int, ...], fan_in: int, fan_out: int, seed: int, *path: object) -> np.ndarray:
     limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return tf.random.stateless_uniform(shape, seed, -limit, limit, alg="philox")
+    return numpy_rng(seed, *path).uniform(-limit, limit, size=shape).astype(np.float32)
 
 
-class Dense(tf.Module):
-    def __init__(self, n_in: int, n_out: int, seed: np.ndarray, name: str):
-        super().__init__(name=name)
-        self.w = tf.Variable(_glorot([n_in, n_out], n_in, n_out, seed), name="w")
-        self.b = tf.Variable(tf.zeros([n_out]), name="b")
-
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(x, self.w) + self.b
+def _dense(n_in: int, n_out: int, seed: int, *path: object) -> Params:
+    return {"w": _glorot((n_in, n_out), n_in, n_out, seed, *path), "b": np.zeros(n_out, np.float32)}
 
 
-class Conv(tf.Module):
-    """3x3 convolution with stride 2 ('SAME'), or its transpose for upsampling."""
-
-    def __init__(self, c_in: int, c_out: int, seed: np.ndarray, transpose: bool, name: str):
-        super().__init__(name=name)
-        self.transpose = transpose
-        shape = [3, 3, c_out, c_in] if transpose else [3, 3, c_in, c_out]
-        self.w = tf.Variable(_glorot(shape, 9 * c_in, 9 * c_out, seed), name="w")
-        self.b = tf.Variable(tf.zeros([c_out]), name="b")
-        self.c_out = c_out
-
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        if self.transpose:
-            shape = tf.shape(x)
-            out_shape = tf.stack([shape[0], 2 * shape[1], 2 * shape[2], self.c_out])
-            y = tf.nn.conv2d_transpose(x, self.w, out_shape, strides=2, padding="SAME")
-        else:
-            y = tf.nn.conv2d(x, self.w, strides=2, padding="SAME")
-        return y + self.b
+def _conv(c_in: int, c_out: int, seed: int, transpose: bool, *path: object) -> Params:
+    shape = (3, 3, c_out, c_in) if transpose else (3, 3, c_in, c_out)
+    return {"w": _glorot(shape, 9 * c_in, 9 * c_out, seed, *path), "b": np.zeros(c_out, np.float32)}
 
 
-class Encoder(tf.Module):
-    """x (B, H, W, C) -> (mu, sigma) of q(z | x), each (B, latent)."""
+@dataclass(frozen=True)
+class Architecture:
+    """The static shape of a VAE's networks; parameters live in the pytree, not here."""
 
-    def __init__(self, spec: NetworkSpec, image_shape: tuple[int, int, int], seed: int):
-        super().__init__(name="encoder")
-        h, w, c = image_shape
-        self.conv = []
-        features = h * w * c
+    spec: NetworkSpec
+    image_shape: tuple[int, int, int]
+    outputs_per_pixel: int
+
+    @property
+    def _down(self) -> int:
+        return 2 ** len(self.spec.conv_channels)
+
+    @property
+    def _conv_start(self) -> tuple[int, int, int]:
+        h, w, _ = self.image_shape
+        return h // self._down, w // self._down, self.spec.conv_channels[-1]
+
+    def init(self, seed: int) -> Params:
+        """{"encoder": {"conv": [...], "dense": [...]}, "decoder": {...}} drawn from `seed`."""
+        spec, (h, w, c), k = self.spec, self.image_shape, self.outputs_per_pixel
+        enc: Params = {"conv": [], "dense": []}
+        dec: Params = {"conv": [], "dense": []}
         if spec.kind == "conv":
-            spec.check_shape(image_shape)
+            spec.check_shape(self.image_shape)
             chans = (c, *spec.conv_channels)
-            self.conv = [Conv(a, b, derive_seed(seed, "enc_conv", i), False, f"conv{i}") for i, (a, b) in enumerate(zip(chans, chans[1:]))]
-            down = 2 ** len(spec.conv_channels)
-            features = (h // down) * (w // down) * spec.conv_channels[-1]
-        widths = (features, *(spec.hidden if spec.kind == "mlp" else spec.hidden[:1]), 2 * spec.latent)
-        self.dense = [Dense(a, b, derive_seed(seed, "enc_dense", i), f"dense{i}") for i, (a, b) in enumerate(zip(widths, widths[1:]))]
-        self.latent = spec.latent
-
-    def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        h = x
-        for layer in self.conv:
-            h = tf.nn.relu(layer(h))
-        h = tf.reshape(h, [tf.shape(x)[0], -1])
-        for layer in self.dense[:-1]:
-            h = tf.nn.relu(layer(h))
-        out = self.dense[-1](h)
-        mu, pre_sigma = out[:, : self.latent], out[:, self.latent :]
-        return mu, tf.math.softplus(pre_sigma) + 1e-6
-
-
-class DecoderNet(tf.Module):
-    """z (B, latent) -> raw decoder outputs (B, H, W, C, k)."""
-
-    def __init__(self, spec: NetworkSpec, image_shape: tuple[int, int, int], outputs_per_pixel: int, seed: int):
-        super().__init__(name="decoder")
-        h, w, c = image_shape
-        self.out_shape = (h, w, c, outputs_per_pixel)
-        self.conv = []
-        if spec.kind == "conv":
-            spec.check_shape(image_shape)
-            down = 2 ** len(spec.conv_channels)
-            self.start = (h // down, w // down, spec.conv_channels[-1])
-            dense_out = int(np.prod(self.start))
-            chans = (*reversed(spec.conv_channels), c * outputs_per_pixel)
-            self.conv = [Conv(a, b, derive_seed(seed, "dec_conv", i), True, f"deconv{i}") for i, (a, b) in enumerate(zip(chans, chans[1:]))]
-            hidden = spec.hidden[:1]
+            enc["conv"] = [_conv(a, b, seed, False, "enc_conv", i) for i, (a, b) in enumerate(zip(chans, chans[1:]))]
+            features, hidden_enc = int(np.prod(self._conv_start)), spec.hidden[:1]
+            back = (*reversed(spec.conv_channels), c * k)
+            dec["conv"] = [_conv(a, b, seed, True, "dec_conv", i) for i, (a, b) in enumerate(zip(back, back[1:]))]
+            dense_out, hidden_dec = int(np.prod(self._conv_start)), spec.hidden[:1]
         else:
-            dense_out = h * w * c * outputs_per_pixel
-            hidden = tuple(reversed(spec.hidden))
-        widths = (spec.latent, *hidden, dense_out)
-        self.dense = [Dense(a, b, derive_seed(seed, "dec_dense", i), f"dense{i}") for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+            features, hidden_enc = h * w * c, spec.hidden
+            dense_out, hidden_dec = h * w * c * k, tuple(reversed(spec.hidden))
+        widths = (features, *hidden_enc, 2 * spec.latent)
+        enc["dense"] = [_dense(a, b, seed, "enc_dense", i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+        widths = (spec.latent, *hidden_dec, dense_out)
+        dec["dense"] = [_dense(a, b, seed, "dec_dense", i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+        return {"encoder": enc, "decoder": dec}
 
-    def __call__(self, z: tf.Tensor) -> tf.Tensor:
+    def encode(self, xp, p: Params, x) -> tuple[Any, Any]:
+        """x (B, H, W, C) -> (mu, sigma) of q(z | x), each (B, latent)."""
+        h = x
+        for layer in p["conv"]:
+            h = xp.relu(xp.conv2d(h, layer["w"]) + layer["b"])
+        h = xp.reshape(h, (x.shape[0], -1))
+        for layer in p["dense"][:-1]:
+            h = xp.relu(xp.matmul(h, layer["w"]) + layer["b"])
+        out = xp.matmul(h, p["dense"][-1]["w"]) + p["dense"][-1]["b"]
+        latent = self.spec.latent
+        return out[:, :latent], xp.softplus(out[:, latent:]) + 1e-6
+
+    def decode(self, xp, p: Params, z) -> Any:
+        """z (B, latent) -> raw decoder outputs (B, H, W, C, k)."""
         h = z
-        for i, layer in enumerate(self.dense):
-            h = layer(h)
-            if i < len(self.dense) - 1 or self.conv:
-                h = tf.nn.relu(h)
-        if self.conv:
-            h = tf.reshape(h, [-1, *self.start])
-            for i, layer in enumerate(self.conv):
-                h = layer(h)
-                if i < len(self.conv) - 1:
-                    h = tf.nn.relu(h)
-        return tf.reshape(h, [-1, *self.out_shape])
+        n_dense, convs = len(p["dense"]), p["conv"]
+        for i, layer in enumerate(p["dense"]):
+            h = xp.matmul(h, layer["w"]) + layer["b"]
+            if i < n_dense - 1 or convs:
+                h = xp.relu(h)
+        if convs:
+            h = xp.reshape(h, (-1, *self._conv_start))
+            for i, layer in enumerate(convs):
+                h = xp.conv2d_transpose(h, layer["w"]) + layer["b"]
+                if i < len(convs) - 1:
+                    h = xp.relu(h)
+        return xp.reshape(h, (-1, *self.image_shape, self.outputs_per_pixel))

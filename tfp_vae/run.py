@@ -14,44 +14,46 @@ from typing import Any, Callable
 import numpy as np
 
 from tfp_vae import SCHEMA_VERSION, __version__
-from tfp_vae import backend_tf as B
+from tfp_vae.backends import Backend, get_backend
 from tfp_vae.config import RunSpec
 from tfp_vae.data import dataset_entry, load_pool, split_pool
 from tfp_vae.decoders import DataContext, make_decoder
 from tfp_vae.environment import capture
 from tfp_vae.evaluate import evaluate
 from tfp_vae.model import VAE
-from tfp_vae.networks import DecoderNet, Encoder
+from tfp_vae.networks import Architecture
+from tfp_vae.steps import EvalFunctions
 from tfp_vae.train import train
 
 #: Record sections that legitimately differ between two runs of one spec.
 VOLATILE_SECTIONS = ("timing", "environment")
 
 
-def build_model(spec: RunSpec, image_shape: tuple[int, int, int], data: DataContext) -> VAE:
-    """The VAE of a spec, with weights drawn from the spec's seed."""
-    likelihood = make_decoder(spec.decoder, spec.decoder_params, data)
-    encoder = Encoder(spec.network, image_shape, spec.seed)
-    decoder_net = DecoderNet(spec.network, image_shape, likelihood.outputs_per_pixel, spec.seed)
-    return VAE(encoder, decoder_net, likelihood)
+def build_model(spec: RunSpec, image_shape: tuple[int, int, int], data: DataContext, backend: Backend) -> VAE:
+    """The VAE of a spec on a backend (structure only; parameters come from `VAE.init(seed)`)."""
+    likelihood = make_decoder(spec.decoder, spec.decoder_params, data, backend)
+    return VAE(Architecture(spec.network, image_shape, likelihood.outputs_per_pixel), likelihood)
 
 
 def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
     """Train and evaluate one spec. Divergence is recorded, not raised."""
     spec.check()
     t_wall = time.perf_counter()
-    device = B.configure(spec.device, spec.tf32)
+    backend = get_backend(spec.backend)
+    device = backend.configure(spec.device, spec.tf32)
     entry = dataset_entry(spec.dataset)
     data = DataContext(entry.levels, spec.scaling)
     train_pool, test, location = load_pool(spec.dataset)
     splits = split_pool(train_pool, test, spec.train.validation_fraction)
     log(f"run {spec.run_id()}: {spec.decoder} on {spec.dataset} ({spec.scaling}), seed {spec.seed}, "
-        f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, device {device}")
-    with B.device_scope(device):
-        model = build_model(spec, entry.shape, data)
-        evals = B.EvalFunctions(model, spec.train.jit, spec.eval.iwae_k, spec.eval.k_chunk, spec.eval.lppl_samples)
-        training = train(model, spec, splits, data, evals, log)
-        metrics, eval_timing = evaluate(model, spec, splits.test.images, splits.train.images, data, evals, training)
+        f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, "
+        f"{spec.backend} on {device}")
+    with backend.device_scope(device):
+        model = build_model(spec, entry.shape, data, backend)
+        evals = EvalFunctions(backend, model, spec.train.jit, spec.eval.iwae_k, spec.eval.k_chunk, spec.eval.lppl_samples)
+        trained, training = train(backend, model, spec, splits, data, evals, log)
+        metrics, eval_timing = evaluate(backend, model, trained, spec, splits.test.images, splits.train.images, data,
+                                        evals, training)
     status = "ok" if training.nonfinite is None else "nonfinite"
     timing = {
         "wall_s": time.perf_counter() - t_wall,
@@ -59,7 +61,7 @@ def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.
         "compile_s": training.compile_s,
         "train_examples_per_s": training.steady_examples / training.steady_s if training.steady_s > 0 else None,
         **eval_timing,
-        "peak_memory_mib": B.peak_memory_mib(device),
+        "peak_memory_mib": backend.peak_memory_mib(device),
     }
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -77,9 +79,10 @@ def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.
             "train_examples": len(splits.train),
             "validation_examples": len(splits.validation),
         },
-        "execution": {"device": device, "backend": B.NAME, "xla": spec.train.jit, "tf32": spec.tf32, "op_determinism": True},
+        "execution": {"device": device, "backend": backend.name, "xla": spec.train.jit or backend.always_compiles,
+                      "tf32": spec.tf32, "precision": "float32"},
         "timing": timing,
-        "environment": {**capture(device, spec.train.jit),
+        "environment": {**capture(backend, device, spec.train.jit or backend.always_compiles),
                         "data_source": {"source": location.source, "directory": str(location.directory or "")}},
     }
     return jsonable(record)

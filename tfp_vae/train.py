@@ -11,12 +11,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfp_vae import backend_tf as B
+from tfp_vae.backends import Backend
 from tfp_vae.config import RunSpec
 from tfp_vae.data import Splits
 from tfp_vae.decoders import DataContext
-from tfp_vae.model import VAE
+from tfp_vae.model import VAE, scale_images
 from tfp_vae.seeds import derive_seed, numpy_rng
+from tfp_vae.steps import EvalFunctions, init_carry, make_train_step, multiplier_tree, pad_to, padded_batches
 
 
 @dataclass
@@ -53,31 +54,41 @@ def excess_density_frac(log_density: np.ndarray, data: DataContext, c: float) ->
     A model of the discrete levels puts at most density 1 / bin on a pixel on average, so a
     density above c / bin (c > 1) exploits the continuous treatment of discrete values
     (docs/definitions.md). +inf counts as exceeding; NaN does not."""
-    return float(np.mean(log_density > math.log(c / data.bin_width)))
+    return float(np.mean(np.asarray(log_density) > math.log(c / data.bin_width)))
+
+
+@dataclass
+class Trained:
+    """What training leaves for evaluation: the restored parameters and decoder state."""
+
+    params: Any
+    dstate: Any
 
 
 class EvalData:
     """A split scaled once with a fixed seed (dequantization noise is fixed for evaluation)."""
 
-    def __init__(self, images: np.ndarray, spec: RunSpec, levels: int, purpose: str):
-        seed = derive_seed(spec.seed, "eval_noise", purpose)
-        self.y = B.to_numpy(B.scale_images(images, spec.scaling, levels, seed))
+    def __init__(self, backend: Backend, images: np.ndarray, spec: RunSpec, levels: int, purpose: str):
+        seed = backend.asarray(derive_seed(spec.seed, "eval_noise", purpose))
+        x = backend.asarray(images.astype(np.float32))
+        self.y = backend.to_numpy(scale_images(backend.xp, x, spec.scaling, levels, seed))
         self.purpose = purpose
 
     def __len__(self) -> int:
         return len(self.y)
 
 
-def per_example(fn: Callable, data: EvalData, batch_size: int, seed_path: tuple[Any, ...] | None, spec: RunSpec) -> list[np.ndarray]:
+def per_example(backend: Backend, fn: Callable, state: Trained, data: EvalData, batch_size: int,
+                seed_path: tuple[Any, ...] | None, spec: RunSpec) -> list[np.ndarray]:
     """Apply a compiled per-batch function over `data` in padded batches; returns its outputs concatenated."""
     parts: list[list[np.ndarray]] = []
-    for i, (sl, valid) in enumerate(B.padded_batches(len(data), batch_size)):
-        args = [B.pad_to(data.y[sl], batch_size)]
+    for i, (sl, valid) in enumerate(padded_batches(len(data), batch_size)):
+        args = [state.params, state.dstate, backend.asarray(pad_to(data.y[sl], batch_size))]
         if seed_path is not None:
-            args.append(derive_seed(spec.seed, *seed_path, data.purpose, i))
+            args.append(backend.asarray(derive_seed(spec.seed, *seed_path, data.purpose, i)))
         out = fn(*args)
         out = out if isinstance(out, tuple) else (out,)
-        parts.append([B.to_numpy(o)[:valid] for o in out])
+        parts.append([backend.to_numpy(o)[:valid] for o in out])
     return [np.concatenate(col) for col in zip(*parts)]
 
 
@@ -85,42 +96,46 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def train(model: VAE, spec: RunSpec, splits: Splits, data: DataContext, evals: B.EvalFunctions,
-          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> TrainingResult:
-    """Train `model` in place; the weights of the best validation epoch are restored at the end."""
+def train(backend: Backend, model: VAE, spec: RunSpec, splits: Splits, data: DataContext, evals: EvalFunctions,
+          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> tuple[Trained, TrainingResult]:
+    """Train from the spec's seed; returns the parameters of the best validation epoch."""
     cfg = spec.train
-    state = B.TrainState(model, cfg.learning_rate)
-    step = B.make_train_step(model, state, spec.scaling, data.levels, cfg.jit)
-    val = EvalData(splits.validation.images, spec, data.levels, "validation")
-    x_train = splits.train.images
+    init = model.init(spec.seed)
+    params = backend.tree_map(backend.asarray, init)
+    multipliers = multiplier_tree(model, init)
+    opt_init, step = make_train_step(backend, model, spec.scaling, data.levels, cfg.learning_rate, multipliers, cfg.jit)
+    opt_state, carry = opt_init(params), init_carry(backend, model)
+    val = EvalData(backend, splits.validation.images, spec, data.levels, "validation")
+    x_train = splits.train.images.astype(np.float32)
     steps_per_epoch = len(x_train) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(x_train)} training images")
     result = TrainingResult()
-    best_val, best_weights, since_best = -math.inf, None, 0
+    best_val, best, since_best = -math.inf, None, 0
+    lik = model.likelihood
     t_start = time.perf_counter()
     for epoch in range(cfg.epochs):
         order = numpy_rng(spec.seed, "shuffle", epoch).permutation(len(x_train))
-        objectives, bounds = [], []
+        metrics = []
         t_epoch = time.perf_counter()
         for i in range(steps_per_epoch):
-            batch = x_train[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
-            seeds = np.stack([derive_seed(spec.seed, "dequant", epoch, i), derive_seed(spec.seed, "z", epoch, i)])
-            objective, bound = step(batch, seeds)
+            batch = backend.asarray(x_train[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]])
+            seeds = backend.asarray(np.stack([derive_seed(spec.seed, "dequant", epoch, i),
+                                              derive_seed(spec.seed, "z", epoch, i)]))
+            params, opt_state, carry, m = step(params, opt_state, carry, batch, seeds)
             if epoch == 0 and i == 0:
-                objective.numpy()  # the first call compiles; time it apart
+                backend.to_numpy(m["objective"])  # the first call compiles; time it apart
                 result.compile_s = time.perf_counter() - t_epoch
                 t_epoch = time.perf_counter()
-            objectives.append(objective)
-            bounds.append(bound)
-        train_objective = float(np.mean([o.numpy() for o in objectives]))
-        train_bound = float(np.mean([b.numpy() for b in bounds]))
+            metrics.append(m)
+        train_objective = float(np.mean([backend.to_numpy(m["objective"]) for m in metrics]))
+        train_bound = float(np.mean([backend.to_numpy(m["bound"]) for m in metrics]))
         elapsed = time.perf_counter() - t_epoch
         result.steady_s += elapsed
         result.steady_examples += (steps_per_epoch - (1 if epoch == 0 else 0)) * cfg.batch_size
         result.epochs_run = epoch + 1
 
-        bad_step = int(state.first_nonfinite_step.numpy())
+        bad_step = int(backend.to_numpy(carry["bad_step"]))
         if bad_step >= 0:
             result.nonfinite = {"epoch": bad_step // steps_per_epoch, "step": bad_step % steps_per_epoch, "global_step": bad_step}
             for key in result.curves:
@@ -128,9 +143,9 @@ def train(model: VAE, spec: RunSpec, splits: Splits, data: DataContext, evals: B
             log(f"  epoch {epoch + 1}: non-finite loss or gradient at step {bad_step}; run ended")
             break
 
-        val_bound = float(np.mean(per_example(evals.elbo, val, spec.eval.batch_size, ("val_z", epoch), spec)[0]))
-        _, val_std, val_log_density, _, _ = per_example(evals.at_mean, val, spec.eval.batch_size, None, spec)
-        lik = model.likelihood
+        now = Trained(params, carry["dstate"])
+        val_bound = float(np.mean(per_example(backend, evals.elbo, now, val, spec.eval.batch_size, ("val_z", epoch), spec)[0]))
+        _, val_std, val_log_density, _, _ = per_example(backend, evals.at_mean, now, val, spec.eval.batch_size, None, spec)
         min_sigma = float(np.min(val_std)) if lik.has_scale else None
         below = float(np.mean(val_std < data.tau)) if lik.has_scale else None
         excess = excess_density_frac(val_log_density, data, spec.eval.density_c) if lik.has_density else None
@@ -144,15 +159,13 @@ def train(model: VAE, spec: RunSpec, splits: Splits, data: DataContext, evals: B
 
         if math.isfinite(val_bound) and val_bound > best_val:
             best_val, since_best, result.best_epoch = val_bound, 0, epoch
-            best_weights = [v.numpy() for v in model.variables]
+            best = now
         else:
             since_best += 1
             if cfg.patience and since_best >= cfg.patience:
                 result.stopped_early = True
                 log(f"  early stop: no validation improvement for {cfg.patience} epochs")
                 break
-    if best_weights is not None:
-        for var, value in zip(model.variables, best_weights):
-            var.assign(value)
     result.train_s = time.perf_counter() - t_start
-    return result
+    # arrays are immutable: keeping the best epoch's pytree is a snapshot, restoring it is a reference
+    return (best or Trained(params, carry["dstate"])), result

@@ -30,9 +30,9 @@ def decoder_class(name: str) -> type[Decoder]:
         raise ConfigError(f"unknown decoder {name!r}; known decoders: {', '.join(DECODERS)}") from None
 
 
-def make_decoder(name: str, hyper: Mapping[str, Any], data: DataContext) -> Decoder:
-    """Build a decoder entry with validated hyperparameters."""
-    return decoder_class(name)(hyper, data)
+def make_decoder(name: str, hyper: Mapping[str, Any], data: DataContext, backend: Any = "tensorflow") -> Decoder:
+    """Build a decoder entry with validated hyperparameters, on a backend (a name or a Backend)."""
+    return decoder_class(name)(hyper, data, backend)
 
 
 __all__ = ["DECODERS", "DataContext", "Decoder", "Param", "TrainingTerms", "decoder_class", "make_decoder"]

@@ -1,7 +1,10 @@
 """The decoder-entry interface: declared parameters, raw outputs -> tfd.Distribution.
 
-A decoder entry is a `tf.Module` so that extra variables it owns (a shared sigma,
-a learned degrees-of-freedom) are found by the optimiser with the network's.
+Decoders are written once against the array namespace `xp` and the distributions
+namespace `tfd` that a backend hands them, and hold no variables: a learned scalar
+(a shared sigma, a learned nu) is a parameter in the run's pytree, a moving average
+is state carried by the training step. Both arrive as `dp`, one flat dict of the
+decoder's parameters and state; `dp=None` means their initial values.
 Nothing outside `tfp_vae.decoders` branches on a decoder's name: everything the
 trainer and the evaluator need is a method or attribute here.
 """
@@ -13,12 +16,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, NamedTuple
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_probability as tfp
 
 from tfp_vae.errors import ConfigError
 
-tfd = tfp.distributions
+Array = Any  # an array of the run's backend
 
 #: Smallest positive scale added after a softplus/exp: "no floor but dtype eps".
 EPS32 = float(np.finfo(np.float32).eps)
@@ -97,11 +98,11 @@ class DataContext:
 class TrainingTerms(NamedTuple):
     """Per-example training term (what is maximised) and the true log-likelihood."""
 
-    objective: tf.Tensor
-    log_lik: tf.Tensor
+    objective: Array
+    log_lik: Array
 
 
-class Decoder(tf.Module):
+class Decoder:
     """Base class of every decoder entry.
 
     `raw` is the decoder network's output with shape (..., H, W, C, k), where
@@ -124,10 +125,31 @@ class Decoder(tf.Module):
     #: so that the excess-density collapse rule applies (Bernoulli on grey levels does not).
     has_density: ClassVar[bool] = True
 
-    def __init__(self, hyper: Mapping[str, Any] | None, data: DataContext):
-        super().__init__(name=self.name)
+    def __init__(self, hyper: Mapping[str, Any] | None, data: DataContext, backend: Any = "tensorflow"):
+        from tfp_vae.backends import get_backend
+
         self.hyper = self.resolve(hyper or {})
         self.data = data
+        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self.xp, self.tfd = self.backend.xp, self.backend.tfd
+
+    # -- parameters and state (plain floats; the run turns them into backend arrays) ------
+    def init_params(self) -> dict[str, float]:
+        """Initial values of this decoder's own trainable parameters (none by default)."""
+        return {}
+
+    def init_state(self) -> dict[str, float]:
+        """Initial values of state the training step carries (none by default)."""
+        return {}
+
+    def lr_multipliers(self) -> dict[str, float]:
+        """Learning-rate multipliers of this decoder's parameters, by name (default 1)."""
+        return {}
+
+    def _dp(self, dp: Mapping[str, Array] | None) -> Mapping[str, Array]:
+        if dp is not None:
+            return dp
+        return {k: self.backend.asarray(np.float32(v)) for k, v in {**self.init_params(), **self.init_state()}.items()}
 
     @classmethod
     def resolve(cls, hyper: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,48 +168,46 @@ class Decoder(tf.Module):
         """Cross-parameter checks; override where parameters constrain each other."""
 
     # -- what the trainer and evaluator call -------------------------------------------
-    def target(self, y: tf.Tensor) -> tf.Tensor:
+    def target(self, y: Array) -> Array:
         """Map scaled data y in [0, 1] to the space the likelihood is defined on."""
         return y
 
-    def distribution(self, raw: tf.Tensor) -> tfd.Distribution:
+    def distribution(self, raw: Array, dp: Mapping[str, Array] | None = None):
         """The likelihood p(x | z) whose event shape is the image (H, W, C)."""
-        return tfd.Independent(self._distribution(raw), reinterpreted_batch_ndims=IMAGE_NDIMS)
+        return self.tfd.Independent(self._distribution(raw, self._dp(dp)), reinterpreted_batch_ndims=IMAGE_NDIMS)
 
-    def log_lik(self, y: tf.Tensor, raw: tf.Tensor) -> tf.Tensor:
+    def log_lik(self, y: Array, raw: Array, dp: Mapping[str, Array] | None = None) -> Array:
         """log p(y | z) per example, in nats, as evaluated (never the training surrogate)."""
-        return self.distribution(raw).log_prob(self.target(y))
+        return self.distribution(raw, dp).log_prob(self.target(y))
 
-    def training_terms(self, y: tf.Tensor, raw: tf.Tensor) -> TrainingTerms:
-        """Per-example training objective and true log-likelihood (equal by default)."""
-        ll = self.log_lik(y, raw)
-        return TrainingTerms(ll, ll)
+    def training_terms(self, y: Array, raw: Array, dp: Mapping[str, Array] | None = None
+                       ) -> tuple[TrainingTerms, dict[str, Array]]:
+        """Per-example training objective and true log-likelihood (equal by default), and the
+        decoder's new state (empty for stateless decoders)."""
+        ll = self.log_lik(y, raw, dp)
+        return TrainingTerms(ll, ll), {}
 
-    def mean(self, raw: tf.Tensor) -> tf.Tensor:
+    def mean(self, raw: Array) -> Array:
         """Decoder mean on the [0, 1] scale, shape (..., H, W, C)."""
         return raw[..., 0]
 
-    def stddev(self, raw: tf.Tensor) -> tf.Tensor | None:
+    def stddev(self, raw: Array, dp: Mapping[str, Array] | None = None) -> Array | None:
         """Per-pixel standard deviation of p(x | z) on the [0, 1] scale (inf where it does not
         exist), or None for decoders whose spread is not tracked (see docs/definitions.md)."""
         return None
 
-    def pixel_log_density(self, y: tf.Tensor, raw: tf.Tensor) -> tf.Tensor:
+    def pixel_log_density(self, y: Array, raw: Array, dp: Mapping[str, Array] | None = None) -> Array:
         """Per-pixel log density of the observed value on the [0, 1] scale, shape (..., H, W, C).
 
         The excess-density collapse rule compares it with log(c / bin) for every decoder alike.
         A likelihood of discrete levels overrides this with log(pmf / bin)."""
-        return self._distribution(raw).log_prob(self.target(y))
+        return self._distribution(raw, self._dp(dp)).log_prob(self.target(y))
 
-    def global_scale(self) -> tf.Tensor | None:
+    def global_scale(self, dp: Mapping[str, Array] | None = None) -> Array | None:
         """A learned scale shared by all pixels (checked against its closed-form optimum), or None."""
         return None
 
-    def lr_multipliers(self) -> dict[int, float]:
-        """Learning-rate multipliers by `id` of this decoder's own variables (default 1)."""
-        return {}
-
-    def _distribution(self, raw: tf.Tensor) -> tfd.Distribution:
+    def _distribution(self, raw: Array, dp: Mapping[str, Array]):
         raise NotImplementedError
 
     @classmethod
@@ -202,7 +222,7 @@ class Decoder(tf.Module):
         }
 
 
-def positive(raw: tf.Tensor, link: str = "softplus") -> tf.Tensor:
+def positive(xp, raw: Array, link: str = "softplus") -> Array:
     """Map an unconstrained output to a positive scale: link(raw) + dtype eps."""
-    value = tf.math.softplus(raw) if link == "softplus" else tf.math.exp(raw)
+    value = xp.softplus(raw) if link == "softplus" else xp.exp(raw)
     return value + EPS32

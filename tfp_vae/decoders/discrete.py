@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
-
-from tfp_vae.decoders.base import Decoder, positive, tfd
+from tfp_vae.decoders.base import Decoder, positive
 
 
 class Bernoulli(Decoder):
@@ -17,11 +15,11 @@ class Bernoulli(Decoder):
     proper_density = False
     has_density = False  # a pmf of {0, 1}, not a density of grey levels: no excess-density rule
 
-    def _distribution(self, raw):
-        return tfd.Bernoulli(logits=raw[..., 0], dtype=raw.dtype)
+    def _distribution(self, raw, dp):
+        return self.tfd.Bernoulli(logits=raw[..., 0], dtype=raw.dtype)
 
     def mean(self, raw):
-        return tf.sigmoid(raw[..., 0])
+        return self.xp.sigmoid(raw[..., 0])
 
 
 class ContinuousBernoulli(Decoder):
@@ -30,11 +28,11 @@ class ContinuousBernoulli(Decoder):
     summary = "ContinuousBernoulli(logits): a proper density on [0, 1]"
     has_scale = False
 
-    def _distribution(self, raw):
-        return tfd.ContinuousBernoulli(logits=raw[..., 0])
+    def _distribution(self, raw, dp):
+        return self.tfd.ContinuousBernoulli(logits=raw[..., 0])
 
     def mean(self, raw):
-        return self._distribution(raw).mean()
+        return self._distribution(raw, {}).mean()
 
 
 class DiscretizedLogistic(Decoder):
@@ -54,22 +52,19 @@ class DiscretizedLogistic(Decoder):
     discrete = True
 
     def target(self, y):
-        levels = self.data.levels
-        if self.data.scaling == "dequantized":
-            k = tf.floor(y * levels)
-        else:
-            k = tf.round(y * (levels - 1))
-        return tf.clip_by_value(k, 0.0, levels - 1.0)
+        xp, levels = self.xp, self.data.levels
+        k = xp.floor(y * levels) if self.data.scaling == "dequantized" else xp.round(y * (levels - 1))
+        return xp.clip(k, 0.0, levels - 1.0)
 
-    def _distribution(self, raw):
+    def _distribution(self, raw, dp):
         top = self.data.levels - 1.0
         loc = raw[..., 0] * top - 0.5
-        scale = positive(raw[..., 1]) * top
-        return tfd.QuantizedDistribution(tfd.Logistic(loc=loc, scale=scale), low=0.0, high=top)
+        scale = positive(self.xp, raw[..., 1]) * top
+        return self.tfd.QuantizedDistribution(self.tfd.Logistic(loc=loc, scale=scale), low=0.0, high=top)
 
     def mean(self, raw):
-        return tf.clip_by_value(raw[..., 0], 0.0, 1.0)
+        return self.xp.clip(raw[..., 0], 0.0, 1.0)
 
-    def pixel_log_density(self, y, raw):
+    def pixel_log_density(self, y, raw, dp=None):
         # pmf / bin: at most 1 / bin, so this decoder can never exceed c / bin for c > 1
-        return self._distribution(raw).log_prob(self.target(y)) - math.log(self.data.bin_width)
+        return super().pixel_log_density(y, raw, dp) - math.log(self.data.bin_width)

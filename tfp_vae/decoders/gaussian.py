@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
-
-from tfp_vae.decoders.base import EPS32, Decoder, Param, TrainingTerms, positive, tfd
+from tfp_vae.decoders.base import EPS32, IMAGE_NDIMS, Decoder, Param, TrainingTerms, positive
 
 LINK = Param("link", "softplus", "map from raw output to sigma", kind=str, choices=("softplus", "exp"))
 
@@ -14,14 +12,14 @@ LINK = Param("link", "softplus", "map from raw output to sigma", kind=str, choic
 class GaussianDecoder(Decoder):
     """Normal(mu, sigma) per pixel; subclasses say where sigma comes from."""
 
-    def _sigma(self, raw: tf.Tensor) -> tf.Tensor:
+    def _sigma(self, raw, dp):
         raise NotImplementedError
 
-    def stddev(self, raw: tf.Tensor) -> tf.Tensor:
-        return tf.broadcast_to(self._sigma(raw), tf.shape(raw)[:-1])
+    def stddev(self, raw, dp=None):
+        return self.xp.broadcast_to(self._sigma(raw, self._dp(dp)), tuple(raw.shape[:-1]))
 
-    def _distribution(self, raw: tf.Tensor) -> tfd.Distribution:
-        return tfd.Normal(loc=raw[..., 0], scale=self._sigma(raw))
+    def _distribution(self, raw, dp):
+        return self.tfd.Normal(loc=raw[..., 0], scale=self._sigma(raw, dp))
 
 
 class Fixed(GaussianDecoder):
@@ -30,8 +28,8 @@ class Fixed(GaussianDecoder):
     summary = "Normal(mu, sigma0) with a constant sigma0"
     params = (Param("sigma0", 1.0, "the constant decoder scale", low=0.0),)
 
-    def _sigma(self, raw):
-        return tf.constant(self.hyper["sigma0"], raw.dtype)
+    def _sigma(self, raw, dp):
+        return self.xp.full((), self.hyper["sigma0"])
 
 
 class Learned(GaussianDecoder):
@@ -41,8 +39,8 @@ class Learned(GaussianDecoder):
     params = (LINK,)
     outputs_per_pixel = 2
 
-    def _sigma(self, raw):
-        return positive(raw[..., 1], self.hyper["link"])
+    def _sigma(self, raw, dp):
+        return positive(self.xp, raw[..., 1], self.hyper["link"])
 
 
 class Shared(GaussianDecoder):
@@ -57,23 +55,22 @@ class Shared(GaussianDecoder):
         Param("lr_multiplier", 30.0, "learning-rate multiplier of log sigma (a single scalar)", low=0.0),
     )
 
-    def __init__(self, hyper, data):
-        super().__init__(hyper, data)
-        self.log_sigma = tf.Variable(math.log(self.hyper["init_sigma"]), dtype=tf.float32, name="log_sigma")
-
-    def _sigma(self, raw):
-        return tf.exp(tf.cast(self.log_sigma, raw.dtype)) + EPS32
-
-    def global_scale(self):
-        return tf.exp(self.log_sigma) + EPS32
+    def init_params(self):
+        return {"log_sigma": math.log(self.hyper["init_sigma"])}
 
     def lr_multipliers(self):
-        return {id(self.log_sigma): self.hyper["lr_multiplier"]}
+        return {"log_sigma": self.hyper["lr_multiplier"]}
+
+    def _sigma(self, raw, dp):
+        return self.xp.exp(dp["log_sigma"]) + EPS32
+
+    def global_scale(self, dp=None):
+        return self._sigma(None, self._dp(dp))
 
 
-def softclip(t: tf.Tensor, low: float) -> tf.Tensor:
+def softclip(xp, t, low: float):
     """Smooth lower bound: low + softplus(t - low) (Rybkin et al. 2021)."""
-    return low + tf.math.softplus(t - low)
+    return low + xp.softplus(t - low)
 
 
 class SigmaVAE(GaussianDecoder):
@@ -81,7 +78,8 @@ class SigmaVAE(GaussianDecoder):
 
     In training sigma* is computed from the batch, as in the paper. A density used
     for evaluation must not depend on the test image itself, so evaluation uses
-    `log_sigma_ema`, an exponential moving average of the training batches' log sigma*.
+    `log_sigma_ema`, an exponential moving average of the training batches' log sigma*,
+    carried as state by the training step.
     """
 
     name = "sigma_vae"
@@ -92,28 +90,26 @@ class SigmaVAE(GaussianDecoder):
         Param("ema", 0.99, "decay of the moving average of log sigma* used at evaluation", low=0.0, low_inclusive=True, high=1.0, high_inclusive=False),
     )
 
-    def __init__(self, hyper, data):
-        super().__init__(hyper, data)
-        self.log_sigma_ema = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="log_sigma_ema")
-        self.seen = tf.Variable(False, trainable=False, name="seen")
+    def init_state(self):
+        return {"log_sigma_ema": 0.0, "seen": 0.0}
 
-    def batch_log_sigma(self, y: tf.Tensor, mu: tf.Tensor) -> tf.Tensor:
+    def batch_log_sigma(self, y, mu):
         """Soft-clipped log of the batch RMSE of mu against y (all pixels, all examples)."""
-        mse = tf.reduce_mean(tf.math.squared_difference(y, mu))
-        return softclip(0.5 * tf.math.log(mse), self.hyper["min_log_sigma"])
+        mse = self.xp.mean(self.xp.square(y - mu))
+        return softclip(self.xp, 0.5 * self.xp.log(mse), self.hyper["min_log_sigma"])
 
-    def training_terms(self, y, raw):
-        mu = raw[..., 0]
-        log_sigma = self.batch_log_sigma(self.target(y), mu)
-        decay = tf.where(self.seen, self.hyper["ema"], 0.0)
-        self.log_sigma_ema.assign(decay * self.log_sigma_ema + (1.0 - decay) * tf.stop_gradient(log_sigma))
-        self.seen.assign(True)
-        dist = tfd.Independent(tfd.Normal(mu, tf.exp(log_sigma)), reinterpreted_batch_ndims=3)
-        ll = dist.log_prob(self.target(y))
-        return TrainingTerms(ll, ll)
+    def training_terms(self, y, raw, dp=None):
+        dp = self._dp(dp)
+        xp, mu, x = self.xp, raw[..., 0], self.target(y)
+        log_sigma = self.batch_log_sigma(x, mu)
+        decay = xp.where(dp["seen"] > 0, self.hyper["ema"], 0.0)
+        ema = decay * dp["log_sigma_ema"] + (1.0 - decay) * xp.stop_gradient(log_sigma)
+        dist = self.tfd.Independent(self.tfd.Normal(mu, xp.exp(log_sigma)), reinterpreted_batch_ndims=IMAGE_NDIMS)
+        ll = dist.log_prob(x)
+        return TrainingTerms(ll, ll), {"log_sigma_ema": ema, "seen": xp.full((), 1.0)}
 
-    def _sigma(self, raw):
-        return tf.exp(tf.cast(self.log_sigma_ema, raw.dtype))
+    def _sigma(self, raw, dp):
+        return self.xp.exp(dp["log_sigma_ema"])
 
 
 class Floor(GaussianDecoder):
@@ -123,8 +119,8 @@ class Floor(GaussianDecoder):
     params = (Param("xi", 0.01, "the variance floor added to sigma", low=0.0),)
     outputs_per_pixel = 2
 
-    def _sigma(self, raw):
-        return self.hyper["xi"] + tf.math.softplus(raw[..., 1])
+    def _sigma(self, raw, dp):
+        return self.hyper["xi"] + self.xp.softplus(raw[..., 1])
 
 
 class BetaNLL(GaussianDecoder):
@@ -136,14 +132,13 @@ class BetaNLL(GaussianDecoder):
     params = (Param("beta", 0.5, "exponent of the weight", low=0.0, low_inclusive=True, high=1.0), LINK)
     outputs_per_pixel = 2
 
-    def _sigma(self, raw):
-        return positive(raw[..., 1], self.hyper["link"])
+    def _sigma(self, raw, dp):
+        return positive(self.xp, raw[..., 1], self.hyper["link"])
 
-    def training_terms(self, y, raw):
-        sigma = self._sigma(raw)
-        pixel_ll = tfd.Normal(raw[..., 0], sigma).log_prob(self.target(y))
-        weight = tf.stop_gradient(sigma ** (2.0 * self.hyper["beta"]))
-        return TrainingTerms(
-            tf.reduce_sum(weight * pixel_ll, axis=[-3, -2, -1]),
-            tf.reduce_sum(pixel_ll, axis=[-3, -2, -1]),
-        )
+    def training_terms(self, y, raw, dp=None):
+        xp = self.xp
+        sigma = self._sigma(raw, dp)
+        pixel_ll = self.tfd.Normal(raw[..., 0], sigma).log_prob(self.target(y))
+        weight = xp.stop_gradient(sigma ** (2.0 * self.hyper["beta"]))
+        axes = (-3, -2, -1)
+        return TrainingTerms(xp.sum(weight * pixel_ll, axes), xp.sum(pixel_ll, axes)), {}

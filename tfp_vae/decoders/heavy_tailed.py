@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
-
-from tfp_vae.decoders.base import IMAGE_NDIMS, Decoder, Param, TrainingTerms, positive, tfd
+from tfp_vae.decoders.base import IMAGE_NDIMS, Decoder, Param, TrainingTerms, positive
+from tfp_vae.errors import ConfigError
 
 NU_LEARNED_MIN = 3.0
 
 
-def t_stddev(df: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+def t_stddev(xp, df, scale):
     """Standard deviation of StudentT(df, loc, scale): scale sqrt(df / (df - 2)), inf for df <= 2."""
-    safe = tf.where(df > 2.0, df, 3.0 * tf.ones_like(df))
-    return tf.where(df > 2.0, scale * tf.sqrt(safe / (safe - 2.0)), tf.constant(float("inf"), scale.dtype))
+    safe = xp.where(df > 2.0, df, 3.0)
+    return xp.where(df > 2.0, scale * xp.sqrt(safe / (safe - 2.0)), math.inf)
 
 
 class StudentT(Decoder):
@@ -30,32 +29,29 @@ class StudentT(Decoder):
     @classmethod
     def check_together(cls, hyper):
         if hyper["learn_nu"] and hyper["nu"] < NU_LEARNED_MIN:
-            from tfp_vae.errors import ConfigError
-
             raise ConfigError(f"decoder 'student_t': nu = {hyper['nu']!r} with learn_nu = true; a learned nu starts at >= {NU_LEARNED_MIN:g}")
 
-    def __init__(self, hyper, data):
-        super().__init__(hyper, data)
-        if self.hyper["learn_nu"]:
-            excess = self.hyper["nu"] - NU_LEARNED_MIN
-            # inverse softplus of the initial excess over the minimum (tiny epsilon keeps log finite)
-            init = math.log(math.expm1(max(excess, 1e-6)))
-            self.nu_raw = tf.Variable(init, dtype=tf.float32, name="nu_raw")
+    def init_params(self):
+        if not self.hyper["learn_nu"]:
+            return {}
+        excess = self.hyper["nu"] - NU_LEARNED_MIN
+        # inverse softplus of the initial excess over the minimum (tiny epsilon keeps log finite)
+        return {"nu_raw": math.log(math.expm1(max(excess, 1e-6)))}
 
-    def nu(self) -> tf.Tensor:
+    def nu(self, dp):
         if self.hyper["learn_nu"]:
-            return NU_LEARNED_MIN + tf.math.softplus(self.nu_raw)
-        return tf.constant(self.hyper["nu"], tf.float32)
+            return NU_LEARNED_MIN + self.xp.softplus(dp["nu_raw"])
+        return self.xp.full((), self.hyper["nu"])
 
     def _scale(self, raw):
-        return positive(raw[..., 1])
+        return positive(self.xp, raw[..., 1])
 
-    def stddev(self, raw):
+    def stddev(self, raw, dp=None):
         # scale * sqrt(nu / (nu - 2)): the standard deviation, not the scale, is what tau is about
-        return t_stddev(tf.cast(self.nu(), raw.dtype), self._scale(raw))
+        return t_stddev(self.xp, self.nu(self._dp(dp)), self._scale(raw))
 
-    def _distribution(self, raw):
-        return tfd.StudentT(df=tf.cast(self.nu(), raw.dtype), loc=raw[..., 0], scale=self._scale(raw))
+    def _distribution(self, raw, dp):
+        return self.tfd.StudentT(df=self.nu(dp), loc=raw[..., 0], scale=self._scale(raw))
 
 
 class VariationalVariance(Decoder):
@@ -76,24 +72,23 @@ class VariationalVariance(Decoder):
     outputs_per_pixel = 3
 
     def _alpha_beta(self, raw):
-        return positive(raw[..., 1]), positive(raw[..., 2])
+        return positive(self.xp, raw[..., 1]), positive(self.xp, raw[..., 2])
 
-    def stddev(self, raw):
+    def stddev(self, raw, dp=None):
         alpha, beta = self._alpha_beta(raw)
-        return t_stddev(2.0 * alpha, tf.sqrt(beta / alpha))
+        return t_stddev(self.xp, 2.0 * alpha, self.xp.sqrt(beta / alpha))
 
-    def _distribution(self, raw):
+    def _distribution(self, raw, dp):
         alpha, beta = self._alpha_beta(raw)
-        return tfd.StudentT(df=2.0 * alpha, loc=raw[..., 0], scale=tf.sqrt(beta / alpha))
+        return self.tfd.StudentT(df=2.0 * alpha, loc=raw[..., 0], scale=self.xp.sqrt(beta / alpha))
 
-    def training_terms(self, y, raw):
+    def training_terms(self, y, raw, dp=None):
+        xp, tfd = self.xp, self.tfd
         alpha, beta = self._alpha_beta(raw)
         x = self.target(y)
-        expected_ll = 0.5 * (
-            tf.math.digamma(alpha) - tf.math.log(beta) - math.log(2.0 * math.pi) - alpha / beta * tf.square(x - raw[..., 0])
-        )
-        prior = tfd.Gamma(self.hyper["prior_alpha"], self.hyper["prior_beta"])
+        expected_ll = 0.5 * (xp.digamma(alpha) - xp.log(beta) - math.log(2.0 * math.pi)
+                             - alpha / beta * xp.square(x - raw[..., 0]))
+        prior = tfd.Gamma(xp.full((), self.hyper["prior_alpha"]), xp.full((), self.hyper["prior_beta"]))
         kl = tfd.kl_divergence(tfd.Gamma(alpha, beta), prior)
-        axes = list(range(-IMAGE_NDIMS, 0))
-        objective = tf.reduce_sum(expected_ll - kl, axis=axes)
-        return TrainingTerms(objective, self.log_lik(y, raw))
+        axes = tuple(range(-IMAGE_NDIMS, 0))
+        return TrainingTerms(xp.sum(expected_ll - kl, axes), self.log_lik(y, raw, dp)), {}

@@ -44,7 +44,7 @@ def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] 
     failed = int((df["status"] == "error").sum())
     if failed:
         warn(f"{failed} failed run(s) are left out of the tables")
-    tables = [make(df) for make in TABLES.values()]
+    tables = [t for t in (make(df) for make in TABLES.values()) if t.rows]  # e.g. no backends table for one backend
     bench_files = sorted(Path(benchmarks).glob("*.json")) if benchmarks else []
     if bench_files:
         tables.append(benchmark_table(bench_files))

@@ -77,3 +77,15 @@ def worse_than(candidate: Sequence[float], reference: Sequence[float], alpha: fl
         diff = float((a - b).mean())
         return diff > 0, 0.0 if diff > 0 else 1.0
     return p < alpha, p
+
+
+def difference_interval(a: Sequence[float], b: Sequence[float], level: float = 0.99) -> tuple[float, float] | None:
+    """(mean(b) - mean(a), half-width of its Welch `level` interval), the standard errors of both
+    samples combined with Welch-Satterthwaite degrees of freedom. None with fewer than two each."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if len(x) < 2 or len(y) < 2:
+        return None
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = math.sqrt(vx + vy)
+    dof = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)) if se > 0 else 1.0
+    return float(y.mean() - x.mean()), float(stats.t.ppf(0.5 + level / 2, dof) * se)

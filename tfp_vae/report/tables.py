@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from tfp_vae.decoders import DECODERS
-from tfp_vae.report.stats import ALPHA, MIN_SEEDS_FOR_INTERVAL, iqm, iqm_interval, mean_std, tied_with_best, wilson, worse_than
+from tfp_vae.report.stats import (ALPHA, MIN_SEEDS_FOR_INTERVAL, difference_interval, iqm, iqm_interval, mean_std,
+                                  tied_with_best, wilson, worse_than)
 
 
 @dataclass
@@ -34,8 +35,26 @@ def _order(labels) -> list[str]:
     return sorted(set(labels), key=lambda lab: (rank.get(lab.split("(")[0], len(rank)), lab))
 
 
-def _columns(df: pd.DataFrame) -> list[tuple[str, str]]:
-    return sorted(set(zip(df["dataset"], df["scaling"])))
+class Column(NamedTuple):
+    """One column of results: never mixes data sets, scalings or backends."""
+
+    dataset: str
+    scaling: str
+    backend: str
+
+    def select(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df[(df["dataset"] == self.dataset) & (df["scaling"] == self.scaling) & (df["backend"] == self.backend)]
+
+    def fields(self) -> dict[str, str]:
+        return {"dataset": self.dataset, "scaling": self.scaling, "backend": self.backend}
+
+    def title(self, df: pd.DataFrame) -> str:
+        """'digits raw', with the backend named when the records hold more than one."""
+        return f"{self.dataset} {self.scaling}" + (f" ({self.backend})" if df["backend"].nunique() > 1 else "")
+
+
+def _columns(df: pd.DataFrame) -> list[Column]:
+    return [Column(*c) for c in sorted(set(zip(df["dataset"], df["scaling"], df["backend"])))]
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -52,7 +71,7 @@ def _cells(ok: pd.DataFrame):
     """(label, (dataset, scaling), records of that cell) for every non-empty cell, in table order."""
     for lab in _order(ok["label"]):
         for col in _columns(ok):
-            cell = ok[(ok["label"] == lab) & (ok["dataset"] == col[0]) & (ok["scaling"] == col[1])]
+            cell = col.select(ok[ok["label"] == lab])
             if not cell.empty:
                 yield lab, col, cell
 
@@ -81,17 +100,17 @@ def loglik_table(df: pd.DataFrame) -> Table:
         m, s = mean_std(values)
         ci = iqm_interval(values)
         bpd = cell["bpd"].dropna().to_numpy(float)
-        row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "n": len(values), "iwae_ll_mean": m,
+        row = {"decoder": lab, **col.fields(), "n": len(values), "iwae_ll_mean": m,
                "iwae_ll_std": s, "iwae_ll_iqm": iqm(values), "iwae_ll_iqm_lo": ci and ci[0],
                "iwae_ll_iqm_hi": ci and ci[1], "bpd_mean": mean_std(bpd)[0] if len(bpd) else None,
                "bpd_std": mean_std(bpd)[1] if len(bpd) else None, "iwae_k": int(cell["iwae_k"].iloc[0]),
                "rank": None}
         numbers.append(row)
         grid[lab, col] = row
-        if len(bpd) and col[1] == "dequantized":
+        if len(bpd) and col.scaling == "dequantized":
             bpds[lab, col] = bpd
         if (w := _mixed(cell)):
-            notes.append(f"{lab} on {col[0]}/{col[1]} pools records from {w}")
+            notes.append(f"{lab} on {col.dataset}/{col.scaling} pools records from {w}")
     for col in cols:  # ranking: lowest mean bpd, and the entries tied with it
         ranked = [lab for lab in labels if (lab, col) in bpds]
         if not ranked:
@@ -101,7 +120,7 @@ def loglik_table(df: pd.DataFrame) -> Table:
         for lab in ranked:
             if lab != best and tied_with_best(bpds[best, col], bpds[lab, col]):
                 grid[lab, col]["rank"] = "tied"
-    header = ["decoder"] + [f"{d} {s}" for d, s in cols]
+    header = ["decoder"] + [col.title(ok) for col in cols]
     rows, bold = [], set()
     for i, lab in enumerate(labels):
         line = [lab]
@@ -139,14 +158,14 @@ def collapse_table(df: pd.DataFrame) -> Table:
         ci = wilson(k, n)
         reasons = Counter(str(r).split(":")[0] for r in cell["collapse_reason"].dropna())
         excess, frac = cell["excess_density_frac"].dropna(), cell["frac_below_tau"].dropna()
-        row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "collapsed": k, "n": n,
+        row = {"decoder": lab, **col.fields(), "collapsed": k, "n": n,
                "wilson_lo": ci and ci[0], "wilson_hi": ci and ci[1],
                "top_reason": reasons.most_common(1)[0][0] if reasons else "",
                "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
                "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
                "active_units_mean": float(cell["active_units"].mean())}
         numbers.append(row)
-        rows.append([lab, f"{col[0]} {col[1]}", f"{k}/{n}", _interval(ci), row["top_reason"] or "-",
+        rows.append([lab, col.title(ok), f"{k}/{n}", _interval(ci), row["top_reason"] or "-",
                      _fmt(row["excess_density_frac_mean"], 4), _fmt(row["frac_below_tau_mean"], 4),
                      _fmt(row["active_units_mean"], 1)])
     header = ["decoder", "data", "collapsed", "Wilson 95 %", "most common rule", "excess density frac",
@@ -168,19 +187,19 @@ def faithfulness_table(df: pd.DataFrame) -> Table:
     reference = ok[ok["decoder"] == "fixed"]
     numbers, rows = [], []
     for lab, col, cell in _cells(ok[ok["decoder"] != "fixed"]):
-        ref = reference[(reference["dataset"] == col[0]) & (reference["scaling"] == col[1])]
+        ref = col.select(reference)
         pairs = cell.merge(ref, on=["network", "seed"], suffixes=("", "_fixed"))
         pairs = pairs.sort_values("seed")
         if ref["label"].nunique() > 1:  # several fixed sigma0: compare with the default one
             pairs = pairs[pairs["label_fixed"] == "fixed"]
         test = worse_than(pairs["rmse"].to_numpy(float), pairs["rmse_fixed"].to_numpy(float))
-        row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "pairs": len(pairs),
+        row = {"decoder": lab, **col.fields(), "pairs": len(pairs),
                "rmse_mean": float(pairs["rmse"].mean()) if len(pairs) else None,
                "fixed_rmse_mean": float(pairs["rmse_fixed"].mean()) if len(pairs) else None,
                "p_value": test and test[1], "worse": test and test[0]}
         numbers.append(row)
         verdict = "n/a (fewer than 2 pairs)" if test is None else ("worse" if test[0] else "not worse")
-        rows.append([lab, f"{col[0]} {col[1]}", str(len(pairs)), _fmt(row["rmse_mean"], 4),
+        rows.append([lab, col.title(ok), str(len(pairs)), _fmt(row["rmse_mean"], 4),
                      _fmt(row["fixed_rmse_mean"], 4), "n/a" if test is None else f"{test[1]:.3g}", verdict])
     header = ["decoder", "data", "paired seeds", "rmse", "rmse of fixed", "p (one-sided)", "mean vs fixed"]
     caption = ("Faithfulness: is the decoder mean as good as a mean-only model's? Test rmse of the decoder mean at the "
@@ -198,13 +217,13 @@ def convergence_table(df: pd.DataFrame) -> Table:
         change = cell["val_bound_final_change"].dropna()
         scaled = cell[cell["global_scale"].notna()]
         conv = int(scaled["global_scale_converged"].astype(bool).sum()) if len(scaled) else None
-        row = {"decoder": lab, "dataset": col[0], "scaling": col[1], "n": len(cell),
+        row = {"decoder": lab, **col.fields(), "n": len(cell),
                "val_bound_final_change_median": float(change.median()) if len(change) else None,
                "global_scale_mean": float(scaled["global_scale"].mean()) if len(scaled) else None,
                "global_scale_optimum_mean": float(scaled["global_scale_optimum"].mean()) if len(scaled) else None,
                "global_scale_converged": conv}
         numbers.append(row)
-        rows.append([lab, f"{col[0]} {col[1]}", _fmt(row["val_bound_final_change_median"], 3),
+        rows.append([lab, col.title(ok), _fmt(row["val_bound_final_change_median"], 3),
                      _fmt(row["global_scale_mean"], 4), _fmt(row["global_scale_optimum_mean"], 4),
                      "n/a" if conv is None else f"{conv}/{len(scaled)}"])
     header = ["decoder", "data", "last-epoch change of val bound (median)", "global scale", "its optimum",
@@ -213,6 +232,41 @@ def convergence_table(df: pd.DataFrame) -> Table:
                "decoder with one learned scale for all pixels, that scale and its closed-form optimum given the "
                "mean (root mean squared error at sampled z on the training split), converged when within 10 %.")
     return Table("convergence", caption, pd.DataFrame(numbers), header, rows)
+
+
+def backend_agreement_table(df: pd.DataFrame) -> Table:
+    """TensorFlow against JAX for each decoder, data set and scaling: their random streams
+    differ, so they agree when the difference of iwae_ll means lies within its combined 99 %
+    interval and the collapse counts are the same. Empty when the records hold one backend."""
+    ok = df[(df["status"] != "error") & df["iwae_ll"].notna()]
+    backends = sorted(set(ok["backend"]))
+    numbers, rows = [], []
+    first, second = (backends + ["-", "-"])[:2]
+    if len(backends) == 2:
+        for lab in _order(ok["label"]):
+            for dataset, scaling in sorted(set(zip(ok["dataset"], ok["scaling"]))):
+                a, b = (Column(dataset, scaling, be).select(ok[ok["label"] == lab]) for be in (first, second))
+                if a.empty or b.empty:
+                    continue
+                diff = difference_interval(a["iwae_ll"], b["iwae_ll"])
+                ka, kb = (int(c["variance_collapse"].astype(bool).sum()) for c in (a, b))
+                within = None if diff is None else abs(diff[0]) <= diff[1]
+                row = {"decoder": lab, "dataset": dataset, "scaling": scaling,
+                       f"{first}_mean": float(a["iwae_ll"].mean()), f"{second}_mean": float(b["iwae_ll"].mean()),
+                       "difference": diff and diff[0], "half_width_99": diff and diff[1], "within": within,
+                       f"{first}_collapsed": ka, f"{second}_collapsed": kb, "n": f"{len(a)}/{len(b)}",
+                       "verdicts_identical": ka * len(b) == kb * len(a)}
+                numbers.append(row)
+                rows.append([lab, f"{dataset} {scaling}", row["n"], _fmt(row[f"{first}_mean"]), _fmt(row[f"{second}_mean"]),
+                             "n/a" if diff is None else f"{diff[0]:+.2f} ± {diff[1]:.2f}",
+                             "n/a" if within is None else ("yes" if within else "NO"),
+                             f"{ka}/{len(a)} vs {kb}/{len(b)}", "yes" if row["verdicts_identical"] else "NO"])
+    header = ["decoder", "data", "runs", f"iwae_ll {first}", f"iwae_ll {second}",
+              "difference ± 99 % (Welch)", "within", "collapsed", "same verdicts"]
+    caption = ("Backends: the same specs under TensorFlow and JAX (TFP's JAX substrate). Their random streams differ, "
+               "so they agree when the difference of test iwae_ll means lies within its combined 99 % interval "
+               "(Welch) and the collapse counts are identical.")
+    return Table("backends", caption, pd.DataFrame(numbers), header, rows)
 
 
 def throughput_table(df: pd.DataFrame) -> Table:
@@ -269,5 +323,6 @@ TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {
     "collapse": collapse_table,
     "faithfulness": faithfulness_table,
     "convergence": convergence_table,
+    "backends": backend_agreement_table,
     "throughput": throughput_table,
 }

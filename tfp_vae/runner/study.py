@@ -1,5 +1,5 @@
 """A study is a TOML grid: data sets x scalings x decoders (with per-decoder
-hyperparameter sweeps) x seeds x devices, plus shared network/train/eval settings.
+hyperparameter sweeps) x seeds x devices x backends, plus shared network/train/eval settings.
 
 Loading validates the whole file before anything runs; every error names the
 file, the key and what is allowed.
@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from tfp_vae.config import RunSpec, spec_from_dict
 from tfp_vae.errors import ConfigError
 
-STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "network", "train", "eval", "tf32")
+STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "backends", "network", "train", "eval",
+              "tf32")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -60,13 +61,15 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
     seeds = _list(data, "seeds", where)
     shared = {k: data[k] for k in ("network", "train", "eval", "tf32") if k in data}
     specs, seen = [], set()
-    for dataset, scaling, decoder, device in itertools.product(
-        _list(data, "datasets", where), _list(data, "scalings", where, ["raw"]), list(decoders), _list(data, "devices", where, ["cpu"])
+    for dataset, scaling, decoder, device, backend in itertools.product(
+        _list(data, "datasets", where), _list(data, "scalings", where, ["raw"]), list(decoders),
+        _list(data, "devices", where, ["cpu"]), _list(data, "backends", where, ["tensorflow"]),
     ):
         for params in _sweep(decoders[decoder], decoder, where):
             for seed in seeds:
                 spec = spec_from_dict({**shared, "dataset": dataset, "scaling": scaling, "decoder": decoder,
-                                       "decoder_params": params, "seed": seed, "device": device}, where)
+                                       "decoder_params": params, "seed": seed, "device": device,
+                                       "backend": backend}, where)
                 if spec.run_id() not in seen:
                     seen.add(spec.run_id())
                     specs.append(spec)
@@ -87,5 +90,6 @@ def load_study(path: str | Path) -> Study:
 
 def describe(spec: RunSpec) -> str:
     params = ",".join(f"{k}={v}" for k, v in sorted(spec.decoder_params.items()))
-    return f"{spec.dataset}/{spec.scaling}/{spec.decoder}{'(' + params + ')' if params else ''}/seed{spec.seed}/{spec.device}"
+    return (f"{spec.dataset}/{spec.scaling}/{spec.decoder}{'(' + params + ')' if params else ''}/seed{spec.seed}/"
+            f"{spec.device}/{spec.backend}")
 

@@ -1,0 +1,37 @@
+"""The backend registry: name -> module path, imported only when a run asks for it.
+
+A backend hands the core everything framework-specific: an array namespace (`xp`),
+TFP's distributions (`tfd`), stateless random numbers, value-and-gradient, compilation,
+the optimiser, pytree helpers, device placement and its environment fields. Nothing
+outside this package imports tensorflow or jax.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from tfp_vae.backends.base import Backend
+from tfp_vae.errors import ConfigError
+
+BACKENDS: dict[str, str] = {
+    "tensorflow": "tfp_vae.backends.tensorflow",
+    "jax": "tfp_vae.backends.jax",
+}
+
+
+@lru_cache(maxsize=None)
+def get_backend(name: str) -> Backend:
+    """The backend called `name` (imports its framework on first use)."""
+    try:
+        module = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}") from None
+    try:
+        return importlib.import_module(module).BACKEND
+    except ImportError as exc:
+        raise ConfigError(f"backend {name!r} is not installed here ({exc}); "
+                          f"install tfp-vae with the [{name}] extra") from None
+
+
+__all__ = ["BACKENDS", "Backend", "get_backend"]

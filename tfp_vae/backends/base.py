@@ -1,0 +1,64 @@
+"""What every backend provides: plain data plus functions, no framework imports here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The small array namespace decoders, networks and the model are written against.
+
+    Each field is a function of the backend's arrays; shapes are static Python tuples."""
+
+    exp: Callable
+    log: Callable
+    sqrt: Callable
+    square: Callable
+    softplus: Callable
+    sigmoid: Callable
+    relu: Callable
+    floor: Callable
+    round: Callable
+    clip: Callable  # clip(x, low, high)
+    where: Callable
+    stop_gradient: Callable
+    digamma: Callable
+    isfinite: Callable
+    sum: Callable  # sum(x, axis)
+    mean: Callable  # mean(x, axis)
+    all: Callable
+    logsumexp: Callable  # logsumexp(x, axis)
+    matmul: Callable
+    reshape: Callable  # reshape(x, shape)
+    concat: Callable  # concat(list, axis)
+    stack: Callable  # stack(list, axis)
+    broadcast_to: Callable  # broadcast_to(x, shape)
+    full: Callable  # full(shape, value) in float32
+    conv2d: Callable  # conv2d(x NHWC, w HWIO): stride 2, SAME
+    conv2d_transpose: Callable  # conv2d_transpose(x, w [h, w, out, in]): stride 2, SAME, doubles H and W
+    normal: Callable  # normal(seed, shape): standard normal from a stateless seed
+    uniform: Callable  # uniform(seed, shape): U[0, 1) from a stateless seed
+    fold_in: Callable  # fold_in(seed, i): a new seed for stream i
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend: the namespaces, the functional-programming primitives and the machine."""
+
+    name: str
+    xp: Ops
+    tfd: Any
+    asarray: Callable  # numpy (or Python scalar) -> backend array; keeps integer dtypes
+    to_numpy: Callable  # backend array -> numpy
+    tree_map: Callable  # tree_map(f, tree, *rest)
+    tree_leaves: Callable
+    value_and_grad: Callable  # value_and_grad(f)(params, *args) -> ((value, aux), grads)
+    jit: Callable  # jit(f, enabled) -> compiled f
+    adam: Callable  # adam(learning_rate) -> (init(params), update(grads, state, params) -> (updates, state))
+    configure: Callable  # configure(device, tf32) -> device string
+    device_scope: Callable  # device_scope(device) -> context manager
+    peak_memory_mib: Callable  # peak_memory_mib(device)
+    environment: Callable  # environment(device) -> dict of versions, threads, GPU fields
+    always_compiles: bool = False  # JAX compiles every step whatever `jit` says

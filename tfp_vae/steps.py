@@ -1,0 +1,137 @@
+"""The compiled functions of a run, written once for every backend.
+
+A training step is a pure function (params, opt_state, carry, x, seeds) ->
+(params, opt_state, carry, metrics); `carry` holds the decoder's state, the step
+counter and the non-finite guard. Evaluation functions are pure in (params, dstate).
+The backend supplies value-and-gradient, compilation, the optimiser and the arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from tfp_vae.backends import Backend
+from tfp_vae.model import VAE, scale_images
+
+
+def multiplier_tree(model: VAE, params: dict[str, Any]) -> dict[str, Any]:
+    """Per-leaf learning-rate multipliers: the decoder's own by name, 1 for every network weight."""
+    tree = _ones(params)
+    boost = model.likelihood.lr_multipliers()
+    tree["likelihood"] = {name: boost.get(name, 1.0) for name in params["likelihood"]}
+    return tree
+
+
+def _ones(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _ones(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_ones(v) for v in tree]
+    return 1.0
+
+
+def init_carry(backend: Backend, model: VAE) -> dict[str, Any]:
+    """The step's carried state at step 0: decoder state, step counter, first non-finite step (-1)."""
+    dstate = {k: backend.asarray(np.float32(v)) for k, v in model.likelihood.init_state().items()}
+    return {"dstate": dstate, "step": backend.asarray(np.int32(0)), "bad_step": backend.asarray(np.int32(-1))}
+
+
+def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
+                    multipliers: dict[str, Any], jit: bool) -> tuple[Callable, Callable]:
+    """(opt_init(params), step). `step(params, opt_state, carry, x float32 (B,H,W,C), seeds int32 (2, 2))`
+    returns the new (params, opt_state, carry) and {"objective", "bound"}, batch means.
+    After the first non-finite loss or gradient nothing is updated again, and the step is kept."""
+    xp = backend.xp
+    opt_init, opt_update = backend.adam(learning_rate)
+
+    def loss_fn(params, dstate, x, seeds):
+        y = scale_images(xp, x, scaling, levels, seeds[0])
+        terms, new_dstate = model.elbo_terms(params, dstate, y, seeds[1])
+        loss = -xp.mean(terms.objective)
+        return loss, (xp.mean(terms.elbo), new_dstate)
+
+    grad_fn = backend.value_and_grad(loss_fn)
+
+    def step(params, opt_state, carry, x, seeds):
+        (loss, (bound, new_dstate)), grads = grad_fn(params, carry["dstate"], x, seeds)
+        finite = xp.isfinite(loss)
+        for g in backend.tree_leaves(grads):
+            finite = finite & xp.all(xp.isfinite(g))
+        healthy = finite & (carry["bad_step"] < 0)
+        updates, new_opt = opt_update(grads, opt_state, params)
+        new_params = backend.tree_map(lambda p, u, m: p + m * u, params, updates, multipliers)
+        keep = lambda new, old: backend.tree_map(lambda a, b: xp.where(healthy, a, b), new, old)  # noqa: E731
+        carry = {"dstate": keep(new_dstate, carry["dstate"]), "step": carry["step"] + 1,
+                 "bad_step": xp.where(~finite & (carry["bad_step"] < 0), carry["step"], carry["bad_step"])}
+        return keep(new_params, params), keep(new_opt, opt_state), carry, {"objective": -loss, "bound": bound}
+
+    return opt_init, backend.jit(step, jit)
+
+
+def _log_mean_exp_chunked(xp, draw: Callable, n: int, chunk: int, seed) -> Any:
+    """log (1/n) sum_k exp(w_k) over n draws taken `chunk` at a time (bounded memory)."""
+    chunk = min(chunk, n)
+    n_full, rem = divmod(n, chunk)
+    parts = [xp.logsumexp(draw(chunk, xp.fold_in(seed, i)), 0) for i in range(n_full)]
+    if rem:
+        parts.append(xp.logsumexp(draw(rem, xp.fold_in(seed, n_full)), 0))
+    return xp.logsumexp(xp.stack(parts, 0), 0) - math.log(n)
+
+
+class EvalFunctions:
+    """Compiled per-batch evaluation functions of (params, dstate, y[, seed]); each returns
+    per-example values."""
+
+    def __init__(self, backend: Backend, model: VAE, jit: bool, iwae_k: int, k_chunk: int, lppl_samples: int):
+        xp, lik = backend.xp, model.likelihood
+
+        def iwae(params, dstate, y, seed):
+            q = model.posterior(params, y)
+            draw = lambda n, s: model.log_weights(params, dstate, y, q, n, s)[0]  # noqa: E731
+            return _log_mean_exp_chunked(xp, draw, iwae_k, k_chunk, seed)
+
+        def lppl(params, dstate, y, seed):
+            q = model.posterior(params, y)
+            draw = lambda n, s: model.log_weights(params, dstate, y, q, n, s)[1]  # noqa: E731
+            return _log_mean_exp_chunked(xp, draw, lppl_samples, k_chunk, seed)
+
+        def elbo(params, dstate, y, seed):
+            return model.elbo_terms(params, dstate, y, seed, training=False)[0].elbo
+
+        def at_mean(params, dstate, y):
+            """Decoder mean, standard deviation and per-pixel log density of y, all at z = mean of q(z|y)."""
+            q = model.posterior(params, y)
+            raw = model.decode(params, q.mu)
+            dp = model.dp(params, dstate)
+            nan = xp.full(tuple(raw.shape[:-1]), math.nan)
+            std = lik.stddev(raw, dp) if lik.has_scale else nan
+            log_density = lik.pixel_log_density(y, raw, dp) if lik.has_density else nan
+            return lik.mean(raw), std, log_density, q.mu, model.kl_to_standard_normal(q)
+
+        def sampled_squared_error(params, dstate, y, seed):
+            """Per-example mean squared error of the decoder mean at one z ~ q(z|y)."""
+            q = model.posterior(params, y)
+            mean = lik.mean(model.decode(params, model.sample_z(q, None, seed)))
+            return xp.mean(xp.square(mean - y), (-3, -2, -1))
+
+        self.iwae = backend.jit(iwae, jit)
+        self.lppl = backend.jit(lppl, jit)
+        self.elbo = backend.jit(elbo, jit)
+        self.at_mean = backend.jit(at_mean, jit)
+        self.sampled_squared_error = backend.jit(sampled_squared_error, jit)
+
+
+def padded_batches(n: int, batch_size: int) -> Iterator[tuple[slice, int]]:
+    """Slices of a padded batching: (slice, number of valid rows)."""
+    for start in range(0, n, batch_size):
+        yield slice(start, start + batch_size), min(batch_size, n - start)
+
+
+def pad_to(x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Pad the first axis to `batch_size` with copies of row 0 so compiled shapes stay fixed."""
+    if len(x) == batch_size:
+        return x
+    return np.concatenate([x, np.repeat(x[:1], batch_size - len(x), axis=0)])
