@@ -80,7 +80,9 @@ def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.
             "validation_examples": len(splits.validation),
         },
         "execution": {"device": device, "backend": backend.name, "xla": spec.train.jit or backend.always_compiles,
-                      "tf32": spec.tf32, "precision": "float32"},
+                      "tf32": spec.tf32, "precision": "float32",
+                      # runs sharing this machine while this one ran (set by the study runner)
+                      "concurrent_runs": int(os.environ.get("TFP_VAE_CONCURRENT_RUNS", "1"))},
         "timing": timing,
         "environment": {**capture(backend, device, spec.train.jit or backend.always_compiles),
                         "data_source": {"source": location.source, "directory": str(location.directory or "")}},

@@ -31,10 +31,15 @@ from tfp_vae.runner.worker import error_record
 WORKER_TIMEOUT_S = 6 * 3600
 
 
-def run_isolated(spec_dict: dict[str, Any], run_id: str, threads: int) -> dict[str, Any]:
-    """Run one spec in a fresh Python process on this machine; never raises."""
+def run_isolated(spec_dict: dict[str, Any], run_id: str, threads: int, concurrent: int = 1) -> dict[str, Any]:
+    """Run one spec in a fresh Python process on this machine; never raises. `concurrent` (how
+    many runs share the machine) goes into the record beside its timings."""
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(min(2, threads)),
-           "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+           "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+           "TFP_VAE_CONCURRENT_RUNS": str(concurrent)}
+    if threads == 1:  # XLA on CPU (the JAX backend) otherwise starts a thread per core in every run
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                            " intra_op_parallelism_threads=1").strip()
     with tempfile.TemporaryDirectory(prefix="tfp_vae_run_") as tmp:
         out = Path(tmp) / "record.json"
         try:
@@ -56,9 +61,10 @@ class LocalExecutor:
             raise ConfigError("--scheduler is for --executor dask; the local executor runs on this machine")
         self.pool = cf.ThreadPoolExecutor(max_workers=workers)
         self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.workers = workers
 
     def submit(self, spec: RunSpec) -> cf.Future:
-        return self.pool.submit(run_isolated, spec.to_dict(), spec.run_id(), self.threads)
+        return self.pool.submit(run_isolated, spec.to_dict(), spec.run_id(), self.threads, self.workers)
 
     def wait_any(self, futures: list) -> set:
         return cf.wait(futures, return_when=cf.FIRST_COMPLETED)[0]
@@ -83,9 +89,10 @@ class DaskExecutor:
                                         dashboard_address=None)
             self.client = Client(self.cluster)
             self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.workers = 1 if scheduler else workers
 
     def submit(self, spec: RunSpec):
-        return self.client.submit(run_isolated, spec.to_dict(), spec.run_id(), self.threads, pure=False)
+        return self.client.submit(run_isolated, spec.to_dict(), spec.run_id(), self.threads, self.workers, pure=False)
 
     def wait_any(self, futures: list) -> set:
         from distributed import wait
