@@ -1,14 +1,16 @@
-"""The main job behind `tox -e bench`: the quick study (resuming), the Fashion-MNIST
-quick study when that data set is present, the throughput benchmarks, the report.
+"""The main job behind `tox -e bench`: reproduce a sample of the committed runs of the
+quick study (and of the Fashion-MNIST quick study when that data set is present) from
+scratch and say whether they match, fill in any run without a record, run the
+throughput benchmarks and compare them with the closest committed machine, and
+regenerate the reports.
 
-Arguments (tox posargs) go to every `tfp-vae run`, e.g. `tox -e bench -- --workers 1`.
+`tox -e bench -- --all` reproduces every committed run; other arguments go to every
+`tfp-vae run` and `tfp-vae reproduce`, e.g. `tox -e bench -- --workers 1`.
 """
 
 from __future__ import annotations
 
 import os
-import platform
-import re
 import subprocess
 import sys
 import time
@@ -22,43 +24,52 @@ def sh(*args: str) -> int:
     return subprocess.call(list(args), cwd=ROOT)
 
 
-def machine_slug() -> str:
-    """A file name for this machine's benchmark JSON: CPU model and core count."""
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1]
-                break
-    except OSError:
-        pass
-    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:48]
-    return os.environ.get("TFP_VAE_MACHINE") or f"{slug}-{os.cpu_count()}cores"
-
-
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
-    run_args = argv or ["--workers", "2"]
-    failures = 0
-    failures += sh("tfp-vae", "run", "benchmarks/studies/quick.toml", *run_args) != 0
+    reproduce_all = "--all" in argv
+    run_args = [a for a in argv if a != "--all"] or ["--workers", "2"]
     from tfp_vae.data import dataset_entry, store
+    from tfp_vae.environment import machine_slug
 
+    studies = ["quick"]
     if store.locate(dataset_entry("fashion_mnist")) is not None:
-        failures += sh("tfp-vae", "run", "benchmarks/studies/fmnist_quick.toml", *run_args) != 0
+        studies.append("fmnist_quick")
     else:
         print("Fashion-MNIST is not present: skipping benchmarks/studies/fmnist_quick.toml. "
               "Get it with `apt-get install dataset-fashion-mnist` (Debian) or `tfp-vae data fetch fashion_mnist`.")
-    out = f"results/benchmarks/{machine_slug()}.json"
+    failures = 0
+    # 1. reproduce: rerun committed runs from scratch and compare (non-zero when a run that
+    #    should be bit-identical is not)
+    for study in studies:
+        failures += sh("tfp-vae", "reproduce", f"benchmarks/studies/{study}.toml",
+                       *(["--all"] if reproduce_all else []), *run_args) != 0
+    # 2. the studies themselves: only runs without a committed record
+    for study in studies:
+        failures += sh("tfp-vae", "run", f"benchmarks/studies/{study}.toml", *run_args) != 0
+    # 3. throughput benchmarks, compared with the committed JSON of the closest machine
+    bench_dir = ROOT / "results" / "benchmarks"
+    out = bench_dir / f"{machine_slug()}.json"
+    fresh = bench_dir / f".{out.name}.new"
     failures += sh(sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-only",
-                   "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name", f"--benchmark-json={out}") != 0
-    for study in ("quick", "fmnist_quick"):
-        if (ROOT / "results" / "runs" / study).is_dir():
-            failures += sh("tfp-vae", "report", f"results/runs/{study}", "--out", f"results/{study}",
-                           "--benchmarks", "results/benchmarks") != 0
+                   "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name", f"--benchmark-json={fresh}") != 0
+    if fresh.is_file():
+        import json
+
+        from tfp_vae.report.bench_compare import closest_reference, ratio_table
+        from tfp_vae.report.render import markdown
+
+        reference = closest_reference(json.loads(fresh.read_text()), list(bench_dir.glob("*.json")))
+        if reference is not None:
+            print("\n" + markdown(ratio_table(fresh, reference)))
+        os.replace(fresh, out)
+    # 4. reports and the declared paper tables
+    for study in studies:
+        failures += sh("tfp-vae", "report", f"results/runs/{study}", "--out", f"results/{study}",
+                       "--benchmarks", "results/benchmarks", "--reproductions", "results/reproductions") != 0
     failures += sh("tfp-vae", "paper", "benchmarks/tables.toml") != 0
     print(f"\nbench finished in {time.perf_counter() - started:.0f} s with {failures} failed step(s).")
     print("Tables: results/quick/README.md (and report.html, *.tex, *.csv), results/fmnist_quick/, "
-          f"declared paper tables in results/tables/, benchmark JSON in {out}")
+          f"declared paper tables in results/tables/, reproductions in results/reproductions/, benchmark JSON in {out}")
     return 1 if failures else 0
 
 

@@ -141,6 +141,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if progress.failed else 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from tfp_vae.runner.execute import run_study
+    from tfp_vae.runner.reproduce import reproduce, verdict_lines
+    from tfp_vae.runner.study import load_study
+
+    study = load_study(args.study)
+    n = 0 if args.all else args.sample
+    if n is not None and n < 0:
+        raise ConfigError(f"--sample {n} is not allowed; expected an integer >= 1")
+
+    def run_specs(sample, store):
+        run_study(sample, store, args.workers, args.executor, args.scheduler, force=True)
+
+    outcomes = reproduce(study, args.results, args.out, n, run_specs)
+    for line in verdict_lines(outcomes):
+        print(line)
+    return 1 if any(o.failed for o in outcomes) else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from tfp_vae.runner.store import ResultStore
     from tfp_vae.runner.study import describe, load_study
@@ -164,7 +183,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tfp_vae.report.build import build_report
 
     started = time.perf_counter()
-    written = build_report(args.runs, args.out, benchmarks=args.benchmarks)
+    written = build_report(args.runs, args.out, benchmarks=args.benchmarks, reproductions=args.reproductions)
     print(f"report of {args.runs}: {len(written)} files in {args.out} ({time.perf_counter() - started:.1f} s)")
     return 0
 
@@ -234,6 +253,17 @@ def make_parser() -> argparse.ArgumentParser:
     rn.add_argument("--rerun-failed", action="store_true", help="run again the specs whose record is an error")
     rn.add_argument("--results", default="results/runs", help="record root (default results/runs)")
     rn.set_defaults(func=cmd_run)
+    rq = sub.add_parser("reproduce", help="rerun committed runs from scratch and compare them with their records")
+    rq.add_argument("study", help="the study TOML whose committed records are reproduced")
+    which = rq.add_mutually_exclusive_group()
+    which.add_argument("--sample", type=int, help="rerun N runs (default: one per decoder and scaling)")
+    which.add_argument("--all", action="store_true", help="rerun every committed run")
+    rq.add_argument("--workers", type=int, default=2, help="parallel runs, each in its own process")
+    rq.add_argument("--executor", default="local", help="local or dask")
+    rq.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
+    rq.add_argument("--results", default="results/runs", help="root of the committed records")
+    rq.add_argument("--out", default="results/reproductions", help="root of the reruns, keyed by machine")
+    rq.set_defaults(func=cmd_reproduce)
     st = sub.add_parser("status", help="done, failed and pending runs of a study")
     st.add_argument("study")
     st.add_argument("--results", default="results/runs")
@@ -242,6 +272,7 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("runs", help="a directory of run records, e.g. results/runs/quick")
     rp.add_argument("--out", required=True, help="output directory, e.g. results/quick")
     rp.add_argument("--benchmarks", help="directory of pytest-benchmark JSON files to tabulate, e.g. results/benchmarks")
+    rp.add_argument("--reproductions", help="root of tfp-vae reproduce output, e.g. results/reproductions")
     rp.set_defaults(func=cmd_report)
     pp = sub.add_parser("paper", help="regenerate the declared paper tables from committed records")
     pp.add_argument("tables", nargs="?", default="benchmarks/tables.toml")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine_slug() -> str:
+    """A file-name key for this machine: CPU model and core count (TFP_VAE_MACHINE overrides)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:48]
+    return os.environ.get("TFP_VAE_MACHINE") or f"{slug}-{os.cpu_count()}cores"
 
 
 def git_commit() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from tfp_vae.errors import TfpVaeError
 from tfp_vae.report import render
 from tfp_vae.report.figures import FIGURES
 from tfp_vae.report.load import load_records
-from tfp_vae.report.tables import TABLES, benchmark_table
+from tfp_vae.report.tables import TABLES, benchmark_table, reproduction_table
 
 FORMATS = {"md": render.markdown, "tex": render.latex, "csv": render.csv}
 
@@ -34,9 +34,10 @@ def _write(path: Path, text: str) -> Path:
 
 
 def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-                 benchmarks: str | Path | None = None) -> list[Path]:
+                 benchmarks: str | Path | None = None, reproductions: str | Path | None = None) -> list[Path]:
     """Write the report of the records under `runs` into `out` (with the benchmark JSON
-    files under `benchmarks`, if given); returns the files written."""
+    files under `benchmarks` and the reproduction summaries of this study under
+    `reproductions`/<machine>/<study>/, if given); returns the files written."""
     out = Path(out)
     _writable(out)
     loaded = load_records(runs, warn)
@@ -48,6 +49,9 @@ def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] 
     bench_files = sorted(Path(benchmarks).glob("*.json")) if benchmarks else []
     if bench_files:
         tables.append(benchmark_table(bench_files))
+    repro_files = sorted(Path(reproductions).glob(f"*/{Path(runs).name}/summary.json")) if reproductions else []
+    if repro_files:
+        tables.append(reproduction_table(repro_files))
     for t in tables:
         for note in t.notes:
             warn(f"warning: {note}")

@@ -132,7 +132,8 @@ class Progress:
         finished = self.done + self.failed
         elapsed = time.perf_counter() - self.started
         remaining = self.total - self.skipped - finished
-        eta = f"{elapsed / finished * remaining / max(self.running, 1):.0f}s" if finished else "?"
+        # elapsed / finished is already the wall time per run with the workers in parallel
+        eta = f"{elapsed / finished * remaining:.0f}s" if finished else "?"
         self.out(f"[{finished + self.skipped}/{self.total}] done {self.done + self.skipped} failed {self.failed} "
                  f"running {self.running} eta {eta} | {text}")
 

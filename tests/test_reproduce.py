@@ -1,0 +1,123 @@
+"""`tfp-vae reproduce`: reruns committed runs into a separate store and compares them field
+by field; a run that should be bit-identical and is not makes it exit non-zero."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tfp_vae.cli import main
+from tfp_vae.runner.reproduce import compare, sample_specs
+from tfp_vae.runner.store import ResultStore
+from tfp_vae.runner.study import load_study
+
+STUDY = """
+name = "tiny"
+datasets = ["digits"]
+scalings = ["raw", "dequantized"]
+seeds = [0, 1]
+backends = ["tensorflow", "jax"]
+[decoders.fixed]
+[decoders.floor]
+xi = 0.05
+[network]
+hidden = [16]
+latent = 3
+[train]
+epochs = 1
+batch_size = 256
+jit = false
+[eval]
+iwae_k = 4
+lppl_samples = 2
+max_test_examples = 40
+"""
+
+
+@pytest.fixture
+def study(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(STUDY)
+    return path
+
+
+def test_default_sample_covers_every_decoder_and_scaling_and_both_backends(study, tmp_path):
+    s = load_study(study)
+    store = ResultStore(tmp_path / "committed", s.name)
+    for spec in s.specs:  # pretend every run is committed
+        store.write({"schema_version": 2, "run_id": spec.run_id(), "spec": spec.to_dict(), "status": "ok"})
+    picked = sample_specs(s, store, None)
+    assert len(picked) == 4  # 2 decoders x 2 scalings, 16 committed runs
+    assert {(p.decoder, p.scaling) for p in picked} == {(d, c) for d in ("fixed", "floor") for c in ("raw", "dequantized")}
+    assert {p.backend for p in picked} == {"tensorflow", "jax"} and {p.seed for p in picked} == {0}
+    assert len(sample_specs(s, store, 6)) == 6 and len(sample_specs(s, store, 0)) == 16
+
+
+def test_compare_tells_identical_tolerance_and_different_apart():
+    base = {"metrics": {"elbo": -50.0, "curve": [1.0, 2.0], "collapse": False}, "timing": {"wall_s": 3.0}}
+    assert compare(base, {**base, "timing": {"wall_s": 9.0}})["verdict"] == "bit-identical"  # timing apart
+    near = {**base, "metrics": {**base["metrics"], "elbo": -50.0 * (1 + 1e-6)}}
+    assert compare(base, near)["verdict"] == "within tolerance"
+    far = {**base, "metrics": {**base["metrics"], "curve": [1.0, 2.5]}}
+    result = compare(base, far)
+    assert result["verdict"] == "different" and list(result["different"]) == ["metrics.curve"]
+    flipped = {**base, "metrics": {**base["metrics"], "collapse": True}}
+    assert compare(base, flipped)["verdict"] == "different"
+
+
+def _edit(record_path: Path, change) -> None:
+    record = json.loads(record_path.read_text())
+    change(record)
+    record_path.write_text(json.dumps(record))
+
+
+def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study, tmp_path, capsys):
+    committed, out = tmp_path / "committed", tmp_path / "repro"
+    small = tmp_path / "small.toml"  # one decoder, one scaling, one seed, one backend: a 1-run study
+    small.write_text(STUDY.replace('scalings = ["raw", "dequantized"]', 'scalings = ["raw"]')
+                     .replace("seeds = [0, 1]", "seeds = [0]").replace('backends = ["tensorflow", "jax"]', 'backends = ["jax"]')
+                     .replace("[decoders.floor]\nxi = 0.05\n", ""))
+    assert main(["run", str(small), "--results", str(committed)]) == 0
+    args = ["reproduce", str(small), "--results", str(committed), "--out", str(out), "--workers", "1"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "bit-identical" in text and "0 unexpected" in text
+    summaries = list(out.glob("*/tiny/summary.json"))
+    assert len(summaries) == 1 and json.loads(summaries[0].read_text())["outcomes"][0]["verdict"] == "bit-identical"
+    assert len(list((committed / "tiny").glob("*.json"))) == 1  # committed records untouched
+    from tfp_vae.report.build import build_report
+
+    build_report(committed / "tiny", tmp_path / "report", warn=lambda s: None, reproductions=out)
+    table = (tmp_path / "report" / "reproduction.md").read_text()
+    assert "bit-identical" in table and "same CPU model, versions and backend" in table
+
+    record_path = next((committed / "tiny").glob("*.json"))
+    _edit(record_path, lambda r: r["metrics"].__setitem__("elbo", r["metrics"]["elbo"] + 1.0))
+    assert main(args) == 1  # same CPU, versions and backend: must have been bit-identical
+    text = capsys.readouterr().out
+    assert "different" in text and "metrics.elbo" in text and "should be bit-identical" in text
+
+    _edit(record_path, lambda r: r["environment"].__setitem__("cpu_model", "Some Other CPU"))
+    assert main(args) == 0  # now explained by the machine
+    assert "CPU Some Other CPU ->" in capsys.readouterr().out
+
+
+def _bench(path: Path, cpu: str, cores: int, medians: dict[str, float]) -> Path:
+    path.write_text(json.dumps({"machine_info": {"tfp_vae": {"cpu_model": cpu, "cpu_count": cores}},
+                                "benchmarks": [{"name": n, "stats": {"median": m}} for n, m in medians.items()]}))
+    return path
+
+
+def test_benchmarks_are_compared_with_the_closest_machine_as_ratios(tmp_path):
+    from tfp_vae.report.bench_compare import closest_reference, ratio_table
+
+    a = _bench(tmp_path / "a.json", "CPU A", 2, {"step": 0.2, "eval": 1.0})
+    b = _bench(tmp_path / "b.json", "CPU B", 2, {"step": 0.4, "eval": 2.0})
+    new = _bench(tmp_path / "new.json", "CPU B", 16, {"step": 0.1, "eval": 1.0, "only_here": 3.0})
+    assert closest_reference(json.loads(new.read_text()), [a, b]) == b  # the same CPU model wins
+    t = ratio_table(new, b)
+    assert dict(zip(t.numbers["benchmark"], t.numbers["time_ratio"])) == pytest.approx({"eval": 0.5, "step": 0.25})
+    new2 = _bench(tmp_path / "new2.json", "CPU C", 2, {"step": 0.1})
+    assert closest_reference(json.loads(new2.read_text()), [b, a]) == a  # else the same core count (first by name)

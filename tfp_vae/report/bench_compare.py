@@ -1,0 +1,46 @@
+"""This run's benchmark JSON against the committed JSON of the closest machine: ratios
+(this machine / reference) of the median time of each benchmark both files hold, never
+absolute claims. Closest: the same CPU model, else the same core count, else any."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from tfp_vae.report.tables import Table
+
+
+def _info(data: dict) -> dict:
+    return data.get("machine_info", {}).get("tfp_vae", {})
+
+
+def closest_reference(new: dict, candidates: list[Path]) -> Path | None:
+    """The committed benchmark file of the machine most like the one that wrote `new`."""
+    loaded = [(p, json.loads(p.read_text())) for p in sorted(candidates)]
+    me = _info(new)
+    for key in ("cpu_model", "cpu_count"):
+        same = [p for p, d in loaded if _info(d).get(key) == me.get(key)]
+        if same:
+            return same[0]
+    return loaded[0][0] if loaded else None
+
+
+def ratio_table(new_path: Path, reference_path: Path) -> Table:
+    """Median time of this run over the reference's, per benchmark both have (below 1: faster here)."""
+    new, ref = json.loads(Path(new_path).read_text()), json.loads(Path(reference_path).read_text())
+    medians = {b["name"]: b["stats"]["median"] for b in ref.get("benchmarks", [])}
+    numbers, rows = [], []
+    for b in sorted(new.get("benchmarks", []), key=lambda b: b["name"]):
+        if b["name"] not in medians:
+            continue
+        ratio = b["stats"]["median"] / medians[b["name"]]
+        numbers.append({"benchmark": b["name"], "median_s": b["stats"]["median"], "reference_median_s": medians[b["name"]],
+                        "time_ratio": ratio})
+        rows.append([b["name"], f"{b['stats']['median'] * 1e3:.1f}", f"{medians[b['name']] * 1e3:.1f}", f"{ratio:.2f}"])
+    ref_machine = f"{_info(ref).get('cpu_model', Path(reference_path).stem)} ({_info(ref).get('cpu_count', '?')} threads)"
+    caption = (f"This machine ({_info(new).get('cpu_model', '?')}) against the committed benchmarks of {ref_machine}: "
+               "median time per round, and their ratio (this / reference; below 1 is faster here).")
+    return Table("benchmark_ratios", caption, pd.DataFrame(numbers),
+                 ["benchmark", "median ms here", "median ms reference", "ratio"], rows)

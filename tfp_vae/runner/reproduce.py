@@ -1,0 +1,170 @@
+"""`tfp-vae reproduce STUDY`: rerun committed runs from scratch and say whether they match.
+
+Runs are rerun into a separate store keyed by machine (never over the committed
+records) and compared with their committed record field by field, timing and
+environment apart: bit-identical, equal within the stated tolerance, or different
+(which fields, by how much). A difference is explained by what differs between the
+two environments: CPU model, library versions, backend. Where nothing differs, a
+record is expected to be bit-identical (determinism), and anything else is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tfp_vae.environment import cpu_model, machine_slug
+from tfp_vae.run import write_record
+from tfp_vae.runner.store import ResultStore
+from tfp_vae.runner.study import Study
+
+#: Floats equal within this relative (or, near zero, absolute) tolerance count as reproduced.
+RTOL, ATOL = 1e-3, 1e-4
+#: Sections that legitimately differ between two runs of one spec.
+IGNORED = ("timing", "environment", "execution.concurrent_runs")
+ENV_KEYS = ("cpu_model", "framework_versions", "versions")
+
+
+def sample_specs(study: Study, store: ResultStore, n: int | None) -> list:
+    """Committed specs to rerun: with n None, one per (decoder with parameters, data set,
+    scaling), the lowest seed, backends taken in turn, so every decoder and scaling is covered;
+    with n, that list extended round-robin over further seeds and backends to n runs; 0 = all."""
+    committed = [s for s in study.specs if store.status(s.run_id()) == "done"]
+    if n == 0:
+        return committed
+    groups: dict[tuple, list] = {}
+    for spec in sorted(committed, key=lambda s: (s.seed, s.backend)):
+        key = (spec.dataset, spec.scaling, spec.decoder, json.dumps(spec.decoder_params, sort_keys=True))
+        groups.setdefault(key, []).append(spec)
+    picked = []
+    for i, members in enumerate(groups.values()):
+        backends = sorted({s.backend for s in members})
+        want = backends[i % len(backends)]
+        picked.append(next(s for s in members if s.backend == want))
+    if n is None:
+        return picked
+    rest = [s for members in groups.values() for s in members if s not in picked]
+    rest.sort(key=lambda s: (s.seed, s.backend))
+    return (picked + rest)[:n]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(value, list) and value and isinstance(value[0], (dict, list)):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
+    return a == b
+
+
+def _size(a: Any, b: Any) -> str:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return f"{a:.6g} -> {b:.6g}"
+    return f"{str(a)[:40]} -> {str(b)[:40]}"
+
+
+def compare(committed: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
+    """Field-by-field comparison of two records of one spec, timing and environment apart."""
+    a = {k: v for k, v in _flatten(committed).items() if not k.startswith(IGNORED)}
+    b = {k: v for k, v in _flatten(rerun).items() if not k.startswith(IGNORED)}
+    keys = sorted(set(a) | set(b))
+    unequal = [k for k in keys if a.get(k) != b.get(k)]
+    beyond = [k for k in unequal if not _close(a.get(k), b.get(k))]
+    verdict = "bit-identical" if not unequal else ("within tolerance" if not beyond else "different")
+    return {"verdict": verdict, "fields_compared": len(keys), "fields_unequal": len(unequal),
+            "different": {k: _size(a.get(k), b.get(k)) for k in beyond[:20]}, "different_count": len(beyond)}
+
+
+def environment_differences(committed: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
+    """What differs between the environments of two records: CPU model, library versions, backend."""
+    ea, eb = committed.get("environment") or {}, rerun.get("environment") or {}
+    out = []
+    if ea.get("cpu_model") != eb.get("cpu_model"):
+        out.append(f"CPU {ea.get('cpu_model')} -> {eb.get('cpu_model')}")
+    for section in ("framework_versions", "versions"):
+        va, vb = ea.get(section) or {}, eb.get(section) or {}
+        for name in sorted(set(va) | set(vb)):
+            if name != "tfp-vae" and va.get(name) != vb.get(name):
+                out.append(f"{name} {va.get(name)} -> {vb.get(name)}")
+    if (committed.get("execution") or {}).get("backend") != (rerun.get("execution") or {}).get("backend"):
+        out.append("backend")
+    if (ea.get("git") or {}).get("commit") != (eb.get("git") or {}).get("commit"):
+        out.append(f"code {str((ea.get('git') or {}).get('commit'))[:10]} -> {str((eb.get('git') or {}).get('commit'))[:10]}")
+    return out
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    label: str
+    verdict: str
+    expected_identical: bool
+    explanation: list[str]
+    detail: dict[str, Any]
+
+    @property
+    def failed(self) -> bool:
+        """A run that should be bit-identical (same CPU model, versions, backend) and is not."""
+        return self.expected_identical and self.verdict != "bit-identical"
+
+
+def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n: int | None,
+              run_specs: Callable[[Study, ResultStore], Any], log: Callable[[str], None] = print) -> list[Outcome]:
+    """Rerun the sample of `study` into out_root/<machine>/<study>/ and compare; writes summary.json."""
+    from tfp_vae.runner.study import describe
+
+    committed = ResultStore(committed_root, study.name)
+    specs = sample_specs(study, committed, n)
+    machine = machine_slug()
+    fresh = ResultStore(Path(out_root) / machine, study.name)
+    log(f"reproducing {len(specs)} of {len(study.specs)} committed runs of {study.name} on {cpu_model()} "
+        f"into {fresh.dir}")
+    run_specs(Study(study.name, study.path, tuple(specs)), fresh)
+    outcomes = []
+    for spec in specs:
+        old, new = committed.read(spec.run_id()), fresh.read(spec.run_id())
+        if new is None or new.get("status") == "error":
+            error = (new or {}).get("error", "no record")
+            outcomes.append(Outcome(spec.run_id(), describe(spec), "failed to run", True, [], {"error": error}))
+            continue
+        diff = compare(old, new)
+        env = environment_differences(old, new)
+        code_only = all(e.startswith("code ") for e in env)
+        outcomes.append(Outcome(spec.run_id(), describe(spec), diff["verdict"], code_only, env, diff))
+    summary = {"study": study.name, "machine": machine, "cpu_model": cpu_model(), "rtol": RTOL, "atol": ATOL,
+               "outcomes": [o.__dict__ | {"failed": o.failed} for o in outcomes]}
+    write_record(summary, fresh.dir / "summary.json")
+    return outcomes
+
+
+def verdict_lines(outcomes: list[Outcome]) -> list[str]:
+    """The verdict table as text, one line per run, then the counts."""
+    lines = []
+    for o in outcomes:
+        why = "; ".join(o.explanation) or "same CPU model, versions and backend"
+        extra = "" if o.verdict != "different" else " (" + ", ".join(f"{k}: {v}" for k, v in
+                                                                       list(o.detail["different"].items())[:3]) + ")"
+        flag = "  <- should be bit-identical" if o.failed else ""
+        lines.append(f"{o.verdict:<17} {o.label} [{why}]{extra}{flag}")
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.verdict] = counts.get(o.verdict, 0) + 1
+    lines.append("verdict: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                 + f"; {sum(o.failed for o in outcomes)} unexpected")
+    return lines
