@@ -1,9 +1,11 @@
-"""Command-line interface: `tfp-vae train`, `tfp-vae list decoders|datasets`."""
+"""tfp-vae: train VAEs whose decoders model pixel variance, run and reproduce studies of them,
+and report log-likelihood, variance collapse and throughput (definitions: docs/definitions.md)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import tomllib
@@ -83,12 +85,26 @@ def summary_table(record: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def _check_writable(path: Path, flag: str) -> None:
+    """Fail before any work if `path` cannot be written (its directory is created if needed)."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror}); expected a writable path") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tfp_vae.run import run, write_record
 
     spec = _spec_from_args(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{spec.dataset}-{spec.scaling}-{spec.decoder}-s{spec.seed}-{spec.run_id()}.json"
+    _check_writable(out, "--out")
     record = run(spec)
-    out = Path(args.out) if args.out else Path("runs") / f"{spec.dataset}-{spec.scaling}-{spec.decoder}-s{spec.seed}-{record['run_id']}.json"
     write_record(record, out)
     print(summary_table(record))
     print(f"record written to {out}")
@@ -100,6 +116,15 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     names = [args.name] if getattr(args, "name", None) else list(DATASETS)
     entries = [dataset_entry(n) for n in names]
+    if args.action == "list" and args.json:
+        rows = []
+        for e in entries:
+            loc = store.locate(e)
+            rows.append({"name": e.name, "shape": list(e.shape), "levels": e.levels, "train": e.sizes[0],
+                         "test": e.sizes[1], "present": loc is not None, "source": loc.source if loc else None,
+                         "directory": str(loc.directory) if loc and loc.directory else None})
+        print(json.dumps(rows, indent=1))
+        return 0
     if args.action == "list":
         for e in entries:
             loc = store.locate(e)
@@ -167,11 +192,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     store = ResultStore(args.results, study.name)
     counts = {"done": 0, "failed": 0, "pending": 0}
+    runs = []
     for spec in study.specs:
         status = store.status(spec.run_id())
         counts[status] += 1
-        if status == "failed":
-            print(f"failed  {describe(spec)} [{spec.run_id()}]: {store.read(spec.run_id())['error']}")
+        error = store.read(spec.run_id())["error"] if status == "failed" else None
+        runs.append({"run_id": spec.run_id(), "run": describe(spec), "status": status, "error": error})
+        if status == "failed" and not args.json:
+            print(f"failed  {describe(spec)} [{spec.run_id()}]: {error}")
+    if args.json:
+        print(json.dumps({"study": study.name, "directory": str(store.dir), **counts, "total": len(study.specs),
+                          "runs": runs}, indent=1))
+        return 0
     print(f"study {study.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending "
           f"of {len(study.specs)} ({store.dir})")
     return 0
@@ -197,6 +229,27 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.json:
+        if args.what == "decoders":
+            from tfp_vae.decoders import DECODERS
+
+            print(json.dumps([cls.describe() for cls in DECODERS.values()], indent=1))
+        elif args.what == "backends":
+            from tfp_vae.backends import BACKENDS
+
+            print(json.dumps(list(BACKENDS), indent=1))
+        else:
+            from tfp_vae.data import DATASETS
+
+            print(json.dumps([{"name": e.name, "shape": list(e.shape), "levels": e.levels, "description": e.description}
+                              for e in DATASETS.values()], indent=1))
+        return 0
+    if args.what == "backends":
+        from tfp_vae.backends import BACKENDS
+
+        for name, module in BACKENDS.items():
+            print(f"{name:<12} {module}")
+        return 0
     if args.what == "decoders":
         from tfp_vae.decoders import DECODERS
 
@@ -216,8 +269,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfp-vae", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from tfp_vae import __version__
+
+    parser = argparse.ArgumentParser(prog="tfp-vae", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tfp-vae {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tr = sub.add_parser("train", help="train and evaluate one VAE, write its JSON record")
     tr.add_argument("--spec", help="a run spec TOML file; flags override its values")
     tr.add_argument("--dataset")
@@ -243,6 +300,7 @@ def make_parser() -> argparse.ArgumentParser:
         p = da_sub.add_parser(action, help=text)
         p.add_argument("name", nargs="?" if action != "fetch" else None)
         p.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files>")
+        p.add_argument("--json", action="store_true", help="machine-readable output (list)")
     da.set_defaults(func=cmd_data)
     rn = sub.add_parser("run", help="run a study (a TOML grid of runs), resuming where it stopped")
     rn.add_argument("study")
@@ -267,6 +325,7 @@ def make_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="done, failed and pending runs of a study")
     st.add_argument("study")
     st.add_argument("--results", default="results/runs")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
     rp = sub.add_parser("report", help="tables (Markdown, LaTeX, CSV), figures and an HTML page from run records")
     rp.add_argument("runs", help="a directory of run records, e.g. results/runs/quick")
@@ -279,8 +338,9 @@ def make_parser() -> argparse.ArgumentParser:
     pp.add_argument("--runs-root", default="results/runs")
     pp.add_argument("--out", default="results/tables")
     pp.set_defaults(func=cmd_paper)
-    ls = sub.add_parser("list", help="list a registry")
-    ls.add_argument("what", choices=("decoders", "datasets"))
+    ls = sub.add_parser("list", help="list a registry: decoders, datasets or backends")
+    ls.add_argument("what", choices=("decoders", "datasets", "backends"))
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=cmd_list)
     return parser
 

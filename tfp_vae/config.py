@@ -142,6 +142,10 @@ class RunSpec:
         self.network.check(f"{where} [network]")
         self.network.check_shape(entry.shape, f"{where} [network] on {self.dataset}")
         self.train.check(f"{where} [train]")
+        pool = entry.sizes[0]
+        n_train = pool - max(1, round(self.train.validation_fraction * pool))
+        _require(not pool or self.train.batch_size <= n_train, f"{where} [train]", "batch_size", self.train.batch_size,
+                 f"at most the {n_train} training images of {self.dataset}")
         self.eval.check(f"{where} [eval]")
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,12 +202,23 @@ def spec_from_dict(mapping: Mapping[str, Any], where: str = "run spec") -> RunSp
     return spec
 
 
-def spec_from_toml(path: str | Path) -> RunSpec:
-    """Validated RunSpec from a TOML file; errors name the file."""
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; unreadable, non-UTF-8 or malformed files raise one ConfigError
+    naming the file and what is wrong."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read spec: {exc}") from None
-    return spec_from_dict(data, str(path))
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: not UTF-8 text (byte {exc.start}); "
+                          f"expected a TOML file") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: not valid TOML: {exc}") from None
 
+
+def spec_from_toml(path: str | Path) -> RunSpec:
+    """Validated RunSpec from a TOML file; errors name the file."""
+    return spec_from_dict(read_toml(path, "spec"), str(path))

@@ -10,10 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tensorflow_probability.substrates import jax as tfp
 
 from tfp_vae.backends.base import Backend, Ops
+from tfp_vae.backends.quiet import startup_noise_filtered
 from tfp_vae.errors import ConfigError
+
+with startup_noise_filtered():  # where TF is installed the substrate loads it, and its start-up noise, lazily
+    from tensorflow_probability.substrates import jax as tfp
+
+    tfp.distributions.Normal(0.0, 1.0).log_prob(0.0)  # load the lazy parts now, inside the filter
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 

@@ -7,14 +7,17 @@ import os
 import resource
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter; real errors still show
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's later chatter; real errors still show
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
 
 from tfp_vae.backends.base import Backend, Ops  # noqa: E402
+from tfp_vae.backends.quiet import startup_noise_filtered  # noqa: E402
 from tfp_vae.errors import ConfigError  # noqa: E402
+
+with startup_noise_filtered():
+    import tensorflow as tf
+    import tensorflow_probability as tfp
 
 
 def _conv2d_transpose(x, w):
@@ -81,7 +84,8 @@ def configure(device: str, tf32: bool) -> str:
     """Process-wide settings, and `device` resolved to a TF device string."""
     tf.config.experimental.enable_op_determinism()
     tf.config.experimental.enable_tensor_float_32_execution(tf32)
-    gpus = tf.config.list_physical_devices("GPU")
+    with startup_noise_filtered():  # the first device probe reports a missing CUDA driver
+        gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
         raise ConfigError("device = 'gpu' was asked for but TensorFlow sees no GPU on this machine; "
                           "use device = 'cpu' or 'auto'")

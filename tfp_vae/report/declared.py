@@ -5,10 +5,10 @@ from the committed records."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tfp_vae.config import read_toml
 from tfp_vae.errors import ConfigError
 from tfp_vae.report.build import FORMATS, _writable, _write
 from tfp_vae.report.load import load_records
@@ -30,10 +30,7 @@ class Declaration:
 
 def load_declarations(path: str | Path) -> list[Declaration]:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read table declarations: {exc}") from None
+    data = read_toml(path, "table declarations")
     out = []
     for i, item in enumerate(data.get("table", [])):
         where = f"{path} [[table]] #{i + 1}"

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from tfp_vae.config import RunSpec, spec_from_dict
+from tfp_vae.config import RunSpec, read_toml, spec_from_dict
 from tfp_vae.errors import ConfigError
 
 STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "backends", "network", "train", "eval",
@@ -79,13 +78,7 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
 def load_study(path: str | Path) -> Study:
     """Read and validate a study TOML file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read study: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return study_from_dict(data, path)
+    return study_from_dict(read_toml(path, "study"), path)
 
 
 def describe(spec: RunSpec) -> str:
