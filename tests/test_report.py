@@ -144,6 +144,12 @@ def test_mixed_code_versions_are_flagged_not_silently_pooled(runs):
     assert any("learned on digits/raw pools records from 2 commits" in n for n in t.notes)
 
 
+def _md_rows(md: str) -> list[list[str]]:
+    """The body rows of a Markdown table, cells stripped (the header and rule left out)."""
+    lines = [line for line in md.splitlines() if line.startswith("|")][2:]
+    return [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in lines]
+
+
 def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     from tfp_vae.errors import ConfigError
     from tfp_vae.report.declared import build_declared
@@ -157,14 +163,13 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
                     'decoders = ["learned", "floor(xi=0.02)"]\n')
     build_declared(decl, root, tmp_path / "out")
     md = (tmp_path / "out" / "t1.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| floor") or line.startswith("| learned")]
-    assert [r.split(" |")[0] for r in rows] == ["| floor(xi=0.02)", "| learned"]  # declared order
-    assert "My caption" in md and "raw" not in md.split("\n\n")[1] and "**" in rows[1]  # bold follows its row
+    rows = _md_rows(md)
+    assert [r[0] for r in rows] == ["floor(xi=0.02)", "learned"]  # declared order
+    assert "My caption" in md and "raw" not in md.split("\n\n")[1] and "**" in rows[1][1]  # bold follows its row
     # a collapse table has one row per decoder and data column: the filter keeps them all
-    md = (tmp_path / "out" / "c1.md").read_text()
-    rows = [line.split(" | ")[:2] for line in md.splitlines() if line.startswith("| floor") or line.startswith("| learned")]
-    assert rows == [["| learned", "digits dequantized"], ["| learned", "digits raw"],
-                    ["| floor(xi=0.02)", "digits dequantized"], ["| floor(xi=0.02)", "digits raw"]]
+    rows = [r[:2] for r in _md_rows((tmp_path / "out" / "c1.md").read_text())]
+    assert rows == [["learned", "digits dequantized"], ["learned", "digits raw"],
+                    ["floor(xi=0.02)", "digits dequantized"], ["floor(xi=0.02)", "digits raw"]]
     decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
     with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, faithfulness, convergence, backends, throughput"):
         build_declared(decl, root, tmp_path / "out")
@@ -179,7 +184,8 @@ def test_benchmark_json_becomes_a_table_with_ceiling_fractions(runs, tmp_path):
     (bench / "m.json").write_text(json.dumps(payload))
     build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
     md = (tmp_path / "out" / "benchmarks.md").read_text()
-    assert "| test_train_step[learned-cpu] | 250.0 | 10.0 | 10240 | 87% | n/a | n/a | Test CPU (2 threads) |" in md
+    assert ["test_train_step[learned-cpu]", "250.0", "10.0", "10240", "87%", "n/a", "n/a", "Test CPU (2 threads)"] \
+        in _md_rows(md)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -195,10 +201,14 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
     build_report(runs, out, warn=lambda s: None)
     url = (out / "report.html").as_uri()
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
-    dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count("<table>") == 5 and dom.stdout.count("data:image/png;base64,") == 4
-    assert "floor(xi=0.02)" in dom.stdout
+    assert dom.stdout.count('<table class="sortable">') == 5 and dom.stdout.count("data:image/png;base64,") == 4
+    assert 'data-images-loaded="4"' in dom.stdout  # set by the page's script once every figure decoded
+    assert "floor(xi=0.02)" in dom.stdout and "Runs and environments" in dom.stdout
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console  # no script errors on the page
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *FLAGS, *profile, f"--screenshot={shot}", "--window-size=1200,1600", url],
                    capture_output=True, timeout=120, check=True)

@@ -55,6 +55,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "train_bound_curve": curves.get("train_bound"), "val_bound_curve": curves.get("val_bound"),
         "commit": ((env.get("git") or {}).get("commit") or "unknown")[:12],
         "tensorflow": (env.get("versions") or {}).get("tensorflow"),
+        "jax": (env.get("versions") or {}).get("jax"),
         "cpu_model": env.get("cpu_model"),
     }
 

@@ -14,13 +14,16 @@ LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 
 def markdown(table: Table) -> str:
+    """GitHub Markdown through tabulate; bold cells as **text**."""
+    from tabulate import tabulate
+
     def cell(i: int, j: int, text: str) -> str:
         text = text.replace("|", "\\|")
         return f"**{text}**" if (i, j) in table.bold and text else text
 
-    lines = [f"**{table.name}**: {table.caption}", "", "| " + " | ".join(table.header) + " |",
-             "|" + "|".join(["---"] * len(table.header)) + "|"]
-    lines += ["| " + " | ".join(cell(i, j, t) for j, t in enumerate(row)) + " |" for i, row in enumerate(table.rows)]
+    rows = [[cell(i, j, t) for j, t in enumerate(row)] for i, row in enumerate(table.rows)]
+    body = tabulate(rows, headers=table.header, tablefmt="github", disable_numparse=True)
+    lines = [f"**{table.name}**: {table.caption}", "", body]
     lines += [f"\nWarning: {n}" for n in table.notes]
     return "\n".join(lines) + "\n"
 
@@ -30,6 +33,7 @@ def latex_escape(text: str) -> str:
 
 
 def latex(table: Table) -> str:
+    """A booktabs table written out: tabulate's booktabs format escapes every cell, so it cannot bold one."""
     def cell(i: int, j: int, text: str) -> str:
         text = latex_escape(text)
         return rf"\textbf{{{text}}}" if (i, j) in table.bold and text else text
@@ -56,21 +60,63 @@ def html_table(table: Table) -> str:
         body.append(f"<tr>{cells}</tr>")
     notes = "".join(f"<p class=\"warn\">Warning: {html.escape(n)}</p>" for n in table.notes)
     return (f"<section id=\"{table.name}\"><h2>{html.escape(table.name)}</h2><p>{html.escape(table.caption)}</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}</section>")
+            f"<table class=\"sortable\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}</section>")
 
 
-def html_page(title: str, tables: list[Table], figures: dict[str, Path], problems: list[str]) -> str:
-    """One self-contained page: tables, and the figures embedded as base64 PNG."""
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach(function (th, col) {
+  th.title = "click to sort";
+  th.addEventListener("click", function () {
+    var body = th.closest("table").tBodies[0], rows = Array.from(body.rows);
+    var dir = th.dataset.dir === "asc" ? -1 : 1;
+    th.closest("tr").querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
+    th.dataset.dir = dir === 1 ? "asc" : "desc";
+    var key = function (row) {
+      var text = row.cells[col] ? row.cells[col].textContent.trim() : "";
+      var num = parseFloat(text.replace(/[^0-9eE+\\-.]/g, " ").trim().split(" ")[0]);
+      return isNaN(num) ? text.toLowerCase() : num;
+    };
+    rows.sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (typeof x !== typeof y) { x = String(x); y = String(y); }
+      return x < y ? -dir : x > y ? dir : 0;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+window.addEventListener("load", function () {
+  var imgs = Array.from(document.images);
+  document.body.dataset.imagesLoaded = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+});
+"""
+
+
+def summary_list(summary: dict[str, str]) -> str:
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in summary.items())
+    return f"<section id=\"summary\"><h2>Runs and environments</h2><dl>{items}</dl></section>"
+
+
+def html_page(title: str, tables: list[Table], figures: dict[str, tuple[Path, str]], problems: list[str],
+              summary: dict[str, str] | None = None) -> str:
+    """One self-contained page a researcher can share: a summary of runs and environments,
+    sortable tables (click a header), and the figures embedded as base64 PNG with captions."""
     figs = "".join(
         f"<figure><img alt=\"{html.escape(name)}\" src=\"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}\">"
-        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, path in figures.items())
+        f"<figcaption><b>{html.escape(name)}</b>: {html.escape(caption)}</figcaption></figure>"
+        for name, (path, caption) in figures.items())
     skipped = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
-    style = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #999;padding:.3em .6em;font-size:90%}th{background:#eee}.best{font-weight:bold}"
-             ".warn{color:#a00}img{max-width:48em;border:1px solid #ccc}")
+    contents = "".join(f"<li><a href=\"#{t.name}\">{html.escape(t.name)}</a></li>" for t in tables)
+    style = ("body{font-family:sans-serif;margin:2em;max-width:90em}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #999;padding:.3em .6em;font-size:90%}th{background:#eee;cursor:pointer}"
+             "th[data-dir=asc]::after{content:' \\25B2'}th[data-dir=desc]::after{content:' \\25BC'}"
+             ".best{font-weight:bold}.warn{color:#a00}img{max-width:48em;border:1px solid #ccc}"
+             "dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}"
+             "figure{margin:1em 0}figcaption{max-width:48em;font-size:90%}")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+            + (summary_list(summary) if summary else "")
+            + f"<nav><ul>{contents}<li><a href=\"#figures\">figures</a></li></ul></nav>"
             + "".join(html_table(t) for t in tables)
-            + f"<h2>Figures</h2>{figs}"
+            + f"<h2 id=\"figures\">Figures</h2>{figs}"
             + (f"<h2>Skipped records</h2><ul>{skipped}</ul>" if skipped else "")
-            + "</body></html>\n")
+            + f"<script>{SORT_SCRIPT}</script></body></html>\n")

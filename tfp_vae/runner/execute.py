@@ -118,7 +118,8 @@ def make_executor(name: str, workers: int, scheduler: str | None = None):
 
 @dataclass
 class Progress:
-    """Counts over the whole study, printed as one status line per event."""
+    """Counts over the whole study. On a terminal a tqdm progress bar (its ETA is tqdm's:
+    the observed rate times what remains); otherwise, as in logs and CI, one line per event."""
 
     total: int
     done: int = 0
@@ -126,16 +127,36 @@ class Progress:
     skipped: int = 0
     running: int = 0
     started: float = field(default_factory=time.perf_counter)
-    out: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+    out: Callable[[str], None] | None = None
+    bar: Any = None
 
-    def line(self, text: str) -> None:
+    def start(self, text: str) -> None:
+        """Print the opening line, and open the bar when stderr is a terminal and no `out` is set."""
+        if self.out is None and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.skipped, unit="run", file=sys.stderr, dynamic_ncols=True)
+        self.line(text)
+
+    def line(self, text: str, finished_one: bool = False) -> None:
         finished = self.done + self.failed
+        if self.bar is not None:
+            if finished_one:
+                self.bar.update(1)
+            self.bar.set_postfix_str(f"failed {self.failed}", refresh=False)
+            self.bar.write(text, file=sys.stderr)
+            return
         elapsed = time.perf_counter() - self.started
         remaining = self.total - self.skipped - finished
         # elapsed / finished is already the wall time per run with the workers in parallel
         eta = f"{elapsed / finished * remaining:.0f}s" if finished else "?"
-        self.out(f"[{finished + self.skipped}/{self.total}] done {self.done + self.skipped} failed {self.failed} "
-                 f"running {self.running} eta {eta} | {text}")
+        (self.out or (lambda s: print(s, file=sys.stderr, flush=True)))(
+            f"[{finished + self.skipped}/{self.total}] done {self.done + self.skipped} failed {self.failed} "
+            f"running {self.running} eta {eta} | {text}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def pending_specs(study: Study, store: ResultStore, force: bool, rerun_failed: bool) -> list[RunSpec]:
@@ -159,11 +180,10 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
               force: bool = False, rerun_failed: bool = False, out: Callable[[str], None] | None = None) -> Progress:
     """Run every pending spec of `study`, at most `workers` at a time."""
     todo = pending_specs(study, store, force, rerun_failed)
-    progress = Progress(total=len(study.specs), skipped=len(study.specs) - len(todo))
-    if out is not None:
-        progress.out = out
-    progress.line(f"{len(todo)} to run, {progress.skipped} already recorded, executor {executor}")
+    progress = Progress(total=len(study.specs), skipped=len(study.specs) - len(todo), out=out)
+    progress.start(f"{len(todo)} to run, {progress.skipped} already recorded, executor {executor}")
     if not todo:
+        progress.close()
         return progress
     engine = make_executor(executor, workers, scheduler)
     running: dict[Any, RunSpec] = {}
@@ -197,9 +217,10 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
                 else:
                     progress.done += 1
                 progress.running = len(running)
-                progress.line(f"{describe(spec)}: {summary(record)}")
+                progress.line(f"{describe(spec)}: {summary(record)}", finished_one=True)
     finally:
         for spec in running.values():
             store.release(spec.run_id())
         engine.close()
+        progress.close()
     return progress

@@ -1,0 +1,122 @@
+"""The command line as a new user meets it: fast commands that import no framework,
+one-line errors with exit code 2 and nothing written, --version, --help, --json,
+a progress line with a correct ETA, and start-up noise filtered without hiding warnings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tfp_vae.cli import main, make_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = ROOT / "benchmarks" / "studies" / "quick.toml"
+
+LIGHT = [
+    ["list", "decoders"], ["list", "datasets"], ["list", "backends", "--json"], ["data", "list"],
+    ["status", str(STUDY)], ["status", str(STUDY), "--json"],
+]
+
+
+@pytest.mark.parametrize("argv", LIGHT, ids=[" ".join(a[:2]) for a in LIGHT])
+def test_commands_that_read_or_list_import_no_framework(argv):
+    code = ("import sys, json\nfrom tfp_vae.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(json.dumps([rc, [m for m in ('tensorflow', 'jax') if m in sys.modules]]), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    rc, frameworks = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert rc == 0 and frameworks == []
+
+
+def test_report_imports_no_framework(tmp_path):
+    from test_report import record  # a synthetic record
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed in range(3):
+        (runs / f"{seed}.json").write_text(json.dumps(record("learned", seed, 50.0 + seed, False)))
+    code = ("import sys\nfrom tfp_vae.cli import main\nassert main(sys.argv[1:]) == 0\n"
+            "assert 'tensorflow' not in sys.modules and 'jax' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code, "report", str(runs), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_version_and_help_list_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("tfp-vae 0.")
+    help_text = make_parser().format_help()
+    commands = make_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse keeps them here
+    assert set(commands) == {"train", "data", "run", "reproduce", "status", "report", "paper", "list"}
+    for name in commands:
+        assert f"    {name}" in help_text
+
+
+def test_json_outputs_parse(capsys):
+    assert main(["list", "decoders", "--json"]) == 0
+    decoders = json.loads(capsys.readouterr().out)
+    assert len(decoders) == 11 and decoders[0]["name"] == "fixed" and "sigma0" in decoders[0]["params"]
+    assert main(["data", "list", "--json"]) == 0
+    data = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert data["digits"]["present"] is True and data["digits"]["levels"] == 17
+    assert main(["status", str(STUDY), "--json", "--results", "/nonexistent"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["pending"] == status["total"] == 220 and len(status["runs"]) == 220
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tfp-vae: error:"), err
+    return err[0]
+
+
+def test_a_study_that_is_not_utf8_is_one_clear_error(tmp_path, capsys):
+    bad = tmp_path / "s.toml"
+    bad.write_bytes(bytes(range(256)) * 2)
+    assert main(["run", str(bad), "--results", str(tmp_path / "runs")]) == 2
+    line = _one_error_line(capsys)
+    assert str(bad) in line and "not UTF-8" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unwritable_out_fails_before_training(tmp_path, capsys):
+    started = time.perf_counter()
+    assert main(["train", "--out", "/proc/tfp-vae-test/r.json"]) == 2
+    assert "--out /proc/tfp-vae-test/r.json: cannot write there" in _one_error_line(capsys)
+    assert time.perf_counter() - started < 5  # no training happened (imports aside)
+
+
+def test_a_batch_larger_than_the_training_set_is_rejected_at_load(tmp_path, capsys):
+    study = tmp_path / "big.toml"
+    study.write_text('datasets = ["digits"]\nseeds = [0]\n[decoders.fixed]\n[train]\nbatch_size = 5000\n')
+    assert main(["run", str(study), "--results", str(tmp_path / "runs")]) == 2
+    line = _one_error_line(capsys)
+    assert "batch_size = 5000" in line and "at most the 1294 training images of digits" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_progress_eta_is_time_per_finished_run_times_runs_left():
+    """Two workers: 4 runs finished in 20 s of wall time leave 6 runs, 30 s (not 15 s)."""
+    from tfp_vae.runner.execute import Progress
+
+    lines: list[str] = []
+    progress = Progress(total=10, done=4, running=2, started=time.perf_counter() - 20.0, out=lines.append)
+    progress.line("x")
+    assert " eta 30s " in lines[0]
+
+
+def test_startup_noise_is_filtered_and_real_warnings_are_kept(capfd):
+    from tfp_vae.backends.quiet import startup_noise_filtered
+
+    with startup_noise_filtered():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1795566008.437948   13714 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"W0000 00:00:1795566008.437948   13714 op.cc:1] a real warning\n")
+    err = capfd.readouterr().err
+    assert "a real warning" in err and "oneDNN" not in err and "absl" not in err
