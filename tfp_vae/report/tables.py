@@ -262,7 +262,7 @@ def backend_agreement_table(df: pd.DataFrame) -> Table:
                              "n/a" if within is None else ("yes" if within else "NO"),
                              f"{ka}/{len(a)} vs {kb}/{len(b)}", "yes" if row["verdicts_identical"] else "NO"])
     header = ["decoder", "data", "runs", f"iwae_ll {first}", f"iwae_ll {second}",
-              "difference ± 99 % (Welch)", "within", "collapsed", "same verdicts"]
+              f"{second} - {first} ± 99 % (Welch)", "within", "collapsed", "same verdicts"]
     caption = ("Backends: the same specs under TensorFlow and JAX (TFP's JAX substrate). Their random streams differ, "
                "so they agree when the difference of test iwae_ll means lies within its combined 99 % interval "
                "(Welch) and the collapse counts are identical.")
