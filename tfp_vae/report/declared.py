@@ -74,7 +74,8 @@ def build_declared(path: str | Path, runs_root: str | Path, out: str | Path) -> 
         table = TABLES[d.kind](df)
         if d.decoders:
             table = reorder(table, d.decoders)
-        table = replace(table, name=d.name, caption=d.caption or table.caption)
+        caption = f"{d.caption} {table.rule}".strip() if d.caption else table.caption
+        table = replace(table, name=d.name, caption=caption)
         for ext, fmt in FORMATS.items():
             written.append(_write(out / f"{d.name}.{ext}", fmt(table)))
     return written

@@ -27,6 +27,7 @@ class Table:
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of best entries
     notes: list[str] = field(default_factory=list)
+    rule: str = ""  # what bold means; kept when a declared table brings its own caption
 
 
 def _order(labels) -> list[str]:
@@ -145,7 +146,7 @@ def loglik_table(df: pd.DataFrame) -> Table:
     caption = (f"Test log-likelihood (importance-weighted bound, K = {', '.join(map(str, k))}, nats per image): "
                f"mean ± std over seeds, IQM with 95 % percentile-bootstrap interval (only with "
                f"{MIN_SEEDS_FOR_INTERVAL} or more seeds); bits per dimension where defined. {RANKING_RULE}")
-    return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, notes)
+    return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, notes, rule=RANKING_RULE)
 
 
 def collapse_table(df: pd.DataFrame) -> Table:
