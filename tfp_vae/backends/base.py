@@ -30,6 +30,8 @@ class Ops:
     mean: Callable  # mean(x, axis)
     all: Callable
     logsumexp: Callable  # logsumexp(x, axis)
+    logaddexp: Callable  # logaddexp(a, b), elementwise
+    fori_loop: Callable  # fori_loop(lower, upper, body(i, carry) -> carry, init): a compiled loop
     matmul: Callable
     reshape: Callable  # reshape(x, shape)
     concat: Callable  # concat(list, axis)

@@ -25,12 +25,17 @@ def _conv2d_transpose(x, w):
     return tf.nn.conv2d_transpose(x, w, [n, 2 * h, 2 * wd, w.shape[2]], strides=2, padding="SAME")
 
 
+def _fori_loop(lower, upper, body, init):
+    return tf.while_loop(lambda i, c: i < upper, lambda i, c: (i + 1, body(i, c)), (tf.constant(lower), init))[1]
+
+
 OPS = Ops(
     exp=tf.exp, log=tf.math.log, sqrt=tf.sqrt, square=tf.square, softplus=tf.math.softplus, sigmoid=tf.sigmoid,
     relu=tf.nn.relu, floor=tf.floor, round=tf.round, clip=tf.clip_by_value, where=tf.where,
     stop_gradient=tf.stop_gradient, digamma=tf.math.digamma, isfinite=tf.math.is_finite,
     sum=lambda x, axis=None: tf.reduce_sum(x, axis), mean=lambda x, axis=None: tf.reduce_mean(x, axis),
     all=lambda x: tf.reduce_all(x), logsumexp=lambda x, axis=None: tf.reduce_logsumexp(x, axis),
+    logaddexp=lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), 0), fori_loop=_fori_loop,
     matmul=tf.matmul, reshape=tf.reshape, concat=lambda xs, axis: tf.concat(xs, axis),
     stack=lambda xs, axis=0: tf.stack(xs, axis), broadcast_to=tf.broadcast_to,
     full=lambda shape, value: tf.fill(shape, tf.constant(value, tf.float32)),
