@@ -3,7 +3,7 @@
 Synthetic images, 6x5x1 with 17 grey levels: the top and bottom rows and the right
 column are 0 in every image, the left column is 16 (the top level) in every image, and
 the 12 inner pixels are uniform random levels. So 18 of 30 pixels (60 %) are constant,
-and 3 of them are exactly 1 on raw scaling; everything else is pure noise.
+and 4 of them are exactly 1 on raw scaling; everything else is pure noise.
 
 Why 30 epochs at batch 20 (600 steps) suffice: while writing these tests, the learned
 sigma on the constant pixels passed the excess-density limit (sigma < 0.2 bin / ~2.5)
