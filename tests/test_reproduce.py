@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tfp_vae import SCHEMA_VERSION
 from tfp_vae.cli import main
 from tfp_vae.runner.reproduce import compare, sample_specs
 from tfp_vae.runner.store import ResultStore
@@ -47,7 +48,7 @@ def test_default_sample_covers_every_decoder_and_scaling_and_both_backends(study
     s = load_study(study)
     store = ResultStore(tmp_path / "committed", s.name)
     for spec in s.specs:  # pretend every run is committed
-        store.write({"schema_version": 2, "run_id": spec.run_id(), "spec": spec.to_dict(), "status": "ok"})
+        store.write({"schema_version": SCHEMA_VERSION, "run_id": spec.run_id(), "spec": spec.to_dict(), "status": "ok"})
     picked = sample_specs(s, store, None)
     assert len(picked) == 4  # 2 decoders x 2 scalings, 16 committed runs
     assert {(p.decoder, p.scaling) for p in picked} == {(d, c) for d in ("fixed", "floor") for c in ("raw", "dequantized")}

@@ -34,7 +34,8 @@ def _spec_from_args(args: argparse.Namespace):
 
     base = spec_from_toml(args.spec) if args.spec else RunSpec()
     top = {k: v for k, v in (("dataset", args.dataset), ("scaling", args.scaling), ("decoder", args.decoder),
-                             ("seed", args.seed), ("device", args.device), ("backend", args.backend)) if v is not None}
+                             ("seed", args.seed), ("device", args.device), ("backend", args.backend),
+                             ("precision", args.precision)) if v is not None}
     if args.param:
         top["decoder_params"] = dict(_parse_param(p) for p in args.param)
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)) if v is not None}
@@ -161,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     store = ResultStore(args.results, study.name)
     progress = run_study(study, store, args.workers, args.executor, args.scheduler,
-                         force=args.force, rerun_failed=args.rerun_failed)
+                         force=args.force, rerun_failed=args.rerun_failed, seeds_per_group=args.seeds_per_group)
     print(f"study {study.name}: {progress.done} run, {progress.skipped} skipped, {progress.failed} failed; records in {store.dir}")
     return 1 if progress.failed else 0
 
@@ -176,8 +177,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if n is not None and n < 0:
         raise ConfigError(f"--sample {n} is not allowed; expected an integer >= 1")
 
-    def run_specs(sample, store):
-        run_study(sample, store, args.workers, args.executor, args.scheduler, force=True)
+    def run_specs(sample, store, groups):
+        run_study(sample, store, args.workers, args.executor, args.scheduler, groups=groups)
 
     outcomes = reproduce(study, args.results, args.out, n, run_specs)
     for line in verdict_lines(outcomes):
@@ -288,6 +289,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--iwae-k", type=int)
     tr.add_argument("--device", help="cpu, gpu or auto")
     tr.add_argument("--backend", help="tensorflow or jax (TFP's JAX substrate)")
+    tr.add_argument("--precision", help="float32, or bfloat16 (dense-layer matmuls in bfloat16)")
     tr.add_argument("--no-jit", action="store_true", help="TensorFlow: a plain tf.function instead of XLA (JAX always compiles)")
     tr.add_argument("--out", help="record path (default runs/<dataset>-<scaling>-<decoder>-s<seed>-<id>.json)")
     tr.set_defaults(func=cmd_train)
@@ -302,10 +304,15 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files>")
         p.add_argument("--json", action="store_true", help="machine-readable output (list)")
     da.set_defaults(func=cmd_data)
+    from tfp_vae.runner.execute import DEFAULT_SEEDS_PER_GROUP
+
     rn = sub.add_parser("run", help="run a study (a TOML grid of runs), resuming where it stopped")
     rn.add_argument("study")
-    rn.add_argument("--workers", type=int, default=1, help="parallel runs, each in its own process")
-    rn.add_argument("--executor", default="local", help="local (a process per run here) or dask")
+    rn.add_argument("--workers", type=int, default=1, help="parallel worker processes, each running a seed group")
+    rn.add_argument("--seeds-per-group", type=int, default=DEFAULT_SEEDS_PER_GROUP,
+                    help=f"most seeds trained in one compiled step (seed batching; 1 = none; default "
+                         f"{DEFAULT_SEEDS_PER_GROUP}); lower it if a group does not fit in memory")
+    rn.add_argument("--executor", default="local", help="local (worker processes here) or dask")
     rn.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rn.add_argument("--force", action="store_true", help="run every spec again, even those with a record")
     rn.add_argument("--rerun-failed", action="store_true", help="run again the specs whose record is an error")
@@ -316,7 +323,7 @@ def make_parser() -> argparse.ArgumentParser:
     which = rq.add_mutually_exclusive_group()
     which.add_argument("--sample", type=int, help="rerun N runs (default: one per decoder and scaling)")
     which.add_argument("--all", action="store_true", help="rerun every committed run")
-    rq.add_argument("--workers", type=int, default=2, help="parallel runs, each in its own process")
+    rq.add_argument("--workers", type=int, default=2, help="parallel worker processes, each running a seed group")
     rq.add_argument("--executor", default="local", help="local or dask")
     rq.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rq.add_argument("--results", default="results/runs", help="root of the committed records")

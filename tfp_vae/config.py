@@ -21,6 +21,9 @@ from tfp_vae.errors import ConfigError
 SCALINGS = ("raw", "dequantized")
 DEVICES = ("cpu", "gpu", "auto")
 BACKENDS = ("tensorflow", "jax")
+#: float32: every op in float32. bfloat16: dense-layer matmuls take bfloat16 inputs (float32 results);
+#: likelihood, KL, reductions and the optimiser stay float32 (docs/definitions.md).
+PRECISIONS = ("float32", "bfloat16")
 NETWORK_KINDS = ("mlp", "conv")
 
 
@@ -110,7 +113,7 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run: (data set, scaling, decoder, network, training, evaluation, seed, device, backend)."""
+    """One run: (data set, scaling, decoder, network, training, evaluation, seed, device, backend, precision)."""
 
     dataset: str = "digits"
     scaling: str = "raw"
@@ -123,6 +126,7 @@ class RunSpec:
     device: str = "cpu"
     backend: str = "tensorflow"
     tf32: bool = False
+    precision: str = "float32"
 
     def check(self, where: str = "run spec") -> None:
         from tfp_vae.data import dataset_entry
@@ -139,6 +143,7 @@ class RunSpec:
         _require(self.device in DEVICES, where, "device", self.device, f"one of {', '.join(DEVICES)}")
         _require(self.backend in BACKENDS, where, "backend", self.backend, f"one of {', '.join(BACKENDS)}")
         _require(isinstance(self.tf32, bool), where, "tf32", self.tf32, "true or false")
+        _require(self.precision in PRECISIONS, where, "precision", self.precision, f"one of {', '.join(PRECISIONS)}")
         self.network.check(f"{where} [network]")
         self.network.check_shape(entry.shape, f"{where} [network] on {self.dataset}")
         self.train.check(f"{where} [train]")
@@ -155,6 +160,10 @@ class RunSpec:
         out = json.loads(json.dumps(dataclasses.asdict(self)))
         out["decoder_params"] = decoder_class(self.decoder).resolve(self.decoder_params)
         return out
+
+    def group_key(self) -> str:
+        """What specs share to train in one seed group: everything but the seed."""
+        return json.dumps({**self.to_dict(), "seed": None}, sort_keys=True, separators=(",", ":"))
 
     def run_id(self) -> str:
         """Stable id: a hash of the canonical (sorted-key, defaults-filled) spec."""

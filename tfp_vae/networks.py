@@ -41,6 +41,12 @@ class Architecture:
     spec: NetworkSpec
     image_shape: tuple[int, int, int]
     outputs_per_pixel: int
+    precision: str = "float32"
+
+    def _dense(self, xp, h, layer: Params):
+        """h @ w + b; under bfloat16 the matmul's inputs are bfloat16, its result and the bias float32."""
+        matmul = xp.matmul_bf16 if self.precision == "bfloat16" else xp.matmul
+        return matmul(h, layer["w"]) + layer["b"]
 
     @property
     def _down(self) -> int:
@@ -80,8 +86,8 @@ class Architecture:
             h = xp.relu(xp.conv2d(h, layer["w"]) + layer["b"])
         h = xp.reshape(h, (x.shape[0], -1))
         for layer in p["dense"][:-1]:
-            h = xp.relu(xp.matmul(h, layer["w"]) + layer["b"])
-        out = xp.matmul(h, p["dense"][-1]["w"]) + p["dense"][-1]["b"]
+            h = xp.relu(self._dense(xp, h, layer))
+        out = self._dense(xp, h, p["dense"][-1])
         latent = self.spec.latent
         return out[:, :latent], xp.softplus(out[:, latent:]) + 1e-6
 
@@ -90,7 +96,7 @@ class Architecture:
         h = z
         n_dense, convs = len(p["dense"]), p["conv"]
         for i, layer in enumerate(p["dense"]):
-            h = xp.matmul(h, layer["w"]) + layer["b"]
+            h = self._dense(xp, h, layer)
             if i < n_dense - 1 or convs:
                 h = xp.relu(h)
         if convs:

@@ -23,7 +23,7 @@ from tfp_vae.evaluate import evaluate
 from tfp_vae.model import VAE
 from tfp_vae.networks import Architecture
 from tfp_vae.steps import EvalFunctions
-from tfp_vae.train import train
+from tfp_vae.train import train_group
 
 #: Record sections that legitimately differ between two runs of one spec.
 VOLATILE_SECTIONS = ("timing", "environment")
@@ -32,38 +32,67 @@ VOLATILE_SECTIONS = ("timing", "environment")
 def build_model(spec: RunSpec, image_shape: tuple[int, int, int], data: DataContext, backend: Backend) -> VAE:
     """The VAE of a spec on a backend (structure only; parameters come from `VAE.init(seed)`)."""
     likelihood = make_decoder(spec.decoder, spec.decoder_params, data, backend)
-    return VAE(Architecture(spec.network, image_shape, likelihood.outputs_per_pixel), likelihood)
+    return VAE(Architecture(spec.network, image_shape, likelihood.outputs_per_pixel, spec.precision), likelihood)
 
 
 def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
     """Train and evaluate one spec. Divergence is recorded, not raised."""
-    spec.check()
+    return run_group([spec], log)[0]
+
+
+def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+              ) -> list[dict[str, Any]]:
+    """Train specs that differ only by seed together (seed batching) and evaluate each; one record
+    per spec, each what that seed trained alone would give up to float rounding (docs/definitions.md)."""
+    if not specs:
+        return []
+    for spec in specs:
+        spec.check()
+    if len({spec.group_key() for spec in specs}) != 1 or len({spec.seed for spec in specs}) != len(specs):
+        raise ValueError("a seed group holds specs that differ only by seed, each seed once")
+    first = specs[0]
     t_wall = time.perf_counter()
-    backend = get_backend(spec.backend)
-    device = backend.configure(spec.device, spec.tf32)
-    entry = dataset_entry(spec.dataset)
-    data = DataContext(entry.levels, spec.scaling)
-    train_pool, test, location = load_pool(spec.dataset)
-    splits = split_pool(train_pool, test, spec.train.validation_fraction)
-    log(f"run {spec.run_id()}: {spec.decoder} on {spec.dataset} ({spec.scaling}), seed {spec.seed}, "
+    backend = get_backend(first.backend)
+    device = backend.configure(first.device, first.tf32)
+    entry = dataset_entry(first.dataset)
+    data = DataContext(entry.levels, first.scaling)
+    train_pool, test, location = load_pool(first.dataset)
+    splits = split_pool(train_pool, test, first.train.validation_fraction)
+    seeds = [spec.seed for spec in specs]
+    log(f"run {', '.join(spec.run_id() for spec in specs)}: {first.decoder} on {first.dataset} ({first.scaling}), "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, "
         f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, "
-        f"{spec.backend} on {device}")
+        f"{first.backend} on {device}, {first.precision}")
+    records = []
     with backend.device_scope(device):
-        model = build_model(spec, entry.shape, data, backend)
-        evals = EvalFunctions(backend, model, spec.train.jit, spec.eval.iwae_k, spec.eval.k_chunk, spec.eval.lppl_samples)
-        trained, training = train(backend, model, spec, splits, data, evals, log)
-        metrics, eval_timing = evaluate(backend, model, trained, spec, splits.test.images, splits.train.images, data,
-                                        evals, training)
+        model = build_model(first, entry.shape, data, backend)
+        evals = EvalFunctions(backend, model, first.train.jit, first.eval.iwae_k, first.eval.k_chunk,
+                              first.eval.lppl_samples)
+        trained_group = train_group(backend, model, specs, splits, data, evals, log)
+        environment = {**capture(backend, device, first.train.jit or backend.always_compiles),
+                       "data_source": {"source": location.source, "directory": str(location.directory or "")}}
+        for spec, (trained, training) in zip(specs, trained_group):
+            metrics, eval_timing = evaluate(backend, model, trained, spec, splits.test.images, splits.train.images,
+                                            data, evals, training)
+            records.append(_record(spec, metrics, eval_timing, training, splits, backend, device, seeds, environment))
+    wall = time.perf_counter() - t_wall
+    for record in records:  # every seed waited for the whole group
+        record["timing"]["wall_s"] = wall
+        record["timing"]["peak_memory_mib"] = backend.peak_memory_mib(device)
+    return [jsonable(record) for record in records]
+
+
+def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float], training, splits,
+            backend: Backend, device: str, group_seeds: list[int], environment: dict[str, Any]) -> dict[str, Any]:
     status = "ok" if training.nonfinite is None else "nonfinite"
     timing = {
-        "wall_s": time.perf_counter() - t_wall,
         "train_s": training.train_s,
         "compile_s": training.compile_s,
+        # this seed's examples per second; the group trained len(group_seeds) times as many
         "train_examples_per_s": training.steady_examples / training.steady_s if training.steady_s > 0 else None,
         **eval_timing,
-        "peak_memory_mib": backend.peak_memory_mib(device),
     }
-    record = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "tfp_vae_version": __version__,
         "run_id": spec.run_id(),
@@ -80,14 +109,14 @@ def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.
             "validation_examples": len(splits.validation),
         },
         "execution": {"device": device, "backend": backend.name, "xla": spec.train.jit or backend.always_compiles,
-                      "tf32": spec.tf32, "precision": "float32",
+                      "tf32": spec.tf32, "precision": spec.precision,
+                      # the seeds trained in one compiled step with this one (seed batching), itself included
+                      "seed_group": list(group_seeds),
                       # runs sharing this machine while this one ran (set by the study runner)
                       "concurrent_runs": int(os.environ.get("TFP_VAE_CONCURRENT_RUNS", "1"))},
         "timing": timing,
-        "environment": {**capture(backend, device, spec.train.jit or backend.always_compiles),
-                        "data_source": {"source": location.source, "directory": str(location.directory or "")}},
+        "environment": environment,
     }
-    return jsonable(record)
 
 
 def jsonable(value: Any) -> Any:

@@ -40,10 +40,13 @@ def init_carry(backend: Backend, model: VAE) -> dict[str, Any]:
 
 
 def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                    multipliers: dict[str, Any], jit: bool) -> tuple[Callable, Callable]:
+                    multipliers: dict[str, Any], jit: bool, batched: bool = False) -> tuple[Callable, Callable]:
     """(opt_init(params), step). `step(params, opt_state, carry, x float32 (B,H,W,C), seeds int32 (2, 2))`
     returns the new (params, opt_state, carry) and {"objective", "bound"}, batch means.
-    After the first non-finite loss or gradient nothing is updated again, and the step is kept."""
+    After the first non-finite loss or gradient nothing is updated again, and the step is kept.
+
+    `batched`: every argument and result gains a leading seed axis (S models in one compiled step,
+    each with its own batch, noise and guard); opt_init still takes one model's parameters."""
     xp = backend.xp
     opt_init, opt_update = backend.adam(learning_rate)
 
@@ -68,7 +71,17 @@ def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, lea
                  "bad_step": xp.where(~finite & (carry["bad_step"] < 0), carry["step"], carry["bad_step"])}
         return keep(new_params, params), keep(new_opt, opt_state), carry, {"objective": -loss, "bound": bound}
 
-    return opt_init, backend.jit(step, jit)
+    return opt_init, backend.jit(backend.vmap(step) if batched else step, jit)
+
+
+def stack_trees(backend: Backend, trees: list[Any]) -> Any:
+    """Pytrees of identical structure -> one pytree with a leading axis (seed batching)."""
+    return backend.tree_map(lambda *leaves: backend.asarray(np.stack([backend.to_numpy(v) for v in leaves])), *trees)
+
+
+def take_tree(backend: Backend, tree: Any, index: int) -> Any:
+    """Entry `index` of the leading axis of every leaf."""
+    return backend.tree_map(lambda leaf: leaf[index], tree)
 
 
 #: Up to this many chunks the chunk loop is unrolled (cheap to compile); beyond it, a compiled

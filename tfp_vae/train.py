@@ -17,7 +17,8 @@ from tfp_vae.data import Splits
 from tfp_vae.decoders import DataContext
 from tfp_vae.model import VAE, scale_images
 from tfp_vae.seeds import derive_seed, numpy_rng
-from tfp_vae.steps import EvalFunctions, init_carry, make_train_step, multiplier_tree, pad_to, padded_batches
+from tfp_vae.steps import (EvalFunctions, init_carry, make_train_step, multiplier_tree, pad_to, padded_batches,
+                           stack_trees, take_tree)
 
 
 @dataclass
@@ -99,73 +100,122 @@ def _finite_or_none(value: float) -> float | None:
 def train(backend: Backend, model: VAE, spec: RunSpec, splits: Splits, data: DataContext, evals: EvalFunctions,
           log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> tuple[Trained, TrainingResult]:
     """Train from the spec's seed; returns the parameters of the best validation epoch."""
-    cfg = spec.train
-    init = model.init(spec.seed)
-    params = backend.tree_map(backend.asarray, init)
-    multipliers = multiplier_tree(model, init)
-    opt_init, step = make_train_step(backend, model, spec.scaling, data.levels, cfg.learning_rate, multipliers, cfg.jit)
-    opt_state, carry = opt_init(params), init_carry(backend, model)
-    val = EvalData(backend, splits.validation.images, spec, data.levels, "validation")
+    return train_group(backend, model, [spec], splits, data, evals, log)[0]
+
+
+class _SeedTrack:
+    """One seed's bookkeeping in a group: its result, best epoch and whether it still trains."""
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.result = TrainingResult()
+        self.best_val, self.best, self.since_best = -math.inf, None, 0
+        self.active = True
+        self.tag = f"seed {spec.seed}: "
+
+
+def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Splits, data: DataContext,
+                evals: EvalFunctions, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+                ) -> list[tuple[Trained, TrainingResult]]:
+    """Train specs that differ only in their seed together, one compiled step for all of them (seed
+    batching, when there is more than one). Each seed keeps its own initial weights, data order,
+    noise, non-finite guard, early stopping and best epoch, exactly as if it were trained alone;
+    a seed that diverges or stops early leaves the others training. Returns one
+    (best-epoch parameters, result) per spec, in order."""
+    cfg, first = specs[0].train, specs[0]
+    batched = len(specs) > 1
+    inits = [model.init(spec.seed) for spec in specs]
+    multipliers = multiplier_tree(model, inits[0])
+    opt_init, step = make_train_step(backend, model, first.scaling, data.levels, cfg.learning_rate, multipliers,
+                                     cfg.jit, batched)
+    solo = [backend.tree_map(backend.asarray, init) for init in inits]
+    if batched:
+        params = stack_trees(backend, solo)
+        opt_state = stack_trees(backend, [opt_init(p) for p in solo])
+        carry = stack_trees(backend, [init_carry(backend, model)] * len(specs))
+    else:
+        params, opt_state, carry = solo[0], opt_init(solo[0]), init_carry(backend, model)
+    seed_view = (lambda tree, s: take_tree(backend, tree, s)) if batched else (lambda tree, s: tree)
+    val = [EvalData(backend, splits.validation.images, spec, data.levels, "validation") for spec in specs]
     x_train = splits.train.images.astype(np.float32)
     steps_per_epoch = len(x_train) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(x_train)} training images")
-    result = TrainingResult()
-    best_val, best, since_best = -math.inf, None, 0
+    tracks = [_SeedTrack(spec) for spec in specs]
+    if not batched:
+        tracks[0].tag = ""
     lik = model.likelihood
-    t_start = time.perf_counter()
+    compile_s, t_start = 0.0, time.perf_counter()
     for epoch in range(cfg.epochs):
-        order = numpy_rng(spec.seed, "shuffle", epoch).permutation(len(x_train))
+        orders = [numpy_rng(spec.seed, "shuffle", epoch).permutation(len(x_train)) for spec in specs]
         metrics = []
         t_epoch = time.perf_counter()
         for i in range(steps_per_epoch):
-            batch = backend.asarray(x_train[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]])
-            seeds = backend.asarray(np.stack([derive_seed(spec.seed, "dequant", epoch, i),
-                                              derive_seed(spec.seed, "z", epoch, i)]))
+            rows = [x_train[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]] for order in orders]
+            seeds = [np.stack([derive_seed(spec.seed, "dequant", epoch, i), derive_seed(spec.seed, "z", epoch, i)])
+                     for spec in specs]
+            batch = backend.asarray(np.stack(rows) if batched else rows[0])
+            seeds = backend.asarray(np.stack(seeds) if batched else seeds[0])
             params, opt_state, carry, m = step(params, opt_state, carry, batch, seeds)
             if epoch == 0 and i == 0:
                 backend.to_numpy(m["objective"])  # the first call compiles; time it apart
-                result.compile_s = time.perf_counter() - t_epoch
+                compile_s = time.perf_counter() - t_epoch
                 t_epoch = time.perf_counter()
             metrics.append(m)
-        train_objective = float(np.mean([backend.to_numpy(m["objective"]) for m in metrics]))
-        train_bound = float(np.mean([backend.to_numpy(m["bound"]) for m in metrics]))
+        # (steps,) or (steps, seeds): per-seed means over the epoch
+        train_objective = np.mean(np.stack([backend.to_numpy(m["objective"]) for m in metrics]), 0).reshape(-1)
+        train_bound = np.mean(np.stack([backend.to_numpy(m["bound"]) for m in metrics]), 0).reshape(-1)
+        bad_steps = backend.to_numpy(carry["bad_step"]).reshape(-1)
         elapsed = time.perf_counter() - t_epoch
-        result.steady_s += elapsed
-        result.steady_examples += (steps_per_epoch - (1 if epoch == 0 else 0)) * cfg.batch_size
-        result.epochs_run = epoch + 1
-
-        bad_step = int(backend.to_numpy(carry["bad_step"]))
-        if bad_step >= 0:
-            result.nonfinite = {"epoch": bad_step // steps_per_epoch, "step": bad_step % steps_per_epoch, "global_step": bad_step}
-            for key in result.curves:
-                result.curves[key].append(None)
-            log(f"  epoch {epoch + 1}: non-finite loss or gradient at step {bad_step}; run ended")
+        for s, track in enumerate(tracks):
+            if not track.active:
+                continue
+            result = track.result
+            result.compile_s = compile_s
+            result.steady_s += elapsed
+            result.steady_examples += (steps_per_epoch - (1 if epoch == 0 else 0)) * cfg.batch_size
+            result.epochs_run = epoch + 1
+            bad_step = int(bad_steps[s])
+            if bad_step >= 0:
+                result.nonfinite = {"epoch": bad_step // steps_per_epoch, "step": bad_step % steps_per_epoch,
+                                    "global_step": bad_step}
+                for key in result.curves:
+                    result.curves[key].append(None)
+                log(f"  {track.tag}epoch {epoch + 1}: non-finite loss or gradient at step {bad_step}; run ended")
+                track.active = False
+                continue
+            now = Trained(seed_view(params, s), seed_view(carry["dstate"], s))
+            spec = track.spec
+            val_bound = float(np.mean(per_example(backend, evals.elbo, now, val[s], spec.eval.batch_size,
+                                                  ("val_z", epoch), spec)[0]))
+            _, val_std, val_log_density, _, _ = per_example(backend, evals.at_mean, now, val[s],
+                                                            spec.eval.batch_size, None, spec)
+            min_sigma = float(np.min(val_std)) if lik.has_scale else None
+            below = float(np.mean(val_std < data.tau)) if lik.has_scale else None
+            excess = excess_density_frac(val_log_density, data, spec.eval.density_c) if lik.has_density else None
+            for key, value in (("train_objective", float(train_objective[s])), ("train_bound", float(train_bound[s])),
+                               ("val_bound", val_bound), ("val_min_sigma", min_sigma), ("val_frac_below_tau", below),
+                               ("val_excess_density_frac", excess)):
+                result.curves[key].append(None if value is None else _finite_or_none(value))
+            sigma_text = "" if min_sigma is None else f"  min sd {min_sigma:.3g}  sd below tau {below:.2%}"
+            sigma_text += "" if excess is None else f"  excess density {excess:.2%}"
+            log(f"  {track.tag}epoch {epoch + 1}/{cfg.epochs}: train bound {float(train_bound[s]):.2f}  "
+                f"val bound {val_bound:.2f}{sigma_text}  ({elapsed:.1f} s)")
+            if math.isfinite(val_bound) and val_bound > track.best_val:
+                track.best_val, track.since_best, result.best_epoch = val_bound, 0, epoch
+                track.best = now  # arrays are immutable: keeping the pytree is a snapshot
+            else:
+                track.since_best += 1
+                if cfg.patience and track.since_best >= cfg.patience:
+                    result.stopped_early = True
+                    track.active = False
+                    log(f"  {track.tag}early stop: no validation improvement for {cfg.patience} epochs")
+        # a stopped seed keeps stepping with the others (its best epoch is already kept) until all stop
+        if not any(track.active for track in tracks):
             break
-
-        now = Trained(params, carry["dstate"])
-        val_bound = float(np.mean(per_example(backend, evals.elbo, now, val, spec.eval.batch_size, ("val_z", epoch), spec)[0]))
-        _, val_std, val_log_density, _, _ = per_example(backend, evals.at_mean, now, val, spec.eval.batch_size, None, spec)
-        min_sigma = float(np.min(val_std)) if lik.has_scale else None
-        below = float(np.mean(val_std < data.tau)) if lik.has_scale else None
-        excess = excess_density_frac(val_log_density, data, spec.eval.density_c) if lik.has_density else None
-        for key, value in (("train_objective", train_objective), ("train_bound", train_bound), ("val_bound", val_bound),
-                           ("val_min_sigma", min_sigma), ("val_frac_below_tau", below),
-                           ("val_excess_density_frac", excess)):
-            result.curves[key].append(None if value is None else _finite_or_none(value))
-        sigma_text = "" if min_sigma is None else f"  min sd {min_sigma:.3g}  sd below tau {below:.2%}"
-        sigma_text += "" if excess is None else f"  excess density {excess:.2%}"
-        log(f"  epoch {epoch + 1}/{cfg.epochs}: train bound {train_bound:.2f}  val bound {val_bound:.2f}{sigma_text}  ({elapsed:.1f} s)")
-
-        if math.isfinite(val_bound) and val_bound > best_val:
-            best_val, since_best, result.best_epoch = val_bound, 0, epoch
-            best = now
-        else:
-            since_best += 1
-            if cfg.patience and since_best >= cfg.patience:
-                result.stopped_early = True
-                log(f"  early stop: no validation improvement for {cfg.patience} epochs")
-                break
-    result.train_s = time.perf_counter() - t_start
-    # arrays are immutable: keeping the best epoch's pytree is a snapshot, restoring it is a reference
-    return (best or Trained(params, carry["dstate"])), result
+    train_s = time.perf_counter() - t_start
+    out = []
+    for s, track in enumerate(tracks):
+        track.result.train_s = train_s
+        out.append((track.best or Trained(seed_view(params, s), seed_view(carry["dstate"], s)), track.result))
+    return out

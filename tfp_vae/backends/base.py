@@ -33,6 +33,7 @@ class Ops:
     logaddexp: Callable  # logaddexp(a, b), elementwise
     fori_loop: Callable  # fori_loop(lower, upper, body(i, carry) -> carry, init): a compiled loop
     matmul: Callable
+    matmul_bf16: Callable  # matmul_bf16(a, b): inputs rounded to bfloat16, float32 result
     reshape: Callable  # reshape(x, shape)
     concat: Callable  # concat(list, axis)
     stack: Callable  # stack(list, axis)
@@ -57,6 +58,7 @@ class Backend:
     tree_map: Callable  # tree_map(f, tree, *rest)
     tree_leaves: Callable
     value_and_grad: Callable  # value_and_grad(f)(params, *args) -> ((value, aux), grads)
+    vmap: Callable  # vmap(f)(*args): f mapped over the leading axis of every argument (seed batching)
     jit: Callable  # jit(f, enabled) -> compiled f
     adam: Callable  # adam(learning_rate) -> (init(params), update(grads, state, params) -> (updates, state))
     configure: Callable  # configure(device, tf32) -> device string

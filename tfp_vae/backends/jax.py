@@ -39,6 +39,8 @@ OPS = Ops(
     sum=lambda x, axis=None: jnp.sum(x, axis), mean=lambda x, axis=None: jnp.mean(x, axis), all=jnp.all,
     logsumexp=lambda x, axis=None: jax.scipy.special.logsumexp(x, axis), logaddexp=jnp.logaddexp,
     fori_loop=jax.lax.fori_loop, matmul=jnp.matmul, reshape=jnp.reshape,
+    matmul_bf16=lambda a, b: jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                                        preferred_element_type=jnp.float32),
     concat=lambda xs, axis: jnp.concatenate(xs, axis), stack=lambda xs, axis=0: jnp.stack(xs, axis),
     broadcast_to=jnp.broadcast_to, full=lambda shape, value: jnp.full(shape, value, jnp.float32),
     conv2d=lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DIMS),
@@ -109,7 +111,7 @@ def environment(device: str) -> dict[str, Any]:
 
 BACKEND = Backend(
     name="jax", xp=OPS, tfd=tfp.distributions, asarray=asarray, to_numpy=lambda t: np.asarray(t),
-    tree_map=jax.tree_util.tree_map, tree_leaves=jax.tree_util.tree_leaves, value_and_grad=value_and_grad,
+    tree_map=jax.tree_util.tree_map, tree_leaves=jax.tree_util.tree_leaves, value_and_grad=value_and_grad, vmap=jax.vmap,
     jit=lambda f, enabled=True: jax.jit(f), adam=adam, configure=configure, device_scope=device_scope,
     peak_memory_mib=peak_memory_mib, environment=environment, always_compiles=True,
 )

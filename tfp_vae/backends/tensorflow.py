@@ -29,6 +29,11 @@ def _fori_loop(lower, upper, body, init):
     return tf.while_loop(lambda i, c: i < upper, lambda i, c: (i + 1, body(i, c)), (tf.constant(lower), init))[1]
 
 
+def _matmul_bf16(a, b):
+    # oneDNN runs bfloat16 matmuls on the CPU's bf16 units (AVX512-BF16, AMX) and accumulates in float32
+    return tf.cast(tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)), tf.float32)
+
+
 OPS = Ops(
     exp=tf.exp, log=tf.math.log, sqrt=tf.sqrt, square=tf.square, softplus=tf.math.softplus, sigmoid=tf.sigmoid,
     relu=tf.nn.relu, floor=tf.floor, round=tf.round, clip=tf.clip_by_value, where=tf.where,
@@ -36,7 +41,7 @@ OPS = Ops(
     sum=lambda x, axis=None: tf.reduce_sum(x, axis), mean=lambda x, axis=None: tf.reduce_mean(x, axis),
     all=lambda x: tf.reduce_all(x), logsumexp=lambda x, axis=None: tf.reduce_logsumexp(x, axis),
     logaddexp=lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), 0), fori_loop=_fori_loop,
-    matmul=tf.matmul, reshape=tf.reshape, concat=lambda xs, axis: tf.concat(xs, axis),
+    matmul=tf.matmul, matmul_bf16=_matmul_bf16, reshape=tf.reshape, concat=lambda xs, axis: tf.concat(xs, axis),
     stack=lambda xs, axis=0: tf.stack(xs, axis), broadcast_to=tf.broadcast_to,
     full=lambda shape, value: tf.fill(shape, tf.constant(value, tf.float32)),
     conv2d=lambda x, w: tf.nn.conv2d(x, w, strides=2, padding="SAME"), conv2d_transpose=_conv2d_transpose,
@@ -63,6 +68,16 @@ def value_and_grad(f):
         return (value, aux), grads
 
     return wrapped
+
+
+def vmap(f):
+    """f mapped over the leading axis of every argument, vectorised by TensorFlow's pfor. Stateless
+    random ops whose seed differs per seed have no vectorised form: pfor runs just those in a loop."""
+
+    def mapped(*args):
+        return tf.vectorized_map(lambda a: f(*a), args, fallback_to_while_loop=True, warn=False)
+
+    return mapped
 
 
 def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
@@ -123,7 +138,7 @@ def environment(device: str) -> dict[str, Any]:
 
 BACKEND = Backend(
     name="tensorflow", xp=OPS, tfd=tfp.distributions, asarray=asarray, to_numpy=lambda t: np.asarray(t),
-    tree_map=tf.nest.map_structure, tree_leaves=tf.nest.flatten, value_and_grad=value_and_grad,
+    tree_map=tf.nest.map_structure, tree_leaves=tf.nest.flatten, value_and_grad=value_and_grad, vmap=vmap,
     # autograph off: the core has no tensor-dependent Python control flow, and tracing is faster
     jit=lambda f, enabled=True: tf.function(f, jit_compile=enabled, autograph=False), adam=adam, configure=configure,
     device_scope=lambda device: tf.device(device), peak_memory_mib=peak_memory_mib, environment=environment,

@@ -1,12 +1,15 @@
-"""Run a study: skip finished runs, claim the rest, run each in its own process.
+"""Run a study: skip finished runs, claim the rest, train specs that differ only by seed
+together (seed batching), in worker processes that stay up between groups.
 
-Every run is a fresh `python -m tfp_vae.runner.worker` process, so TensorFlow state
-and thread settings never leak between runs; with N parallel runs each gets
-cores / N threads. The executor only decides where that process starts: a local
-thread pool, or a Dask cluster (a LocalCluster by default, or `--scheduler ADDRESS`).
-Records travel back as values and are written by this (client) process as they
-arrive, so workers need no shared disk, and a Ctrl-C or a killed client loses no
-finished record: the next invocation resumes.
+A worker is a `python -m tfp_vae.runner.worker` process with its own thread settings:
+with N parallel workers each gets cores / N threads. It stays up across groups, so the
+framework's start-up (seconds per process) is paid once per worker, not once per run,
+and a worker that dies is replaced while its group's runs are recorded as errors. The
+executor only decides where workers live: this machine (a thread per worker), or a Dask
+cluster (a LocalCluster by default, or `--scheduler ADDRESS`; each Dask worker process
+keeps its own worker process). Records travel back as values and are written by this
+(client) process as they arrive, so workers need no shared disk, and a Ctrl-C or a killed
+client loses no finished record: the next invocation resumes.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import queue
+import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,35 +32,120 @@ from tfp_vae.config import RunSpec
 from tfp_vae.errors import ConfigError
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study, describe
-from tfp_vae.runner.worker import error_record
+from tfp_vae.runner.worker import DONE, error_record
 
 WORKER_TIMEOUT_S = 6 * 3600
+#: Seeds trained in one compiled step at most, unless the command line says otherwise: the
+#: group's parameters, optimiser state and batches are this many times one run's.
+DEFAULT_SEEDS_PER_GROUP = 16
+#: A worker is replaced after this many groups, which bounds what compiled functions and
+#: framework caches can accumulate in one process.
+GROUPS_PER_WORKER = 64
 
 
-def run_isolated(spec_dict: dict[str, Any], run_id: str, threads: int, concurrent: int = 1) -> dict[str, Any]:
-    """Run one spec in a fresh Python process on this machine; never raises. `concurrent` (how
-    many runs share the machine) goes into the record beside its timings."""
+def worker_env(threads: int, concurrent: int) -> dict[str, str]:
+    """The environment of a worker process: its thread budget and how many runs share the machine."""
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(min(2, threads)),
            "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
            "TFP_VAE_CONCURRENT_RUNS": str(concurrent)}
     if threads == 1:  # XLA on CPU (the JAX backend) otherwise starts a thread per core in every run
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
                             " intra_op_parallelism_threads=1").strip()
-    with tempfile.TemporaryDirectory(prefix="tfp_vae_run_") as tmp:
-        out = Path(tmp) / "record.json"
+    return env
+
+
+class WorkerProcess:
+    """One `python -m tfp_vae.runner.worker` process, fed one seed group at a time."""
+
+    def __init__(self, threads: int, concurrent: int):
+        self.log = tempfile.TemporaryFile(mode="w+", prefix="tfp_vae_worker_")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tfp_vae.runner.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=worker_env(threads, concurrent))
+        self.groups = 0
+
+    def log_tail(self, chars: int = 4000) -> str:
+        self.log.seek(0, os.SEEK_END)
+        self.log.seek(max(0, self.log.tell() - chars))
+        return self.log.read()
+
+    def run_group(self, spec_dicts: list[dict[str, Any]], run_ids: list[str],
+                  timeout_s: float = WORKER_TIMEOUT_S) -> tuple[list[dict[str, Any]], bool]:
+        """(one record per spec, whether the worker is still usable); never raises."""
+        with tempfile.TemporaryDirectory(prefix="tfp_vae_group_") as out:
+            failure = None
+            try:
+                self.proc.stdin.write(json.dumps({"specs": spec_dicts, "out": out}) + "\n")
+                self.proc.stdin.flush()
+                ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+                answer = self.proc.stdout.readline() if ready else None
+                if answer is None:
+                    failure = f"TimeoutExpired: seed group exceeded {timeout_s:.0f} s"
+                elif answer.strip() != DONE:
+                    failure = f"worker process exited with code {self.proc.poll()}"
+            except (BrokenPipeError, OSError) as exc:
+                failure = f"worker process unreachable ({exc}), exit code {self.proc.poll()}"
+            records = []
+            for spec_dict, run_id in zip(spec_dicts, run_ids):
+                path = Path(out) / f"{run_id}.json"
+                if path.is_file():  # written atomically: a record that is there is whole
+                    records.append(json.loads(path.read_text()))
+                else:
+                    records.append(error_record(spec_dict, run_id, failure or "worker wrote no record",
+                                                self.log_tail()))
+        self.groups += 1
+        return records, failure is None and self.groups < GROUPS_PER_WORKER
+
+    def close(self) -> None:
+        """End the process: end of input first, a kill if it does not go."""
         try:
-            proc = subprocess.run([sys.executable, "-m", "tfp_vae.runner.worker", str(out)], input=json.dumps(spec_dict),
-                                  capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return error_record(spec_dict, run_id, f"TimeoutExpired: run exceeded {WORKER_TIMEOUT_S} s", "")
-        if proc.returncode != 0 or not out.is_file():
-            tail = proc.stderr[-4000:]
-            return error_record(spec_dict, run_id, f"worker process exited with code {proc.returncode}", tail)
-        return json.loads(out.read_text())
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+#: Idle workers of this process, by (threads, concurrent): a thread of the local executor, or
+#: a Dask worker process, takes one, feeds it a group and puts it back.
+_IDLE: dict[tuple[int, int], queue.SimpleQueue] = {}
+_IDLE_LOCK = threading.Lock()
+
+
+def run_group_in_worker(spec_dicts: list[dict[str, Any]], run_ids: list[str], threads: int,
+                        concurrent: int = 1) -> list[dict[str, Any]]:
+    """Run one seed group in an idle worker process of this machine (started if there is none);
+    never raises. `concurrent` (how many groups share the machine) goes into the records."""
+    with _IDLE_LOCK:
+        idle = _IDLE.setdefault((threads, concurrent), queue.SimpleQueue())
+    try:
+        worker = idle.get_nowait()
+    except queue.Empty:
+        worker = WorkerProcess(threads, concurrent)
+    records, reusable = worker.run_group(spec_dicts, run_ids)
+    if reusable:
+        idle.put(worker)
+    else:
+        worker.close()
+    return records
+
+
+def close_idle_workers() -> None:
+    """End every idle worker process of this process."""
+    with _IDLE_LOCK:
+        pools = list(_IDLE.values())
+        _IDLE.clear()
+    for idle in pools:
+        while True:
+            try:
+                idle.get_nowait().close()
+            except queue.Empty:
+                break
 
 
 class LocalExecutor:
-    """Runs on this machine: a thread per parallel run, each waiting on its own process."""
+    """Runs on this machine: a thread per parallel worker, each feeding its own worker process."""
 
     def __init__(self, workers: int, scheduler: str | None = None):
         if scheduler:
@@ -63,14 +154,16 @@ class LocalExecutor:
         self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.workers = workers
 
-    def submit(self, spec: RunSpec) -> cf.Future:
-        return self.pool.submit(run_isolated, spec.to_dict(), spec.run_id(), self.threads, self.workers)
+    def submit(self, group: list[RunSpec]) -> cf.Future:
+        return self.pool.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
+                                self.threads, self.workers)
 
     def wait_any(self, futures: list) -> set:
         return cf.wait(futures, return_when=cf.FIRST_COMPLETED)[0]
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        close_idle_workers()
 
 
 class DaskExecutor:
@@ -91,8 +184,9 @@ class DaskExecutor:
             self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.workers = 1 if scheduler else workers
 
-    def submit(self, spec: RunSpec):
-        return self.client.submit(run_isolated, spec.to_dict(), spec.run_id(), self.threads, self.workers, pure=False)
+    def submit(self, group: list[RunSpec]):
+        return self.client.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
+                                  self.threads, self.workers, pure=False)
 
     def wait_any(self, futures: list) -> set:
         from distributed import wait
@@ -176,51 +270,72 @@ def summary(record: dict[str, Any]) -> str:
     return f"{record['status']} iwae_ll {iwae} collapse {m['variance_collapse']} ({t['wall_s']:.1f}s)"
 
 
+def seed_groups(specs: list[RunSpec], cap: int) -> list[list[RunSpec]]:
+    """Specs that differ only by seed, in groups of at most `cap`, in study order."""
+    if cap < 1:
+        raise ConfigError(f"--seeds-per-group {cap} is not allowed; expected an integer >= 1")
+    by_key: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        by_key.setdefault(spec.group_key(), []).append(spec)
+    return [members[i:i + cap] for members in by_key.values() for i in range(0, len(members), cap)]
+
+
 def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str = "local", scheduler: str | None = None,
-              force: bool = False, rerun_failed: bool = False, out: Callable[[str], None] | None = None) -> Progress:
-    """Run every pending spec of `study`, at most `workers` at a time."""
-    todo = pending_specs(study, store, force, rerun_failed)
+              force: bool = False, rerun_failed: bool = False, out: Callable[[str], None] | None = None,
+              seeds_per_group: int = DEFAULT_SEEDS_PER_GROUP, groups: list[list[RunSpec]] | None = None) -> Progress:
+    """Run every pending spec of `study`, seed groups of at most `seeds_per_group`, at most `workers`
+    groups at a time. `groups` (e.g. the groups of committed records being reproduced) replaces
+    the grouping; its specs are run whatever their status."""
+    todo = [s for g in groups for s in g] if groups is not None else pending_specs(study, store, force, rerun_failed)
+    force = force or groups is not None
+    queue_ = groups if groups is not None else seed_groups(todo, seeds_per_group)
     progress = Progress(total=len(study.specs), skipped=len(study.specs) - len(todo), out=out)
-    progress.start(f"{len(todo)} to run, {progress.skipped} already recorded, executor {executor}")
+    progress.start(f"{len(todo)} to run in {len(queue_)} seed group(s), {progress.skipped} already recorded, "
+                   f"executor {executor}")
     if not todo:
         progress.close()
         return progress
     engine = make_executor(executor, workers, scheduler)
-    running: dict[Any, RunSpec] = {}
+    running: dict[Any, list[RunSpec]] = {}
     try:
-        queue = list(todo)
-        while queue or running:
-            while queue and len(running) < workers:
-                spec = queue.pop(0)
-                if not store.claim(spec.run_id()):
-                    progress.skipped += 1
-                    progress.line(f"{describe(spec)} is being run by another invocation")
-                    continue
-                if not force and store.status(spec.run_id()) == "done":  # finished while we waited
-                    store.release(spec.run_id())
-                    progress.skipped += 1
-                    continue
-                running[engine.submit(spec)] = spec
-            progress.running = len(running)
+        queue_ = list(queue_)
+        while queue_ or running:
+            while queue_ and len(running) < workers:
+                group = []
+                for spec in queue_.pop(0):
+                    if not store.claim(spec.run_id()):
+                        progress.skipped += 1
+                        progress.line(f"{describe(spec)} is being run by another invocation")
+                    elif not force and store.status(spec.run_id()) == "done":  # finished while we waited
+                        store.release(spec.run_id())
+                        progress.skipped += 1
+                    else:
+                        group.append(spec)
+                if group:
+                    running[engine.submit(group)] = group
+            progress.running = sum(len(g) for g in running.values())
             if not running:
                 break
             for future in engine.wait_any(list(running)):
-                spec = running.pop(future)
+                group = running.pop(future)
                 try:
-                    record = future.result()
+                    records = future.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. a Dask worker was lost
-                    record = error_record(spec.to_dict(), spec.run_id(), f"{type(exc).__name__}: {exc}", "")
-                store.write(record)
-                store.release(spec.run_id())
-                if record["status"] == "error":
-                    progress.failed += 1
-                else:
-                    progress.done += 1
-                progress.running = len(running)
-                progress.line(f"{describe(spec)}: {summary(record)}", finished_one=True)
+                    records = [error_record(s.to_dict(), s.run_id(), f"{type(exc).__name__}: {exc}", "")
+                               for s in group]
+                progress.running = sum(len(g) for g in running.values())
+                for spec, record in zip(group, records):
+                    store.write(record)
+                    store.release(spec.run_id())
+                    if record["status"] == "error":
+                        progress.failed += 1
+                    else:
+                        progress.done += 1
+                    progress.line(f"{describe(spec)}: {summary(record)}", finished_one=True)
     finally:
-        for spec in running.values():
-            store.release(spec.run_id())
+        for group in running.values():
+            for spec in group:
+                store.release(spec.run_id())
         engine.close()
         progress.close()
     return progress

@@ -51,6 +51,24 @@ def sample_specs(study: Study, store: ResultStore, n: int | None) -> list:
     return (picked + rest)[:n]
 
 
+def recorded_groups(study: Study, store: ResultStore, sample: list) -> list[list]:
+    """The seed groups the sampled runs were trained in, from their records: a run is
+    reproduced by retraining its whole group, since seed batching rounds differently from
+    a group of another size."""
+    by_key_seed = {(s.group_key(), s.seed): s for s in study.specs}
+    groups, covered = [], set()
+    for spec in sample:
+        if spec.run_id() in covered:
+            continue
+        seeds = store.read(spec.run_id()).get("execution", {}).get("seed_group") or [spec.seed]
+        group = [by_key_seed.get((spec.group_key(), seed)) for seed in seeds]
+        if any(member is None for member in group):  # the study no longer has that seed: the run alone
+            group = [spec]
+        covered.update(member.run_id() for member in group)
+        groups.append(group)
+    return groups
+
+
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
         out = {}
@@ -125,17 +143,18 @@ class Outcome:
 
 
 def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n: int | None,
-              run_specs: Callable[[Study, ResultStore], Any], log: Callable[[str], None] = print) -> list[Outcome]:
+              run_specs: Callable[[Study, ResultStore, list], Any], log: Callable[[str], None] = print) -> list[Outcome]:
     """Rerun the sample of `study` into out_root/<machine>/<study>/ and compare; writes summary.json."""
     from tfp_vae.runner.study import describe
 
     committed = ResultStore(committed_root, study.name)
-    specs = sample_specs(study, committed, n)
+    groups = recorded_groups(study, committed, sample_specs(study, committed, n))
+    specs = [spec for group in groups for spec in group]
     machine = machine_slug()
     fresh = ResultStore(Path(out_root) / machine, study.name)
-    log(f"reproducing {len(specs)} of {len(study.specs)} committed runs of {study.name} on {cpu_model()} "
-        f"into {fresh.dir}")
-    run_specs(Study(study.name, study.path, tuple(specs)), fresh)
+    log(f"reproducing {len(specs)} of {len(study.specs)} committed runs of {study.name} ({len(groups)} seed "
+        f"group(s), as recorded) on {cpu_model()} into {fresh.dir}")
+    run_specs(Study(study.name, study.path, tuple(specs)), fresh, groups)
     outcomes = []
     for spec in specs:
         old, new = committed.read(spec.run_id()), fresh.read(spec.run_id())

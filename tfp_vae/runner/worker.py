@@ -1,5 +1,11 @@
-"""`python -m tfp_vae.runner.worker OUT.json`: run the spec read as JSON on stdin in
-this fresh process and write its record to OUT.json. Errors become error records."""
+"""`python -m tfp_vae.runner.worker`: a worker process that stays up between seed groups.
+
+The study runner starts a few of these and sends each one seed group at a time, one
+JSON line on stdin: {"specs": [spec dicts], "out": directory}. The worker trains the
+group (seed batching), writes each record atomically to directory/<run_id>.json and
+answers with the line "done". End of input ends the process. A group that raises is
+retried one seed at a time, so one failing seed leaves the others' records intact;
+what still raises becomes an error record."""
 
 from __future__ import annotations
 
@@ -7,9 +13,13 @@ import json
 import os
 import sys
 import traceback
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from tfp_vae import SCHEMA_VERSION, __version__
+
+#: What the worker answers when a group's records are written.
+DONE = "done"
 
 
 def error_record(spec_dict: dict[str, Any], run_id: str, error: str, tb: str) -> dict[str, Any]:
@@ -18,19 +28,46 @@ def error_record(spec_dict: dict[str, Any], run_id: str, error: str, tb: str) ->
             "spec": spec_dict, "status": "error", "error": error, "traceback": tb}
 
 
+def run_specs(spec_dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of one seed group; never raises."""
+    from tfp_vae.config import spec_from_dict
+    from tfp_vae.run import run_group
+
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    specs = [spec_from_dict(d) for d in spec_dicts]
+    try:
+        return run_group(specs, log)
+    except Exception:  # noqa: BLE001 - a failing run is recorded and the study goes on
+        if len(specs) > 1:
+            log(f"seed group failed:\n{traceback.format_exc()}retrying its seeds one at a time")
+            return [record for spec in spec_dicts for record in run_specs([spec])]
+        exc_type, exc, _ = sys.exc_info()
+        return [error_record(specs[0].to_dict(), specs[0].run_id(), f"{exc_type.__name__}: {exc}",
+                             traceback.format_exc())]
+
+
+def serve(requests: TextIO, answers: TextIO) -> None:
+    """Answer seed-group requests until the input ends."""
+    from tfp_vae.run import write_record
+
+    for line in requests:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        for record in run_specs(request["specs"]):
+            write_record(record, Path(request["out"]) / f"{record['run_id']}.json")
+        answers.write(DONE + "\n")
+        answers.flush()
+
+
 def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    out_path = sys.argv[1]
-    spec_dict = json.loads(sys.stdin.read())
-    from tfp_vae.config import spec_from_dict
-    from tfp_vae.run import run, write_record
-
-    spec = spec_from_dict(spec_dict)
-    try:
-        record = run(spec, log=lambda s: print(s, file=sys.stderr))
-    except Exception as exc:  # noqa: BLE001 - a failing run is recorded and the study goes on
-        record = error_record(spec.to_dict(), spec.run_id(), f"{type(exc).__name__}: {exc}", traceback.format_exc())
-    write_record(record, out_path)
+    # answers go to the original stdout; anything else written to fd 1 (by Python or by a
+    # framework's C++ code) goes to stderr, so it cannot corrupt the protocol
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(sys.stdin, answers)
     return 0
 
 
