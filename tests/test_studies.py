@@ -155,3 +155,65 @@ def test_store_claims_are_exclusive_and_stale_locks_are_taken_over(tmp_path):
     lock = tmp_path / "s" / ".abc.lock"
     lock.write_text("999999999")  # a process that does not exist
     assert store.claim("abc")
+
+
+def test_seed_groups_join_specs_that_differ_only_by_seed_up_to_the_cap(tmp_path):
+    from tfp_vae.runner.execute import seed_groups
+
+    study = load_study(write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [4, 0, 2]")))
+    groups = seed_groups(list(study.specs), cap=2)
+    assert [[(s.decoder, s.seed) for s in g] for g in groups] == [
+        [("fixed", 4), ("fixed", 0)], [("fixed", 2)], [("floor", 4), ("floor", 0)], [("floor", 2)]]
+    assert len(seed_groups(list(study.specs), cap=16)) == 2
+    with pytest.raises(ConfigError, match="--seeds-per-group 0 is not allowed"):
+        seed_groups(list(study.specs), cap=0)
+
+
+@pytest.mark.slow
+def test_a_study_runs_seed_groups_in_workers_that_stay_up(tmp_path):
+    """3 seeds x 2 decoders with groups of at most 2 and one worker: four groups, one worker
+    process for all of them; each record names the seeds it trained with."""
+    from tfp_vae.runner import execute
+
+    study = load_study(write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2]")))
+    store = ResultStore(tmp_path / "runs", study.name)
+    started = []
+    original = execute.WorkerProcess.__init__
+
+    def counting(self, *args):
+        started.append(1)
+        original(self, *args)
+
+    execute.WorkerProcess.__init__ = counting
+    try:
+        progress = execute.run_study(study, store, workers=1, seeds_per_group=2, out=lambda s: None)
+    finally:
+        execute.WorkerProcess.__init__ = original
+    assert progress.done == 6 and progress.failed == 0 and len(started) == 1
+    groups = sorted((r["spec"]["decoder"], r["spec"]["seed"], tuple(r["execution"]["seed_group"]))
+                    for r in _records(store.dir))
+    assert groups == [("fixed", 0, (0, 1)), ("fixed", 1, (0, 1)), ("fixed", 2, (2,)),
+                      ("floor", 0, (0, 1)), ("floor", 1, (0, 1)), ("floor", 2, (2,))]
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_costs_its_group_only(tmp_path):
+    """A worker process killed before it answers: its group's runs become error records naming
+    the exit; the next group gets a fresh worker and runs."""
+    from tfp_vae.runner.execute import WorkerProcess, close_idle_workers, run_group_in_worker
+
+    study = load_study(write(tmp_path, TINY))
+    group = [s for s in study.specs if s.decoder == "fixed"]
+    dicts, ids = [s.to_dict() for s in group], [s.run_id() for s in group]
+    worker = WorkerProcess(1, 1)
+    worker.proc.kill()
+    worker.proc.wait()
+    records, reusable = worker.run_group(dicts, ids, timeout_s=60)
+    worker.close()
+    assert not reusable and [r["status"] for r in records] == ["error", "error"]
+    assert "exit" in records[0]["error"] and records[0]["run_id"] == ids[0]
+    try:
+        fresh = run_group_in_worker(dicts, ids, threads=1)
+    finally:
+        close_idle_workers()
+    assert [r["status"] for r in fresh] == ["ok", "ok"] and [r["run_id"] for r in fresh] == ids
