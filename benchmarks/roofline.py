@@ -47,12 +47,14 @@ def _time_jitted(fn, args, reps: int = 20, rounds: int = 5) -> float:
     return float(np.median(best))
 
 
-def matmul_ceiling(backend, shapes: list[tuple[int, int, int]]) -> float:
-    """FLOP/s of float32 matmuls (m, k) @ (k, n) for all `shapes` on `backend`, each timed
-    compiled by XLA, total FLOPs over total median time."""
+def matmul_ceiling(backend, shapes: list[tuple[int, int, int]], precision: str = "float32") -> float:
+    """FLOP/s of matmuls (m, k) @ (k, n) for all `shapes` on `backend`, each timed compiled by
+    XLA, total FLOPs over total median time; in bfloat16 as the networks run them under that
+    precision (float32 inputs rounded to bfloat16 in the same compiled function)."""
     rng = np.random.default_rng(0)
     total_flops, total_s = 0.0, 0.0
-    fn = backend.jit(lambda x, y: backend.xp.matmul(x, y), True)
+    matmul = backend.xp.matmul_bf16 if precision == "bfloat16" else backend.xp.matmul
+    fn = backend.jit(lambda x, y: matmul(x, y), True)
     for m, k, n in shapes:
         a = backend.asarray(rng.standard_normal((m, k)).astype(np.float32))
         b = backend.asarray(rng.standard_normal((k, n)).astype(np.float32))

@@ -26,7 +26,7 @@ from tfp_vae.decoders import DECODERS, DataContext
 from tfp_vae.errors import ConfigError
 from tfp_vae.run import build_model, run
 from tfp_vae.seeds import derive_seed
-from tfp_vae.steps import EvalFunctions, init_carry, make_train_step, multiplier_tree
+from tfp_vae.steps import EvalFunctions, init_carry, make_train_step, multiplier_tree, stack_trees
 
 SHAPE, LEVELS, BATCH, STEPS = (28, 28, 1), 256, 128, 20
 HIDDEN, LATENT = (512, 512), 16
@@ -63,9 +63,9 @@ def ceiling_decoder(backend: str, rows: int, k: int) -> float:
     return roofline.matmul_ceiling(get_backend(backend), roofline.decoder_forward_shapes(rows, layers))
 
 
-def _model(backend_name: str, decoder: str, scaling: str, device: str):
+def _model(backend_name: str, decoder: str, scaling: str, device: str, precision: str = "float32"):
     spec = spec_from_dict({"decoder": decoder, "scaling": scaling, "device": device, "backend": backend_name,
-                           "network": {"hidden": list(HIDDEN), "latent": LATENT}})
+                           "network": {"hidden": list(HIDDEN), "latent": LATENT}, "precision": precision})
     backend = get_backend(backend_name)
     dev = backend.configure(device, False)
     return backend, build_model(spec, SHAPE, DataContext(LEVELS, scaling), backend), dev
@@ -135,6 +135,66 @@ def test_train_step_tensorflow_without_xla(benchmark):
     run_steps, compile_s = _steps("tensorflow", "learned", "dequantized", jit=False)
     benchmark.pedantic(run_steps, rounds=5, iterations=1)
     _record_step(benchmark, "tensorflow", "learned", BATCH, compile_s, scaling="dequantized", device="cpu", mode="graph")
+
+
+@lru_cache(maxsize=None)
+def ceiling_train_precision(backend: str, batch: int, k: int, precision: str) -> float:
+    layers = roofline.mlp_layers(784, HIDDEN, LATENT, k)
+    return roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(batch, layers), precision)
+
+
+def _seed_batched_steps(backend_name: str, precision: str, seeds: int, steps: int, device: str = "cpu"):
+    """A closure running `steps` steps of `seeds` models of `learned` in one compiled step, and its compile time."""
+    backend, model, dev = _model(backend_name, "learned", "dequantized", device, precision)
+    with backend.device_scope(dev):
+        inits = [model.init(s) for s in range(seeds)]
+        opt_init, step = make_train_step(backend, model, "dequantized", LEVELS, 1e-3, multiplier_tree(model, inits[0]),
+                                         True, batched=seeds > 1)
+        solo = [backend.tree_map(backend.asarray, p) for p in inits]
+        if seeds > 1:
+            state = {"params": stack_trees(backend, solo), "opt": stack_trees(backend, [opt_init(p) for p in solo]),
+                     "carry": stack_trees(backend, [init_carry(backend, model)] * seeds)}
+        else:
+            state = {"params": solo[0], "opt": opt_init(solo[0]), "carry": init_carry(backend, model)}
+        rng = np.random.default_rng(0)
+        lead = (seeds,) if seeds > 1 else ()
+        batches = [backend.asarray(rng.integers(0, LEVELS, size=(*lead, BATCH, *SHAPE)).astype(np.float32))
+                   for _ in range(2)]
+        seed_arrays = [backend.asarray(np.arange(4 * seeds, dtype=np.int32).reshape(*lead, 2, 2) + 8 * seeds * i)
+                       for i in range(steps)]
+
+    def run_steps():
+        with backend.device_scope(dev):
+            m = None
+            for i in range(steps):
+                state["params"], state["opt"], state["carry"], m = step(state["params"], state["opt"], state["carry"],
+                                                                        batches[i % 2], seed_arrays[i])
+            np.asarray(m["objective"])
+
+    t0 = time.perf_counter()
+    run_steps()  # compiles, then warms
+    return run_steps, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("seeds", [1, 4, 16, 64])
+def test_seed_batched_step(benchmark, backend, precision, seeds):
+    """Model-examples/s of the 784-512-512-16 `learned` step at batch 128 with `seeds` models per
+    compiled step (seed batching), and the fraction of the same backend's matmul ceiling at
+    the step's layer shapes in the same precision."""
+    steps = max(3, 64 // seeds)
+    run_steps, compile_s = _seed_batched_steps(backend, precision, seeds, steps)
+    benchmark.pedantic(run_steps, rounds=5, iterations=1)
+    median = benchmark.stats.stats.median
+    layers = roofline.mlp_layers(784, HIDDEN, LATENT, DECODERS["learned"].outputs_per_pixel)
+    achieved = roofline.train_step_flops(BATCH, layers) * steps * seeds / median
+    ceiling = ceiling_train_precision(backend, BATCH, DECODERS["learned"].outputs_per_pixel, precision)
+    benchmark.extra_info.update({"model_examples_per_s": steps * seeds * BATCH / median,
+                                 "examples_per_s": steps * seeds * BATCH / median, "seeds": seeds,
+                                 "precision": precision, "batch": BATCH, "backend": backend, "compile_s": compile_s,
+                                 "matmul_gflops": achieved / 1e9, "ceiling_gflops": ceiling / 1e9,
+                                 "ceiling_fraction": achieved / ceiling})
 
 
 def _iwae(backend_name: str, decoder: str, k: int, chunk: int = 100):

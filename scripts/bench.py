@@ -4,7 +4,8 @@ scratch and say whether they match, fill in any run without a record, run the
 throughput benchmarks and compare them with the closest committed machine, and
 regenerate the reports.
 
-`tox -e bench -- --all` reproduces every committed run; other arguments go to every
+`tox -e bench -- --all` reproduces every committed run; `-- --study-walltime` also times
+the quick study from scratch with and without seed batching; other arguments go to every
 `tfp-vae run` and `tfp-vae reproduce`, e.g. `tox -e bench -- --workers 1`.
 """
 
@@ -27,7 +28,8 @@ def sh(*args: str) -> int:
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
     reproduce_all = "--all" in argv
-    run_args = [a for a in argv if a != "--all"] or ["--workers", "2"]
+    study_walltime = "--study-walltime" in argv
+    run_args = [a for a in argv if a not in ("--all", "--study-walltime")] or ["--workers", "2"]
     from tfp_vae.data import dataset_entry, store
     from tfp_vae.environment import machine_slug
 
@@ -50,7 +52,8 @@ def main(argv: list[str]) -> int:
     bench_dir = ROOT / "results" / "benchmarks"
     out = bench_dir / f"{machine_slug()}.json"
     fresh = bench_dir / f".{out.name}.new"
-    failures += sh(sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-only",
+    failures += sh(sys.executable, "-m", "pytest", "benchmarks", "--ignore=benchmarks/test_peers.py", "-p", "no:cacheprovider",
+                   "--benchmark-only",
                    "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name", f"--benchmark-json={fresh}") != 0
     if fresh.is_file():
         import json
@@ -62,6 +65,9 @@ def main(argv: list[str]) -> int:
         if reference is not None:
             print("\n" + markdown(ratio_table(fresh, reference)))
         os.replace(fresh, out)
+    # 3b. on request, the quick study from scratch with and without seed batching (~15 min)
+    if study_walltime:
+        failures += sh(sys.executable, "scripts/study_walltime.py") != 0
     # 4. reports and the declared paper tables
     for study in studies:
         failures += sh("tfp-vae", "report", f"results/runs/{study}", "--out", f"results/{study}",

@@ -188,6 +188,29 @@ def test_benchmark_json_becomes_a_table_with_ceiling_fractions(runs, tmp_path):
         in _md_rows(md)
 
 
+def test_peer_ratios_and_study_wall_times_are_tabulated(runs, tmp_path):
+    """Peers: each tfp-vae configuration against the peer of the same file; wall times: the ratio."""
+    bench = tmp_path / "bench"
+    (bench / "peers").mkdir(parents=True)
+    (bench / "study_walltime").mkdir()
+    ours = {"peer": "tfp-vae", "backend": "jax", "precision": "bfloat16", "steady_examples_per_s": 30000.0,
+            "whole_train_examples_per_s": 12000.0}
+    payload = {"machine_info": {"tfp_vae": {"cpu_model": "Test CPU", "cpu_count": 2}},
+               "benchmarks": [{"name": "pythae", "stats": {"median": 4.0, "iqr": 0.1},
+                               "extra_info": {"peer": "pythae", "examples_per_s": 12500.0}},
+                              {"name": "ours", "stats": {"median": 2.0, "iqr": 0.1}, "extra_info": ours}]}
+    (bench / "peers" / "m.json").write_text(json.dumps(payload))
+    walltime = {"cpu_model": "Test CPU", "cores": 2, "git": {"commit": "abcdef123"}, "speedup": 7.0 / 3.0,
+                "with_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 16, "wall_s": 300.0},
+                "without_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 1, "wall_s": 700.0}}
+    (bench / "study_walltime" / "m.json").write_text(json.dumps(walltime))
+    build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
+    peers = _md_rows((tmp_path / "out" / "peers.md").read_text())
+    assert ["jax / bfloat16", "30000", "12000", "pythae 12500", "2.40x", "0.96x", "Test CPU (2 threads)"] in peers
+    walls = _md_rows((tmp_path / "out" / "study_walltime.md").read_text())
+    assert ["Test CPU (2 threads)", "220", "2", "300", "700", "2.33x", "abcdef1"] in walls
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -11,7 +11,7 @@ from tfp_vae.errors import TfpVaeError
 from tfp_vae.report import render
 from tfp_vae.report.figures import FIGURES
 from tfp_vae.report.load import load_records
-from tfp_vae.report.tables import TABLES, benchmark_table, reproduction_table
+from tfp_vae.report.tables import TABLES, benchmark_table, peers_table, reproduction_table, study_walltime_table
 
 FORMATS = {"md": render.markdown, "tex": render.latex, "csv": render.csv}
 
@@ -63,6 +63,12 @@ def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] 
     bench_files = sorted(Path(benchmarks).glob("*.json")) if benchmarks else []
     if bench_files:
         tables.append(benchmark_table(bench_files))
+    peer_files = sorted((Path(benchmarks) / "peers").glob("*.json")) if benchmarks else []
+    if peer_files:
+        tables.append(peers_table(peer_files))
+    walltime_files = sorted((Path(benchmarks) / "study_walltime").glob("*.json")) if benchmarks else []
+    if walltime_files:
+        tables.append(study_walltime_table(walltime_files))
     repro_files = sorted(Path(reproductions).glob(f"*/{Path(runs).name}/summary.json")) if reproductions else []
     if repro_files:
         tables.append(reproduction_table(repro_files))

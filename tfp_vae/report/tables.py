@@ -37,25 +37,28 @@ def _order(labels) -> list[str]:
 
 
 class Column(NamedTuple):
-    """One column of results: never mixes data sets, scalings or backends."""
+    """One column of results: never mixes data sets, scalings, backends or precisions."""
 
     dataset: str
     scaling: str
     backend: str
+    precision: str = "float32"
 
     def select(self, df: pd.DataFrame) -> pd.DataFrame:
-        return df[(df["dataset"] == self.dataset) & (df["scaling"] == self.scaling) & (df["backend"] == self.backend)]
+        return df[(df["dataset"] == self.dataset) & (df["scaling"] == self.scaling) & (df["backend"] == self.backend)
+                  & (df["precision"] == self.precision)]
 
     def fields(self) -> dict[str, str]:
-        return {"dataset": self.dataset, "scaling": self.scaling, "backend": self.backend}
+        return {"dataset": self.dataset, "scaling": self.scaling, "backend": self.backend, "precision": self.precision}
 
     def title(self, df: pd.DataFrame) -> str:
-        """'digits raw', with the backend named when the records hold more than one."""
-        return f"{self.dataset} {self.scaling}" + (f" ({self.backend})" if df["backend"].nunique() > 1 else "")
+        """'digits raw', with the backend and precision named when the records hold more than one."""
+        named = [v for v, key in ((self.backend, "backend"), (self.precision, "precision")) if df[key].nunique() > 1]
+        return f"{self.dataset} {self.scaling}" + (f" ({', '.join(named)})" if named else "")
 
 
 def _columns(df: pd.DataFrame) -> list[Column]:
-    return [Column(*c) for c in sorted(set(zip(df["dataset"], df["scaling"], df["backend"])))]
+    return [Column(*c) for c in sorted(set(zip(df["dataset"], df["scaling"], df["backend"], df["precision"])))]
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -238,8 +241,9 @@ def convergence_table(df: pd.DataFrame) -> Table:
 def backend_agreement_table(df: pd.DataFrame) -> Table:
     """TensorFlow against JAX for each decoder, data set and scaling: their random streams
     differ, so they agree when the difference of iwae_ll means lies within its combined 99 %
-    interval and the collapse counts are the same. Empty when the records hold one backend."""
-    ok = df[(df["status"] != "error") & df["iwae_ll"].notna()]
+    interval and the collapse counts are the same. float32 runs only (bfloat16 is a precision
+    question, not a backend one). Empty when the records hold one backend."""
+    ok = df[(df["status"] != "error") & df["iwae_ll"].notna() & (df["precision"] == "float32")]
     backends = sorted(set(ok["backend"]))
     numbers, rows = [], []
     first, second = (backends + ["-", "-"])[:2]
@@ -274,19 +278,25 @@ def throughput_table(df: pd.DataFrame) -> Table:
     """Medians over runs of training and evaluation throughput, compile time, and peak memory."""
     ok = df[df["status"] != "error"]
     numbers, rows = [], []
-    keys = sorted(set(zip(ok["label"], ok["dataset"], ok["device"], ok["backend"])),
-                  key=lambda t: (_order(ok["label"]).index(t[0]), t[1:]))
-    for lab, dataset, device, backend in keys:
-        cell = ok[(ok["label"] == lab) & (ok["dataset"] == dataset) & (ok["device"] == device) & (ok["backend"] == backend)]
-        row = {"decoder": lab, "dataset": dataset, "device": device, "backend": backend, "runs": len(cell),
+    fields = ("label", "dataset", "device", "backend", "precision")
+    keys = sorted(set(zip(*(ok[f] for f in fields))), key=lambda t: (_order(ok["label"]).index(t[0]), t[1:]))
+    for key in keys:
+        cell = ok[np.logical_and.reduce([ok[f] == v for f, v in zip(fields, key)])]
+        lab, dataset, device, backend, precision = key
+        row = {"decoder": lab, "dataset": dataset, "device": device, "backend": backend, "precision": precision,
+               "runs": len(cell), "seeds_per_step_median": float(cell["seeds_per_step"].median()),
                **{f"{k}_median": float(cell[k].median()) for k in ("train_examples_per_s", "eval_examples_per_s", "compile_s")},
                "peak_memory_mib_max": float(cell["peak_memory_mib"].max())}
         numbers.append(row)
-        rows.append([lab, dataset, f"{device} / {backend}", str(len(cell)), f"{row['train_examples_per_s_median']:.0f}",
+        rows.append([lab, dataset, f"{device} / {backend} / {precision}", str(len(cell)),
+                     f"{row['seeds_per_step_median']:g}", f"{row['train_examples_per_s_median']:.0f}",
                      f"{row['eval_examples_per_s_median']:.0f}", f"{row['compile_s_median']:.2f}",
                      f"{row['peak_memory_mib_max']:.0f}"])
-    header = ["decoder", "data", "device / backend", "runs", "train ex/s", "eval ex/s", "compile s", "peak MiB"]
-    caption = "Throughput: medians over runs (steady-state training, compile time apart; evaluation of the test split)."
+    header = ["decoder", "data", "device / backend / precision", "runs", "seeds per step", "train ex/s per model",
+              "eval ex/s", "compile s", "peak MiB"]
+    caption = ("Throughput: medians over runs (steady-state training, compile time apart; evaluation of the test "
+               "split). Training is per model: a step of a seed group trains `seeds per step` models, so it "
+               "processes that many times as many examples.")
     return Table("throughput", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -317,6 +327,60 @@ def benchmark_table(files: list) -> Table:
     caption = ("Throughput benchmarks (pytest-benchmark): median and IQR per round, examples/s, and the fraction of "
                "the float32 matmul throughput at the same layer shapes measured in the same run.")
     return Table("benchmarks", caption, pd.DataFrame(numbers), header, rows)
+
+
+def peers_table(files: list) -> Table:
+    """`tox -e peers` JSON files (results/benchmarks/peers/): each tfp-vae configuration's training
+    rate against the peer's, both measured in the same run on the same machine."""
+    import json
+    from pathlib import Path
+
+    numbers, rows = [], []
+    for path in sorted(Path(f) for f in files):
+        data = json.loads(path.read_text())
+        info = data.get("machine_info", {}).get("tfp_vae", {})
+        machine = f"{info.get('cpu_model', path.stem)} ({info.get('cpu_count', '?')} threads)"
+        extras = [b.get("extra_info", {}) for b in data.get("benchmarks", [])]
+        for peer in (e for e in extras if e.get("peer") not in (None, "tfp-vae")):
+            for ours in (e for e in extras if e.get("peer") == "tfp-vae"):
+                row = {"machine": machine, "peer": peer["peer"], "peer_examples_per_s": peer["examples_per_s"],
+                       "backend": ours["backend"], "precision": ours["precision"],
+                       "steady_examples_per_s": ours["steady_examples_per_s"],
+                       "whole_train_examples_per_s": ours["whole_train_examples_per_s"],
+                       "ratio_steady": ours["steady_examples_per_s"] / peer["examples_per_s"],
+                       "ratio_whole": ours["whole_train_examples_per_s"] / peer["examples_per_s"]}
+                numbers.append(row)
+                rows.append([f"{row['backend']} / {row['precision']}", _fmt(row["steady_examples_per_s"], 0),
+                             _fmt(row["whole_train_examples_per_s"], 0), f"{row['peer']} {_fmt(peer['examples_per_s'], 0)}",
+                             f"{row['ratio_steady']:.2f}x", f"{row['ratio_whole']:.2f}x", machine])
+    header = ["tfp-vae", "train ex/s (steady)", "train ex/s (whole epoch)", "peer ex/s (whole pipeline)",
+              "ratio (steady)", "ratio (whole)", "machine"]
+    caption = ("Peers (`tox -e peers`): one epoch of Fashion-MNIST, MLP 784-512-512-16, batch 128, Adam 1e-3, a "
+               "fixed-variance Gaussian decoder, measured in one run. The peer's rate is its whole training pipeline "
+               "(evaluation included); tfp-vae's steady rate leaves compilation out, its whole-epoch rate does not.")
+    return Table("peers", caption, pd.DataFrame(numbers), header, rows)
+
+
+def study_walltime_table(files: list) -> Table:
+    """scripts/study_walltime.py JSON files: the quick study from scratch with and without seed
+    batching, measured one after the other in one run."""
+    import json
+    from pathlib import Path
+
+    numbers, rows = [], []
+    for path in sorted(Path(f) for f in files):
+        data = json.loads(path.read_text())
+        on, off = data["with_seed_batching"], data["without_seed_batching"]
+        row = {"machine": f"{data['cpu_model']} ({data['cores']} threads)", "runs": on["runs"],
+               "workers": on["workers"], "seeds_per_group": on["seeds_per_group"], "with_s": on["wall_s"],
+               "without_s": off["wall_s"], "speedup": data["speedup"], "commit": (data.get("git") or {}).get("commit")}
+        numbers.append(row)
+        rows.append([row["machine"], str(row["runs"]), str(row["workers"]), f"{row['with_s']:.0f}",
+                     f"{row['without_s']:.0f}", f"{row['speedup']:.2f}x", str(row["commit"])[:7]])
+    header = ["machine", "runs", "workers", "wall s, seed groups", "wall s, seeds alone", "speedup", "commit"]
+    caption = ("The quick study from scratch (scripts/study_walltime.py): seed groups of up to 16 seeds against every "
+               "seed alone, both in worker processes that stay up between groups, measured one after the other.")
+    return Table("study_walltime", caption, pd.DataFrame(numbers), header, rows)
 
 
 def reproduction_table(files: list) -> Table:
