@@ -117,3 +117,20 @@ def test_vmap_matches_a_loop_over_slices_including_per_seed_random_numbers(backe
         alone = backend.to_numpy(solo(backend.asarray(a[i]), backend.asarray(seeds[i])))
         np.testing.assert_allclose(mapped[i], alone, rtol=1e-5, atol=1e-6)
     assert not np.allclose(mapped[0] - a[0] @ a[0], mapped[1] - a[1] @ a[1])  # the noise differs by seed
+
+
+@pytest.mark.parametrize("decoder", ["sigma_vae", "shared"])
+def test_tensorflow_graph_mode_groups_match_solo(decoder):
+    """TensorFlow without XLA (`jit = false`, as the quick study runs): pfor in a plain graph,
+    its loop for the per-seed random ops included, gives each seed its solo record."""
+    from tfp_vae.backends import get_backend
+    from tfp_vae.errors import ConfigError
+    from tfp_vae.run import run, run_group
+
+    try:
+        get_backend("tensorflow")
+    except ConfigError as exc:
+        pytest.skip(str(exc))
+    specs = [tiny_spec(decoder=decoder, seed=s, train={"epochs": 3, "jit": False}) for s in GROUP_SEEDS]
+    grouped = run_group(specs, log=lambda s: None)
+    _assert_same_record(grouped[1], run(specs[1], log=lambda s: None))
