@@ -28,8 +28,7 @@ def main(argv: list[str]) -> int:
         print("no peer benchmark ran (is Fashion-MNIST present?)")
         return rc or 1
     os.replace(fresh, out)
-    table = peers_table([out])
-    print("\n" + table.caption + "\n\n" + markdown(table))
+    print("\n" + markdown(peers_table([out])))
     return rc
 
 
