@@ -19,11 +19,10 @@ import time
 import numpy as np
 import pytest
 
-from tfp_vae.backends import BACKENDS, get_backend
+from tfp_vae.backends import get_backend, installed_backends
 from tfp_vae.config import spec_from_dict
 from tfp_vae.data import dataset_entry, load_pool, split_pool, store
 from tfp_vae.decoders import DataContext
-from tfp_vae.errors import ConfigError
 from tfp_vae.run import build_model
 from tfp_vae.steps import EvalFunctions
 from tfp_vae.train import train_group
@@ -33,13 +32,6 @@ HIDDEN, LATENT, BATCH, LR = (512, 512), 16, 128, 1e-3
 pytestmark = pytest.mark.skipif(store.locate(dataset_entry("fashion_mnist")) is None,
                                 reason="Fashion-MNIST is not present (apt-get install dataset-fashion-mnist)")
 
-
-def _installed(name: str) -> bool:
-    try:
-        get_backend(name)
-        return True
-    except ConfigError:
-        return False
 
 
 def _splits():
@@ -106,7 +98,7 @@ def test_peer_pythae_training_pipeline(benchmark):
                                  "measures": "whole TrainingPipeline call, one epoch, evaluation included"})
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if _installed(b)])
+@pytest.mark.parametrize("backend", installed_backends())
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_peer_tfp_vae_training(benchmark, backend, precision):
     """tfp-vae, the same network and data: one epoch of `fixed` on raw Fashion-MNIST."""

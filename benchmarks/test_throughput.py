@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 
 import roofline
-from tfp_vae.backends import BACKENDS, get_backend
+from tfp_vae.backends import get_backend, installed_backends
 from tfp_vae.config import spec_from_dict
 from tfp_vae.decoders import DECODERS, DataContext
-from tfp_vae.errors import ConfigError
 from tfp_vae.run import build_model, run
 from tfp_vae.seeds import derive_seed
 from tfp_vae.steps import EvalFunctions, init_carry, make_train_step, multiplier_tree, stack_trees
@@ -32,15 +31,8 @@ SHAPE, LEVELS, BATCH, STEPS = (28, 28, 1), 256, 128, 20
 HIDDEN, LATENT = (512, 512), 16
 
 
-def _installed(name: str) -> bool:
-    try:
-        get_backend(name)
-        return True
-    except ConfigError:
-        return False
 
-
-INSTALLED = [name for name in BACKENDS if _installed(name)]
+INSTALLED = installed_backends()
 
 
 def _devices(name: str) -> list[str]:

@@ -106,12 +106,12 @@ def train(backend: Backend, model: VAE, spec: RunSpec, splits: Splits, data: Dat
 class _SeedTrack:
     """One seed's bookkeeping in a group: its result, best epoch and whether it still trains."""
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, spec: RunSpec, tag: str):
         self.spec = spec
+        self.tag = tag  # prefix of this seed's log lines
         self.result = TrainingResult()
         self.best_val, self.best, self.since_best = -math.inf, None, 0
         self.active = True
-        self.tag = f"seed {spec.seed}: "
 
 
 def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Splits, data: DataContext,
@@ -141,9 +141,7 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
     steps_per_epoch = len(x_train) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(x_train)} training images")
-    tracks = [_SeedTrack(spec) for spec in specs]
-    if not batched:
-        tracks[0].tag = ""
+    tracks = [_SeedTrack(spec, f"seed {spec.seed}: " if batched else "") for spec in specs]
     lik = model.likelihood
     compile_s, t_start = 0.0, time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -171,7 +169,6 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
             if not track.active:
                 continue
             result = track.result
-            result.compile_s = compile_s
             result.steady_s += elapsed
             result.steady_examples += (steps_per_epoch - (1 if epoch == 0 else 0)) * cfg.batch_size
             result.epochs_run = epoch + 1
@@ -216,6 +213,6 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
     train_s = time.perf_counter() - t_start
     out = []
     for s, track in enumerate(tracks):
-        track.result.train_s = train_s
+        track.result.train_s, track.result.compile_s = train_s, compile_s
         out.append((track.best or Trained(seed_view(params, s), seed_view(carry["dstate"], s)), track.result))
     return out

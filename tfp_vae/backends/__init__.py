@@ -34,4 +34,16 @@ def get_backend(name: str) -> Backend:
                           f"install tfp-vae with the [{name}] extra") from None
 
 
-__all__ = ["BACKENDS", "Backend", "get_backend"]
+def installed_backends() -> list[str]:
+    """The registered backends whose framework imports here (each is imported to find out)."""
+    names = []
+    for name in BACKENDS:
+        try:
+            get_backend(name)
+            names.append(name)
+        except ConfigError:
+            pass
+    return names
+
+
+__all__ = ["BACKENDS", "Backend", "get_backend", "installed_backends"]

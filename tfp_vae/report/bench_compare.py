@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tfp_vae.report.tables import Table
+from tfp_vae.report.tables import Table, benchmark_machine
 
 
 def _info(data: dict) -> dict:
@@ -39,7 +39,7 @@ def ratio_table(new_path: Path, reference_path: Path) -> Table:
         numbers.append({"benchmark": b["name"], "median_s": b["stats"]["median"], "reference_median_s": medians[b["name"]],
                         "time_ratio": ratio})
         rows.append([b["name"], f"{b['stats']['median'] * 1e3:.1f}", f"{medians[b['name']] * 1e3:.1f}", f"{ratio:.2f}"])
-    ref_machine = f"{_info(ref).get('cpu_model', Path(reference_path).stem)} ({_info(ref).get('cpu_count', '?')} threads)"
+    ref_machine = benchmark_machine(ref, Path(reference_path).stem)
     caption = (f"This machine ({_info(new).get('cpu_model', '?')}) against the committed benchmarks of {ref_machine}: "
                "median time per round, and their ratio (this / reference; below 1 is faster here).")
     return Table("benchmark_ratios", caption, pd.DataFrame(numbers),

@@ -300,6 +300,12 @@ def throughput_table(df: pd.DataFrame) -> Table:
     return Table("throughput", caption, pd.DataFrame(numbers), header, rows)
 
 
+def benchmark_machine(data: dict, fallback: str) -> str:
+    """'CPU model (N threads)' of a pytest-benchmark JSON written with benchmarks/conftest.py."""
+    info = data.get("machine_info", {}).get("tfp_vae", {})
+    return f"{info.get('cpu_model', fallback)} ({info.get('cpu_count', '?')} threads)"
+
+
 def benchmark_table(files: list) -> Table:
     """pytest-benchmark JSON files (results/benchmarks/): median time, examples/s and the
     fraction of the layer-shape matmul ceiling, per benchmark and machine."""
@@ -309,8 +315,7 @@ def benchmark_table(files: list) -> Table:
     numbers, rows = [], []
     for path in sorted(Path(f) for f in files):
         data = json.loads(path.read_text())
-        info = data.get("machine_info", {}).get("tfp_vae", {})
-        machine = f"{info.get('cpu_model', path.stem)} ({info.get('cpu_count', '?')} threads)"
+        machine = benchmark_machine(data, path.stem)
         for b in sorted(data.get("benchmarks", []), key=lambda b: b["name"]):
             extra = b.get("extra_info", {})
             row = {"machine": machine, "benchmark": b["name"], "median_s": b["stats"]["median"],
@@ -338,8 +343,7 @@ def peers_table(files: list) -> Table:
     numbers, rows = [], []
     for path in sorted(Path(f) for f in files):
         data = json.loads(path.read_text())
-        info = data.get("machine_info", {}).get("tfp_vae", {})
-        machine = f"{info.get('cpu_model', path.stem)} ({info.get('cpu_count', '?')} threads)"
+        machine = benchmark_machine(data, path.stem)
         extras = [b.get("extra_info", {}) for b in data.get("benchmarks", [])]
         for peer in (e for e in extras if e.get("peer") not in (None, "tfp-vae")):
             for ours in (e for e in extras if e.get("peer") == "tfp-vae"):
