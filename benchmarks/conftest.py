@@ -15,7 +15,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
             backend = get_backend(name)
         except ConfigError:
             continue
-        env = capture(backend, backend.configure("auto", False), True)
+        env = capture(backend, backend.configure("auto", False))
         info.update({k: env[k] for k in ("cpu_model", "cpu_count", "gpus", "cuda_version", "cudnn_version",
                                          "versions", "tf32", "git")})
         info.setdefault("framework_versions", {}).update(env["framework_versions"])

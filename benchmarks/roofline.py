@@ -54,7 +54,7 @@ def matmul_ceiling(backend, shapes: list[tuple[int, int, int]], precision: str =
     rng = np.random.default_rng(0)
     total_flops, total_s = 0.0, 0.0
     matmul = backend.xp.matmul_bf16 if precision == "bfloat16" else backend.xp.matmul
-    fn = backend.jit(lambda x, y: matmul(x, y), True)
+    fn = backend.compile(lambda x, y: matmul(x, y), "xla")
     for m, k, n in shapes:
         a = backend.asarray(rng.standard_normal((m, k)).astype(np.float32))
         b = backend.asarray(rng.standard_normal((k, n)).astype(np.float32))

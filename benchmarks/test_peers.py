@@ -116,7 +116,7 @@ def test_peer_tfp_vae_training(benchmark, backend, precision):
     def once():
         with b.device_scope(device):
             model = build_model(spec, entry.shape, data, b)
-            evals = EvalFunctions(b, model, True, 10, 10, 1)
+            evals = EvalFunctions(b, model, "xla", 10, 10, 1)
             t0 = time.perf_counter()
             _, result = train_group(b, model, [spec], splits, data, evals, log=lambda s: None)[0]
             results.append((result, time.perf_counter() - t0))

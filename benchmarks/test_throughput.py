@@ -25,7 +25,7 @@ from tfp_vae.config import spec_from_dict
 from tfp_vae.decoders import DECODERS, DataContext
 from tfp_vae.run import build_model, run
 from tfp_vae.seeds import derive_seed
-from tfp_vae.steps import EvalFunctions, init_carry, make_train_step, multiplier_tree, stack_trees
+from tfp_vae.steps import EvalFunctions, init_carry, make_train_epoch, make_train_step, multiplier_tree, stack_trees
 
 SHAPE, LEVELS, BATCH, STEPS = (28, 28, 1), 256, 128, 20
 HIDDEN, LATENT = (512, 512), 16
@@ -55,21 +55,23 @@ def ceiling_decoder(backend: str, rows: int, k: int) -> float:
     return roofline.matmul_ceiling(get_backend(backend), roofline.decoder_forward_shapes(rows, layers))
 
 
-def _model(backend_name: str, decoder: str, scaling: str, device: str, precision: str = "float32"):
+def _model(backend_name: str, decoder: str, scaling: str, device: str, precision: str = "float32",
+           hidden: tuple[int, ...] = HIDDEN, latent: int = LATENT, tf32: bool = False):
     spec = spec_from_dict({"decoder": decoder, "scaling": scaling, "device": device, "backend": backend_name,
-                           "network": {"hidden": list(HIDDEN), "latent": LATENT}, "precision": precision})
+                           "network": {"hidden": list(hidden), "latent": latent}, "precision": precision,
+                           "tf32": tf32})
     backend = get_backend(backend_name)
-    dev = backend.configure(device, False)
+    dev = backend.configure(device, tf32)
     return backend, build_model(spec, SHAPE, DataContext(LEVELS, scaling), backend), dev
 
 
-def _steps(backend_name: str, decoder: str, scaling: str, batch: int = BATCH, jit: bool = True, device: str = "cpu"):
+def _steps(backend_name: str, decoder: str, scaling: str, batch: int = BATCH, compiler: str = "xla", device: str = "cpu"):
     """A closure running STEPS training steps (the step's state threaded through), and the compile time."""
     backend, model, dev = _model(backend_name, decoder, scaling, device)
     with backend.device_scope(dev):
         init = model.init(0)
         params = backend.tree_map(backend.asarray, init)
-        opt_init, step = make_train_step(backend, model, scaling, LEVELS, 1e-3, multiplier_tree(model, init), jit)
+        opt_init, step = make_train_step(backend, model, scaling, LEVELS, 1e-3, multiplier_tree(model, init), compiler)
         state = {"params": params, "opt": opt_init(params), "carry": init_carry(backend, model)}
         rng = np.random.default_rng(0)
         batches = [backend.asarray(rng.integers(0, LEVELS, size=(batch, *SHAPE)).astype(np.float32)) for _ in range(4)]
@@ -124,7 +126,7 @@ def test_train_step_batch_sweep(benchmark, backend, batch):
 
 @pytest.mark.skipif("tensorflow" not in INSTALLED, reason="TensorFlow is not installed")
 def test_train_step_tensorflow_without_xla(benchmark):
-    run_steps, compile_s = _steps("tensorflow", "learned", "dequantized", jit=False)
+    run_steps, compile_s = _steps("tensorflow", "learned", "dequantized", compiler="graph")
     benchmark.pedantic(run_steps, rounds=5, iterations=1)
     _record_step(benchmark, "tensorflow", "learned", BATCH, compile_s, scaling="dequantized", device="cpu", mode="graph")
 
@@ -141,7 +143,7 @@ def _seed_batched_steps(backend_name: str, precision: str, seeds: int, steps: in
     with backend.device_scope(dev):
         inits = [model.init(s) for s in range(seeds)]
         opt_init, step = make_train_step(backend, model, "dequantized", LEVELS, 1e-3, multiplier_tree(model, inits[0]),
-                                         True, batched=seeds > 1)
+                                         "xla", batched=seeds > 1)
         solo = [backend.tree_map(backend.asarray, p) for p in inits]
         if seeds > 1:
             state = {"params": stack_trees(backend, solo), "opt": stack_trees(backend, [opt_init(p) for p in solo]),
@@ -189,9 +191,80 @@ def test_seed_batched_step(benchmark, backend, precision, seeds):
                                  "ceiling_fraction": achieved / ceiling})
 
 
+#: The network of the published Fashion-MNIST tables (dense 512-256-128, latent 25, batch 250).
+PAPER_HIDDEN, PAPER_LATENT, PAPER_BATCH = (512, 256, 128), 25, 250
+#: What test_compiled_epoch sweeps; the GPU run (scripts/gpu/) widens them through the environment.
+EPOCH_SEEDS = [int(s) for s in os.environ.get("TFP_VAE_BENCH_SEEDS", "1,4,16,64").split(",")]
+EPOCH_MODES = os.environ.get("TFP_VAE_BENCH_MODES", "float32,bfloat16").split(",")  # float32 | tf32 | bfloat16
+EPOCH_DEVICE = os.environ.get("TFP_VAE_BENCH_DEVICE", "cpu")
+#: Steps per timed epoch at one seed; with S seeds an epoch has max(2, EPOCH_STEPS // S) steps.
+EPOCH_STEPS = int(os.environ.get("TFP_VAE_BENCH_STEPS", "32"))
+
+
+def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str):
+    """A closure running one compiled epoch of `seeds` models of `learned` (dequantized) on the
+    published-table network, its steps and its compile time (the first call)."""
+    precision = "bfloat16" if mode == "bfloat16" else "float32"
+    backend, model, dev = _model(backend_name, "learned", "dequantized", device, precision, PAPER_HIDDEN,
+                                 PAPER_LATENT, tf32=mode == "tf32")
+    steps = max(2, EPOCH_STEPS // seeds)
+    with backend.device_scope(dev):
+        inits = [model.init(s) for s in range(seeds)]
+        opt_init, epoch = make_train_epoch(backend, model, "dequantized", LEVELS, 1e-3,
+                                           multiplier_tree(model, inits[0]), "xla", batched=seeds > 1)
+        solo = [backend.tree_map(backend.asarray, p) for p in inits]
+        if seeds > 1:
+            state = [stack_trees(backend, solo), stack_trees(backend, [opt_init(p) for p in solo]),
+                     stack_trees(backend, [init_carry(backend, model)] * seeds)]
+        else:
+            state = [solo[0], opt_init(solo[0]), init_carry(backend, model)]
+        rng = np.random.default_rng(0)
+        lead = (seeds,) if seeds > 1 else ()
+        images = backend.asarray(rng.integers(0, LEVELS, size=(steps * PAPER_BATCH, *SHAPE)).astype(np.float32))
+        rows = backend.asarray(np.stack([rng.permutation(steps * PAPER_BATCH).reshape(steps, PAPER_BATCH)
+                                         for _ in range(seeds)], 1).reshape(steps, *lead, PAPER_BATCH).astype(np.int32))
+        seed_arrays = backend.asarray(np.arange(steps * seeds * 4, dtype=np.int32).reshape(steps, *lead, 2, 2))
+
+    def run_epoch():
+        with backend.device_scope(dev):
+            *state[:], metrics = epoch(*state, images, rows, seed_arrays)
+            np.asarray(metrics["objective"])
+
+    t0 = time.perf_counter()
+    run_epoch()  # compiles
+    return run_epoch, steps, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+@pytest.mark.parametrize("mode", EPOCH_MODES)
+@pytest.mark.parametrize("seeds", EPOCH_SEEDS)
+def test_compiled_epoch(benchmark, backend, mode, seeds):
+    """Model-examples/s of whole compiled epochs (data on the device, the steps in a compiled
+    loop) of the published-table network at batch 250 with `seeds` models per epoch, and the
+    fraction of the backend's matmul ceiling at the step's layer shapes, measured in the same
+    precision (TF32 counts against the float32 ceiling measured with TF32 on)."""
+    if mode == "tf32" and EPOCH_DEVICE != "gpu":
+        pytest.skip("TF32 exists on GPUs only")
+    run_epoch, steps, compile_s = _compiled_epoch(backend, mode, seeds, EPOCH_DEVICE)
+    benchmark.pedantic(run_epoch, rounds=5, iterations=1)
+    median = benchmark.stats.stats.median
+    opp = DECODERS["learned"].outputs_per_pixel
+    layers = roofline.mlp_layers(784, PAPER_HIDDEN, PAPER_LATENT, opp)
+    achieved = roofline.train_step_flops(PAPER_BATCH, layers) * steps * seeds / median
+    precision = "bfloat16" if mode == "bfloat16" else "float32"
+    ceiling = roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(PAPER_BATCH, layers), precision)
+    benchmark.extra_info.update({"model_examples_per_s": steps * seeds * PAPER_BATCH / median,
+                                 "examples_per_s": steps * seeds * PAPER_BATCH / median, "seeds": seeds,
+                                 "mode": mode, "precision": precision, "batch": PAPER_BATCH, "backend": backend,
+                                 "device": EPOCH_DEVICE, "network": f"{PAPER_HIDDEN}/{PAPER_LATENT}",
+                                 "steps_per_epoch": steps, "compile_s": compile_s,
+                                 "matmul_gflops": achieved / 1e9, "ceiling_gflops": ceiling / 1e9,
+                                 "ceiling_fraction": achieved / ceiling})
+
+
 def _iwae(backend_name: str, decoder: str, k: int, chunk: int = 100):
     backend, model, dev = _model(backend_name, decoder, "dequantized", "cpu")
-    ev = EvalFunctions(backend, model, jit=True, iwae_k=k, k_chunk=chunk, lppl_samples=20)
+    ev = EvalFunctions(backend, model, compiler="xla", iwae_k=k, k_chunk=chunk, lppl_samples=20)
     params = backend.tree_map(backend.asarray, model.init(0))
     dstate = init_carry(backend, model)["dstate"]
     y = backend.asarray(np.random.default_rng(1).uniform(size=(BATCH, *SHAPE)).astype(np.float32))
@@ -225,7 +298,7 @@ def test_digits_run(benchmark, backend):
     K = 200): training, every evaluation and compilation, in this process."""
     spec = spec_from_dict({"decoder": "learned", "scaling": "dequantized", "backend": backend,
                            "network": {"hidden": [128], "latent": 8},
-                           "train": {"epochs": 12, "batch_size": 32, "patience": 0, "jit": False},
+                           "train": {"epochs": 12, "batch_size": 32, "patience": 0},
                            "eval": {"iwae_k": 200, "k_chunk": 100}})
     records = []
     benchmark.pedantic(lambda: records.append(run(spec, log=lambda s: None)), rounds=3, iterations=1)

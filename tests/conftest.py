@@ -24,6 +24,7 @@ def tiny_spec(**overrides):
 
     base = {
         "dataset": "digits",
+        "device": os.environ.get("TFP_VAE_TEST_DEVICE", "cpu"),  # scripts/gpu/run.py runs the tests on a GPU
         "network": {"hidden": [32], "latent": 5},
         "train": {"epochs": 2, "batch_size": 64, "patience": 0},
         "eval": {"iwae_k": 20, "k_chunk": 7, "lppl_samples": 5},

@@ -120,3 +120,37 @@ def test_startup_noise_is_filtered_and_real_warnings_are_kept(capfd):
         os.write(2, b"W0000 00:00:1795566008.437948   13714 op.cc:1] a real warning\n")
     err = capfd.readouterr().err
     assert "a real warning" in err and "oneDNN" not in err and "absl" not in err
+
+
+def test_an_infinite_learning_rate_is_refused_before_training(tmp_path, capsys):
+    assert main(["train", "--lr", "inf", "--out", str(tmp_path / "r.json")]) == 2
+    line = _one_error_line(capsys)
+    assert "learning_rate = inf" in line and "a finite float > 0" in line
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--seeds-per-group"])
+def test_zero_workers_or_seeds_per_group_is_refused(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(STUDY), "--results", str(tmp_path / "runs"), flag, "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{flag}: '0' is not allowed; expected an integer >= 1" in err[-1]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_network_larger_than_the_machine_is_refused_at_load(tmp_path, capsys):
+    """latent = 100000 with 100 importance samples of a batch of 128 a chunk: about 1.3e9 latent
+    values alone; the estimate names the memory needed against this machine's."""
+    from tfp_vae.config import machine_memory_bytes
+
+    study = tmp_path / "huge.toml"
+    study.write_text('datasets = ["digits"]\nseeds = [0]\n[decoders.fixed]\n[network]\nhidden = [512]\n'
+                     'latent = 100000\n')
+    total = machine_memory_bytes()
+    if total is None or total > 2**40:
+        pytest.skip("this machine's memory is unknown or over a TiB")
+    assert main(["run", str(study), "--results", str(tmp_path / "runs")]) == 2
+    line = _one_error_line(capsys)
+    assert "latent = 100000" in line and f"this machine has {total / 2**30:.1f} GiB" in line
+    assert not (tmp_path / "runs").exists()

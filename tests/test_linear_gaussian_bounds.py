@@ -13,8 +13,9 @@ from tfp_vae.config import NetworkSpec
 from tfp_vae.decoders import DataContext, make_decoder
 from tfp_vae.model import VAE
 from tfp_vae.networks import Architecture
+from tfp_vae.backends import COMPILERS
 from tfp_vae.steps import EvalFunctions
-from tfp_vae.train import Trained
+from tfp_vae.eval_data import Trained
 
 LATENT, SIGMA0 = 5, 0.5
 D = H * W * C
@@ -49,9 +50,11 @@ def linear_model(backend, rng):
     return backend, model, trained, y, marginal, recon - kl
 
 
-def _evals(linear_model, jit, k, chunk, lppl=1):
+def _evals(linear_model, xla, k, chunk, lppl=1):
+    """xla False: the backend's other compiler where it has one (TensorFlow's graph), else XLA."""
     backend, model = linear_model[:2]
-    return EvalFunctions(backend, model, jit=jit, iwae_k=k, k_chunk=chunk, lppl_samples=lppl)
+    compiler = "xla" if xla else COMPILERS[backend.name][-1]
+    return EvalFunctions(backend, model, compiler=compiler, iwae_k=k, k_chunk=chunk, lppl_samples=lppl)
 
 
 def _repeat(linear_model, fn, reps):

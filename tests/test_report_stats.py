@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -67,3 +69,12 @@ def test_paired_worse_test_uses_the_pairing():
     assert stats.ttest_ind(ref + 0.01, ref).pvalue > 0.5  # the unpaired test would see nothing
     better, _ = worse_than(ref - 0.01 + np.array([0.001, -0.001, 0.0, 0.002, -0.002]), ref)
     assert not better
+
+
+def test_iqm_interval_does_not_depend_on_the_order_of_the_values():
+    """The bootstrap resamples positions: fed the same values in another order it must still
+    give the same interval (the values are sorted first), bit for bit."""
+    values = np.random.default_rng(3).normal(60.0, 2.0, size=5)
+    want = iqm_interval(values)
+    for perm in itertools.permutations(range(5)):
+        assert iqm_interval(values[list(perm)]) == want

@@ -29,7 +29,7 @@ latent = 3
 [train]
 epochs = 1
 batch_size = 256
-jit = false
+compiler = "graph"
 [eval]
 iwae_k = 4
 lppl_samples = 2

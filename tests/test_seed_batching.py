@@ -81,8 +81,8 @@ def test_a_diverging_seed_freezes_alone(backend):
     model = build_model(spec, entry.shape, data, backend)
     inits = [backend.tree_map(backend.asarray, model.init(s)) for s in (0, 1)]
     mult = multiplier_tree(model, model.init(0))
-    opt_init, batched = make_train_step(backend, model, "raw", data.levels, 1e-2, mult, True, batched=True)
-    _, solo_step = make_train_step(backend, model, "raw", data.levels, 1e-2, mult, True)
+    opt_init, batched = make_train_step(backend, model, "raw", data.levels, 1e-2, mult, "xla", batched=True)
+    _, solo_step = make_train_step(backend, model, "raw", data.levels, 1e-2, mult, "xla")
     x = np.random.default_rng(0).integers(0, 17, (2, 3, *entry.shape)).astype(np.float32)
     x[0, 1, 2, 3, 0] = np.nan
     seeds = np.arange(8, dtype=np.int32).reshape(2, 2, 2)
@@ -111,8 +111,8 @@ def test_vmap_matches_a_loop_over_slices_including_per_seed_random_numbers(backe
 
     a = np.random.default_rng(1).normal(size=(4, 3, 3)).astype(np.float32)
     seeds = np.arange(8, dtype=np.int32).reshape(4, 2)
-    mapped = backend.to_numpy(backend.jit(backend.vmap(f), True)(backend.asarray(a), backend.asarray(seeds)))
-    solo = backend.jit(f, True)  # compiled alike: XLA and TF's own kernels need not draw the same numbers
+    mapped = backend.to_numpy(backend.compile(backend.vmap(f), "xla")(backend.asarray(a), backend.asarray(seeds)))
+    solo = backend.compile(f, "xla")  # compiled alike: XLA and TF's own kernels need not draw the same numbers
     for i in range(4):
         alone = backend.to_numpy(solo(backend.asarray(a[i]), backend.asarray(seeds[i])))
         np.testing.assert_allclose(mapped[i], alone, rtol=1e-5, atol=1e-6)
@@ -121,7 +121,7 @@ def test_vmap_matches_a_loop_over_slices_including_per_seed_random_numbers(backe
 
 @pytest.mark.parametrize("decoder", ["sigma_vae", "shared"])
 def test_tensorflow_graph_mode_groups_match_solo(decoder):
-    """TensorFlow without XLA (`jit = false`, as the quick study runs): pfor in a plain graph,
+    """TensorFlow without XLA (`compiler = "graph"`): pfor in a plain graph,
     its loop for the per-seed random ops included, gives each seed its solo record."""
     from tfp_vae.backends import get_backend
     from tfp_vae.errors import ConfigError
@@ -131,6 +131,6 @@ def test_tensorflow_graph_mode_groups_match_solo(decoder):
         get_backend("tensorflow")
     except ConfigError as exc:
         pytest.skip(str(exc))
-    specs = [tiny_spec(decoder=decoder, seed=s, train={"epochs": 3, "jit": False}) for s in GROUP_SEEDS]
+    specs = [tiny_spec(decoder=decoder, seed=s, train={"epochs": 3, "compiler": "graph"}) for s in GROUP_SEEDS]
     grouped = run_group(specs, log=lambda s: None)
     _assert_same_record(grouped[1], run(specs[1], log=lambda s: None))

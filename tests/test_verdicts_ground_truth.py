@@ -27,11 +27,11 @@ from tfp_vae.decoders import DataContext, decoder_class, make_decoder
 from tfp_vae.evaluate import collapse_verdict
 from tfp_vae.report.tables import faithfulness_table, loglik_table
 from tfp_vae.run import run
-from tfp_vae.train import TrainingResult, excess_density_frac
+from tfp_vae.eval_data import TrainingResult, excess_density_frac
 
 LEVELS, SHAPE = 17, (6, 5, 1)
 SEEDS = (0, 1, 2)
-TRAIN = {"epochs": 30, "batch_size": 20, "patience": 0, "jit": False}
+TRAIN = {"epochs": 30, "batch_size": 20, "patience": 0, "compiler": "graph"}
 NETWORK = {"hidden": [32], "latent": 3}
 
 

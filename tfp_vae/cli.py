@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
+from tfp_vae.backends import COMPILERS
 from tfp_vae.errors import ConfigError, TfpVaeError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
@@ -39,8 +40,8 @@ def _spec_from_args(args: argparse.Namespace):
     if args.param:
         top["decoder_params"] = dict(_parse_param(p) for p in args.param)
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)) if v is not None}
-    if args.no_jit:
-        train["jit"] = False
+    if args.compiler:
+        train["compiler"] = args.compiler
     evaluation = {k: v for k, v in (("iwae_k", args.iwae_k),) if v is not None}
     merged = dataclasses.asdict(base)
     merged.update(top)
@@ -49,6 +50,17 @@ def _spec_from_args(args: argparse.Namespace):
     if args.decoder is not None and args.decoder != base.decoder and not args.param:
         merged["decoder_params"] = {}  # another decoder's parameters do not carry over
     return spec_from_dict(merged, "command line")
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1 (worker and group counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected an integer >= 1")
+    return value
 
 
 def _fmt(value: Any) -> str:
@@ -290,7 +302,8 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", help="cpu, gpu or auto")
     tr.add_argument("--backend", help="tensorflow or jax (TFP's JAX substrate)")
     tr.add_argument("--precision", help="float32, or bfloat16 (dense-layer matmuls in bfloat16)")
-    tr.add_argument("--no-jit", action="store_true", help="TensorFlow: a plain tf.function instead of XLA (JAX always compiles)")
+    tr.add_argument("--compiler", choices=sorted({c for names in COMPILERS.values() for c in names}),
+                    help="xla (both backends) or graph (TensorFlow's own kernels without XLA)")
     tr.add_argument("--out", help="record path (default runs/<dataset>-<scaling>-<decoder>-s<seed>-<id>.json)")
     tr.set_defaults(func=cmd_train)
     tr.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files> (or TFP_VAE_DATA_DIR)")
@@ -308,8 +321,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("run", help="run a study (a TOML grid of runs), resuming where it stopped")
     rn.add_argument("study")
-    rn.add_argument("--workers", type=int, default=1, help="parallel worker processes, each running a seed group")
-    rn.add_argument("--seeds-per-group", type=int, default=DEFAULT_SEEDS_PER_GROUP,
+    rn.add_argument("--workers", type=_count, default=1, help="parallel worker processes, each running a seed group")
+    rn.add_argument("--seeds-per-group", type=_count, default=DEFAULT_SEEDS_PER_GROUP,
                     help=f"most seeds trained in one compiled step (seed batching; 1 = none; default "
                          f"{DEFAULT_SEEDS_PER_GROUP}); lower it if a group does not fit in memory")
     rn.add_argument("--executor", default="local", help="local (worker processes here) or dask")
@@ -323,7 +336,7 @@ def make_parser() -> argparse.ArgumentParser:
     which = rq.add_mutually_exclusive_group()
     which.add_argument("--sample", type=int, help="rerun N runs (default: one per decoder and scaling)")
     which.add_argument("--all", action="store_true", help="rerun every committed run")
-    rq.add_argument("--workers", type=int, default=2, help="parallel worker processes, each running a seed group")
+    rq.add_argument("--workers", type=_count, default=2, help="parallel worker processes, each running a seed group")
     rq.add_argument("--executor", default="local", help="local or dask")
     rq.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rq.add_argument("--results", default="results/runs", help="root of the committed records")

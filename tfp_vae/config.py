@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import os
 import json
 import tomllib
 import typing
@@ -16,15 +18,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from tfp_vae.backends import BACKENDS, COMPILERS
 from tfp_vae.errors import ConfigError
 
 SCALINGS = ("raw", "dequantized")
 DEVICES = ("cpu", "gpu", "auto")
-BACKENDS = ("tensorflow", "jax")
 #: float32: every op in float32. bfloat16: dense-layer matmuls take bfloat16 inputs (float32 results);
 #: likelihood, KL, reductions and the optimiser stay float32 (docs/definitions.md).
 PRECISIONS = ("float32", "bfloat16")
 NETWORK_KINDS = ("mlp", "conv")
+
+
+def memory_estimate_bytes(spec: "RunSpec", image_shape: tuple[int, int, int], outputs_per_pixel: int) -> int:
+    """A lower estimate of a run's peak memory: parameters with their gradients and Adam's two
+    moments (4 copies), and the activations of a training batch or of one chunk of importance
+    samples, whichever is larger, each kept about 3 times (forward, backward, temporaries)."""
+    pixels = int(math.prod(image_shape))
+    widths = [pixels, *spec.network.hidden, spec.network.latent]
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))  # encoder (mean; its scale head below)
+    params += widths[-2] * widths[-1] + widths[-1]
+    dec = [spec.network.latent, *reversed(spec.network.hidden), pixels * outputs_per_pixel]
+    params += sum(a * b + b for a, b in zip(dec[:-1], dec[1:]))
+    rows = max(spec.train.batch_size, spec.eval.batch_size * min(spec.eval.k_chunk, spec.eval.iwae_k))
+    activations = rows * (sum(dec) + spec.network.latent)
+    return 4 * (4 * params + 3 * activations)
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical memory of this machine, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _require(ok: bool, where: str, key: str, value: Any, allowed: str) -> None:
@@ -74,16 +99,18 @@ class TrainSpec:
     learning_rate: float = 1e-3
     patience: int = 5
     validation_fraction: float = 0.1
-    jit: bool = True
+    compiler: str = "xla"  # "xla" | "graph" (TensorFlow only): tfp_vae.backends.COMPILERS
 
     def check(self, where: str) -> None:
         _require(isinstance(self.epochs, int) and self.epochs >= 1, where, "epochs", self.epochs, "an integer >= 1")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, where, "batch_size", self.batch_size, "an integer >= 1")
-        _require(isinstance(self.learning_rate, float) and self.learning_rate > 0, where, "learning_rate", self.learning_rate, "a float > 0")
+        _require(isinstance(self.learning_rate, float) and math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                 where, "learning_rate", self.learning_rate, "a finite float > 0")
         _require(isinstance(self.patience, int) and self.patience >= 0, where, "patience", self.patience, "an integer >= 0")
         _require(isinstance(self.validation_fraction, float) and 0 < self.validation_fraction < 0.5, where,
                  "validation_fraction", self.validation_fraction, "a float in (0, 0.5)")
-        _require(isinstance(self.jit, bool), where, "jit", self.jit, "true or false")
+        known = sorted({c for names in COMPILERS.values() for c in names})
+        _require(self.compiler in known, where, "compiler", self.compiler, " or ".join(map(repr, known)))
 
 
 @dataclass(frozen=True)
@@ -147,11 +174,25 @@ class RunSpec:
         self.network.check(f"{where} [network]")
         self.network.check_shape(entry.shape, f"{where} [network] on {self.dataset}")
         self.train.check(f"{where} [train]")
+        _require(self.train.compiler in COMPILERS[self.backend], f"{where} [train]", "compiler", self.train.compiler,
+                 f"on backend {self.backend!r} one of {', '.join(map(repr, COMPILERS[self.backend]))}")
         pool = entry.sizes[0]
         n_train = pool - max(1, round(self.train.validation_fraction * pool))
         _require(not pool or self.train.batch_size <= n_train, f"{where} [train]", "batch_size", self.train.batch_size,
                  f"at most the {n_train} training images of {self.dataset}")
         self.eval.check(f"{where} [eval]")
+        self.check_memory(entry.shape, decoder_class(self.decoder).outputs_per_pixel, where)
+
+    def check_memory(self, image_shape: tuple[int, int, int], outputs_per_pixel: int, where: str) -> None:
+        """Refuse, before any work, a CPU run whose network and batches cannot fit in this machine's memory."""
+        need, total = memory_estimate_bytes(self, image_shape, outputs_per_pixel), machine_memory_bytes()
+        if self.device == "cpu" and total and need > total:
+            widths = "-".join(map(str, (int(math.prod(image_shape)), *self.network.hidden, self.network.latent)))
+            raise ConfigError(
+                f"{where}: network {widths} (latent = {self.network.latent}) with batch {self.train.batch_size} and "
+                f"{min(self.eval.k_chunk, self.eval.iwae_k)} importance samples a chunk needs about "
+                f"{need / 2**30:.1f} GiB; this machine has {total / 2**30:.1f} GiB: use a smaller network, "
+                f"latent, batch_size or k_chunk")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict (tuples become lists); decoder params with defaults filled."""
@@ -200,8 +241,13 @@ def build(cls: type, mapping: Mapping[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(mapping) - set(names))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+        renamed = "".join(f" ({k!r} is now {RENAMED[k]!r})" for k in unknown if k in RENAMED)
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}{renamed}; allowed: {', '.join(names)}")
     return cls(**{k: _coerce(v, hints[k], where, k) for k, v in mapping.items()})
+
+
+#: Keys of earlier versions, named in the error that refuses them.
+RENAMED = {"jit": "compiler = \"xla\" | \"graph\""}
 
 
 def spec_from_dict(mapping: Mapping[str, Any], where: str = "run spec") -> RunSpec:

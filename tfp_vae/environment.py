@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -49,7 +50,29 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def capture(backend, device: str, jit: bool) -> dict[str, Any]:
+def reset_host_peak_memory() -> bool:
+    """Start a new high-water mark of this process's resident memory (Linux: writing 5 to
+    /proc/self/clear_refs resets VmHWM), so that the peak read after a run is that run's
+    rather than the most any earlier run in this worker process used. False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def host_peak_memory_mib() -> float:
+    """Peak resident memory of this process since the last reset (VmHWM), else since it started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def capture(backend, device: str) -> dict[str, Any]:
     """Everything about the machine and libraries a reader needs to trust a number."""
     fields = backend.environment(device)
     return {
@@ -62,7 +85,6 @@ def capture(backend, device: str, jit: bool) -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "device": device,
-        "xla_jit": jit,
         **fields,
         "git": git_commit(),
     }

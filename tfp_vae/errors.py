@@ -11,3 +11,7 @@ class ConfigError(TfpVaeError, ValueError):
 
 class DataError(TfpVaeError):
     """A data set is missing, corrupt or cannot be read."""
+
+
+class StoreError(TfpVaeError):
+    """Records cannot be written (e.g. the disk is full); those already written are intact."""

@@ -12,13 +12,11 @@ from tfp_vae.backends import Backend
 from tfp_vae.config import RunSpec
 from tfp_vae.decoders import DataContext
 from tfp_vae.model import VAE
-from tfp_vae.steps import EvalFunctions
-from tfp_vae.train import EvalData, Trained, TrainingResult, excess_density_frac, per_example
+from tfp_vae.records import SIGMA_LOG10_EDGES
+from tfp_vae.steps import EvalFunctions, stack_trees
+from tfp_vae.eval_data import EvalData, Trained, TrainingResult, excess_density_frac, per_example_group
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
-#: Fixed log10-sigma bins of the per-run sigma histogram (values outside are clipped
-#: into the end bins), so histograms of different runs add up.
-SIGMA_LOG10_EDGES = np.linspace(-8.0, 1.0, 91)
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -78,45 +76,107 @@ def scale_convergence(likelihood, dp, squared_errors: np.ndarray) -> dict[str, A
             "global_scale_converged": bool(abs(value / optimum - 1.0) <= SCALE_CONVERGENCE_RTOL)}
 
 
+#: Evaluating a seed group, at most this many float32 elements per tensor of one call
+#: (seeds x batch x samples x pixels): seeds are taken this many at a time.
+EVAL_ELEMENTS_PER_CALL = 2**26
+
+
+def seeds_per_call(spec: RunSpec, dims: int) -> int:
+    """How many seeds of a group one evaluation call takes, so that memory stays bounded."""
+    cfg = spec.eval
+    per_seed = cfg.batch_size * max(min(cfg.k_chunk, cfg.iwae_k), min(cfg.k_chunk, cfg.lppl_samples), 1) * dims
+    return max(1, EVAL_ELEMENTS_PER_CALL // per_seed)
+
+
 def evaluate(backend: Backend, model: VAE, trained: Trained, spec: RunSpec, test_images: np.ndarray,
              train_images: np.ndarray, data: DataContext, evals: EvalFunctions,
              training: TrainingResult) -> tuple[dict[str, Any], dict[str, float]]:
     """Returns (metrics, timing) for the trained parameters."""
-    cfg = spec.eval
+    return evaluate_group(backend, model, [trained], [spec], test_images, train_images, data, evals, [training],
+                          batched=False)[0]
+
+
+def evaluate_group(backend: Backend, model: VAE, trained: list[Trained], specs: list[RunSpec],
+                   test_images: np.ndarray, train_images: np.ndarray, data: DataContext, evals: EvalFunctions,
+                   trainings: list[TrainingResult], batched: bool) -> list[tuple[dict[str, Any], dict[str, float]]]:
+    """(metrics, timing) per seed of a group. `batched`: `evals` are mapped over seeds and a call
+    takes seeds_per_call seeds (the last call padded with copies of its first seed, so that one
+    compiled shape serves every call); each seed's numbers are those it gets evaluated alone."""
+    cfg = specs[0].eval
     if cfg.max_test_examples:
         test_images = test_images[: cfg.max_test_examples]
-    test = EvalData(backend, test_images, spec, data.levels, "test")
-    train = EvalData(backend, train_images, spec, data.levels, "train")
     dims = int(np.prod(test_images.shape[1:]))
-    bs = cfg.batch_size
-    likelihood = model.likelihood
+    per_call = min(seeds_per_call(specs[0], dims), len(specs)) if batched else 1
+    out = []
+    for start in range(0, len(specs), per_call):
+        chunk = list(range(start, min(start + per_call, len(specs))))
+        padded = chunk + [chunk[0]] * (per_call - len(chunk)) if batched else chunk
+        state = (Trained(stack_trees(backend, [trained[i].params for i in padded]),
+                         stack_trees(backend, [trained[i].dstate for i in padded])) if batched else trained[chunk[0]])
+        outputs, timing = _evaluate_outputs(backend, state, [specs[i] for i in padded], test_images, train_images,
+                                            data, evals, batched)
+        for j, i in enumerate(chunk):
+            metrics = _metrics(model, specs[i], outputs[j], dims, data, trainings[i],
+                               model.dp(trained[i].params, trained[i].dstate))
+            out.append((metrics, timing))
+    return out
+
+
+def _evaluate_outputs(backend: Backend, state: Trained, specs: list[RunSpec], test_images: np.ndarray,
+                      train_images: np.ndarray, data: DataContext, evals: EvalFunctions,
+                      batched: bool) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
+    """Every per-example output evaluation needs, per seed, and the timing of the call."""
+    test = [EvalData(backend, test_images, spec, data.levels, "test") for spec in specs]
+    train = [EvalData(backend, train_images, spec, data.levels, "train") for spec in specs]
+    bs = specs[0].eval.batch_size
 
     def over(fn, split, seed_path):
-        return per_example(backend, fn, trained, split, bs, seed_path, spec)
+        return per_example_group(backend, fn, state, split, bs, seed_path, specs, batched)
 
     t0 = time.perf_counter()
-    elbo_test = over(evals.elbo, test, ("elbo_z",))[0]
-    mean, std, log_density, mu_q, kl = over(evals.at_mean, test, None)
-    lppl = over(evals.lppl, test, ("lppl_z",))[0]
+    elbo_test = over(evals.elbo, test, ("elbo_z",))
+    at_mean = over(evals.at_mean, test, None)
+    lppl = over(evals.lppl, test, ("lppl_z",))
     t_iwae = time.perf_counter()
-    iwae = over(evals.iwae, test, ("iwae_z",))[0]
+    iwae = over(evals.iwae, test, ("iwae_z",))
     iwae_s = time.perf_counter() - t_iwae
     eval_s = time.perf_counter() - t0
-    elbo_train = over(evals.elbo, train, ("elbo_z",))[0]
-    train_sq_err = over(evals.sampled_squared_error, train, ("scale_z",))[0]
+    elbo_train = over(evals.elbo, train, ("elbo_z",))
+    train_sq_err = over(evals.sampled_squared_error, train, ("scale_z",))
+    outputs = []
+    for s in range(len(specs)):
+        mean, std, log_density, mu_q, kl = at_mean[s]
+        outputs.append({"elbo": elbo_test[s][0], "mean": mean, "std": std, "log_density": log_density, "mu_q": mu_q,
+                        "kl": kl, "lppl": lppl[s][0], "iwae": iwae[s][0], "train_elbo": elbo_train[s][0],
+                        "train_sq_err": train_sq_err[s][0], "y": test[s].y})
+    n, k = len(test_images), specs[0].eval.iwae_k
+    timing = {
+        "eval_s": eval_s,
+        # this seed's rates; a call evaluated len(specs) seeds at once
+        "eval_examples_per_s": n / eval_s,
+        "iwae_s": iwae_s,
+        "importance_samples_per_s": n * k / iwae_s,
+    }
+    return outputs, timing
 
-    iwae_ll = _mean(iwae)
-    elbo = _mean(elbo_test)
-    train_elbo = _mean(elbo_train)
+
+def _metrics(model: VAE, spec: RunSpec, o: dict[str, np.ndarray], dims: int, data: DataContext,
+             training: TrainingResult, dp) -> dict[str, Any]:
+    """One seed's metrics from its per-example outputs (docs/definitions.md)."""
+    cfg, likelihood = spec.eval, model.likelihood
+    mean, std, log_density, mu_q, kl = o["mean"], o["std"], o["log_density"], o["mu_q"], o["kl"]
+    iwae_ll = _mean(o["iwae"])
+    elbo = _mean(o["elbo"])
+    train_elbo = _mean(o["train_elbo"])
     metrics: dict[str, Any] = {
         "elbo": elbo,
         "iwae_ll": iwae_ll,
         "iwae_k": cfg.iwae_k,
-        "lppl": _mean(lppl),
+        "lppl": _mean(o["lppl"]),
         "lppl_samples": cfg.lppl_samples,
         "bpd": bits_per_dim(iwae_ll, dims, data, likelihood),
-        "rmse": float(np.sqrt(np.mean(np.square(mean - test.y)))),
-        "test_examples": len(test),
+        "rmse": float(np.sqrt(np.mean(np.square(mean - o["y"])))),
+        "test_examples": len(o["y"]),
         "dims": dims,
         "tau": data.tau,
         "bin_width": data.bin_width,
@@ -145,18 +205,11 @@ def evaluate(backend: Backend, model: VAE, trained: Trained, spec: RunSpec, test
         "collapse_threshold": cfg.collapse_threshold,
         "max_train_bound": training.max_train_bound,
         "val_bound_final_change": training.final_val_change,
-        **scale_convergence(likelihood, model.dp(trained.params, trained.dstate), train_sq_err),
+        **scale_convergence(likelihood, dp, o["train_sq_err"]),
         "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
         "unit_activity": [float(v) for v in unit_activity],
         "kl_per_dim": [float(v) for v in np.mean(kl, axis=0)],
         "train_elbo": train_elbo,
         "train_test_gap": None if train_elbo is None or elbo is None else train_elbo - elbo,
     })
-    n = len(test)
-    timing = {
-        "eval_s": eval_s,
-        "eval_examples_per_s": n / eval_s,
-        "iwae_s": iwae_s,
-        "importance_samples_per_s": n * cfg.iwae_k / iwae_s,
-    }
-    return metrics, timing
+    return metrics

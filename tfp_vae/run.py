@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from tfp_vae import SCHEMA_VERSION, __version__
 from tfp_vae.backends import Backend, get_backend
 from tfp_vae.config import RunSpec
 from tfp_vae.data import dataset_entry, load_pool, split_pool
 from tfp_vae.decoders import DataContext, make_decoder
-from tfp_vae.environment import capture
-from tfp_vae.evaluate import evaluate
+from tfp_vae.environment import capture, reset_host_peak_memory
+from tfp_vae.evaluate import evaluate_group
 from tfp_vae.model import VAE
 from tfp_vae.networks import Architecture
+from tfp_vae.records import jsonable, write_record  # noqa: F401 - write_record: part of this module's interface
 from tfp_vae.steps import EvalFunctions
 from tfp_vae.train import train_group
 
@@ -51,6 +47,7 @@ def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print
     if len({spec.group_key() for spec in specs}) != 1 or len({spec.seed for spec in specs}) != len(specs):
         raise ValueError("a seed group holds specs that differ only by seed, each seed once")
     first = specs[0]
+    reset_host_peak_memory()  # the peak recorded is this group's, not the worker process's
     t_wall = time.perf_counter()
     backend = get_backend(first.backend)
     device = backend.configure(first.device, first.tf32)
@@ -66,14 +63,16 @@ def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print
     records = []
     with backend.device_scope(device):
         model = build_model(first, entry.shape, data, backend)
-        evals = EvalFunctions(backend, model, first.train.jit, first.eval.iwae_k, first.eval.k_chunk,
-                              first.eval.lppl_samples)
+        batched = len(specs) > 1  # evaluation too takes the group's seeds in one call
+        evals = EvalFunctions(backend, model, first.train.compiler, first.eval.iwae_k, first.eval.k_chunk,
+                              first.eval.lppl_samples, batched)
         trained_group = train_group(backend, model, specs, splits, data, evals, log)
-        environment = {**capture(backend, device, first.train.jit or backend.always_compiles),
+        environment = {**capture(backend, device),
                        "data_source": {"source": location.source, "directory": str(location.directory or "")}}
-        for spec, (trained, training) in zip(specs, trained_group):
-            metrics, eval_timing = evaluate(backend, model, trained, spec, splits.test.images, splits.train.images,
-                                            data, evals, training)
+        trained, trainings = [t for t, _ in trained_group], [r for _, r in trained_group]
+        evaluated = evaluate_group(backend, model, trained, specs, splits.test.images, splits.train.images, data,
+                                   evals, trainings, batched)
+        for spec, training, (metrics, eval_timing) in zip(specs, trainings, evaluated):
             records.append(_record(spec, metrics, eval_timing, training, splits, backend, device, seeds, environment))
     wall = time.perf_counter() - t_wall
     for record in records:  # every seed waited for the whole group
@@ -108,7 +107,7 @@ def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float
             "train_examples": len(splits.train),
             "validation_examples": len(splits.validation),
         },
-        "execution": {"device": device, "backend": backend.name, "xla": spec.train.jit or backend.always_compiles,
+        "execution": {"device": device_label(device), "backend": backend.name, "compiler": spec.train.compiler,
                       "tf32": spec.tf32, "precision": spec.precision,
                       # the seeds trained in one compiled step with this one (seed batching), itself included
                       "seed_group": list(group_seeds),
@@ -119,36 +118,6 @@ def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float
     }
 
 
-def jsonable(value: Any) -> Any:
-    """Strict-JSON copy: NumPy scalars to Python, non-finite floats to None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Write atomically: temporary file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are meant to be shared
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=1, sort_keys=True, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def device_label(device: str) -> str:
+    """One label per device whatever the backend calls it: "/CPU:0" (TensorFlow) and "cpu:0" (JAX) -> "cpu:0"."""
+    return device.strip("/").lower()

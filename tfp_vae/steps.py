@@ -39,14 +39,9 @@ def init_carry(backend: Backend, model: VAE) -> dict[str, Any]:
     return {"dstate": dstate, "step": backend.asarray(np.int32(0)), "bad_step": backend.asarray(np.int32(-1))}
 
 
-def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                    multipliers: dict[str, Any], jit: bool, batched: bool = False) -> tuple[Callable, Callable]:
-    """(opt_init(params), step). `step(params, opt_state, carry, x float32 (B,H,W,C), seeds int32 (2, 2))`
-    returns the new (params, opt_state, carry) and {"objective", "bound"}, batch means.
-    After the first non-finite loss or gradient nothing is updated again, and the step is kept.
-
-    `batched`: every argument and result gains a leading seed axis (S models in one compiled step,
-    each with its own batch, noise and guard); opt_init still takes one model's parameters."""
+def _train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
+                multipliers: dict[str, Any]) -> tuple[Callable, Callable]:
+    """(opt_init, step), the step not compiled: see make_train_step."""
     xp = backend.xp
     opt_init, opt_update = backend.adam(learning_rate)
 
@@ -71,7 +66,51 @@ def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, lea
                  "bad_step": xp.where(~finite & (carry["bad_step"] < 0), carry["step"], carry["bad_step"])}
         return keep(new_params, params), keep(new_opt, opt_state), carry, {"objective": -loss, "bound": bound}
 
-    return opt_init, backend.jit(backend.vmap(step) if batched else step, jit)
+    return opt_init, step
+
+
+def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
+                    multipliers: dict[str, Any], compiler: str, batched: bool = False) -> tuple[Callable, Callable]:
+    """(opt_init(params), step). `step(params, opt_state, carry, x float32 (B,H,W,C), seeds int32 (2, 2))`
+    returns the new (params, opt_state, carry) and {"objective", "bound"}, batch means.
+    After the first non-finite loss or gradient nothing is updated again, and the step is kept.
+
+    `batched`: every argument and result gains a leading seed axis (S models in one compiled step,
+    each with its own batch, noise and guard); opt_init still takes one model's parameters."""
+    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers)
+    return opt_init, backend.compile(backend.vmap(step) if batched else step, compiler)
+
+
+#: The per-step metrics a step returns (batch means).
+STEP_METRICS = ("objective", "bound")
+
+
+def make_train_epoch(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
+                     multipliers: dict[str, Any], compiler: str, batched: bool = False) -> tuple[Callable, Callable]:
+    """(opt_init(params), epoch): a whole epoch in one compiled call, the steps of make_train_step
+    run in a compiled loop over data already on the device.
+
+    `epoch(params, opt_state, carry, images float32 (N,H,W,C), rows int32 (T, B), seeds int32 (T, 2, 2))`
+    takes step t on images[rows[t]] with seeds[t] and returns the new (params, opt_state, carry) and
+    {"objective", "bound"} of every step, each (T,). `batched`: params, opt_state and carry gain a
+    leading seed axis, rows become (T, S, B), seeds (T, S, 2, 2) and metrics (T, S); the images are
+    shared by the seeds, each seed drawing its own rows."""
+    xp = backend.xp
+    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers)
+    mapped = backend.vmap(step) if batched else step
+
+    def epoch(params, opt_state, carry, images, rows, seeds):
+        n_steps, shape = rows.shape[0], tuple(rows.shape[1:-1])  # shape: () alone, (S,) batched
+
+        def body(t, state):
+            p, o, c, metrics = state
+            p, o, c, m = mapped(p, o, c, xp.take(images, rows[t]), seeds[t])
+            return p, o, c, {k: xp.set_row(metrics[k], t, m[k]) for k in STEP_METRICS}
+
+        empty = {k: xp.full((n_steps, *shape), 0.0) for k in STEP_METRICS}
+        return xp.fori_loop(0, n_steps, body, (params, opt_state, carry, empty))
+
+    return opt_init, backend.compile(epoch, compiler)
 
 
 def stack_trees(backend: Backend, trees: list[Any]) -> Any:
@@ -110,8 +149,11 @@ class EvalFunctions:
     """Compiled per-batch evaluation functions of (params, dstate, y[, seed]); each returns
     per-example values."""
 
-    def __init__(self, backend: Backend, model: VAE, jit: bool, iwae_k: int, k_chunk: int, lppl_samples: int):
+    def __init__(self, backend: Backend, model: VAE, compiler: str, iwae_k: int, k_chunk: int, lppl_samples: int,
+                 batched: bool = False):
+        """`batched`: every function mapped over a leading seed axis of all its arguments."""
         xp, lik = backend.xp, model.likelihood
+        compiled = lambda f: backend.compile(backend.vmap(f) if batched else f, compiler)  # noqa: E731
 
         def iwae(params, dstate, y, seed):
             q = model.posterior(params, y)
@@ -142,11 +184,11 @@ class EvalFunctions:
             mean = lik.mean(model.decode(params, model.sample_z(q, None, seed)))
             return xp.mean(xp.square(mean - y), (-3, -2, -1))
 
-        self.iwae = backend.jit(iwae, jit)
-        self.lppl = backend.jit(lppl, jit)
-        self.elbo = backend.jit(elbo, jit)
-        self.at_mean = backend.jit(at_mean, jit)
-        self.sampled_squared_error = backend.jit(sampled_squared_error, jit)
+        self.iwae = compiled(iwae)
+        self.lppl = compiled(lppl)
+        self.elbo = compiled(elbo)
+        self.at_mean = compiled(at_mean)
+        self.sampled_squared_error = compiled(sampled_squared_error)
 
 
 def padded_batches(n: int, batch_size: int) -> Iterator[tuple[slice, int]]:

@@ -19,6 +19,14 @@ BACKENDS: dict[str, str] = {
     "jax": "tfp_vae.backends.jax",
 }
 
+#: What `train.compiler` may name, per backend: "xla" compiles the whole step, epoch and
+#: evaluation with XLA; "graph" runs TensorFlow's graph of its own kernels (oneDNN on a CPU)
+#: without XLA. JAX has only XLA.
+COMPILERS: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("xla", "graph"),
+    "jax": ("xla",),
+}
+
 
 @lru_cache(maxsize=None)
 def get_backend(name: str) -> Backend:
@@ -46,4 +54,4 @@ def installed_backends() -> list[str]:
     return names
 
 
-__all__ = ["BACKENDS", "Backend", "get_backend", "installed_backends"]
+__all__ = ["BACKENDS", "COMPILERS", "Backend", "get_backend", "installed_backends"]

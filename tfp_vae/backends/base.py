@@ -32,6 +32,8 @@ class Ops:
     logsumexp: Callable  # logsumexp(x, axis)
     logaddexp: Callable  # logaddexp(a, b), elementwise
     fori_loop: Callable  # fori_loop(lower, upper, body(i, carry) -> carry, init): a compiled loop
+    take: Callable  # take(x, indices): rows of x along axis 0 (a gather; indices of any shape)
+    set_row: Callable  # set_row(buffer, i, value): buffer with buffer[i] = value (i may be traced)
     matmul: Callable
     matmul_bf16: Callable  # matmul_bf16(a, b): inputs rounded to bfloat16, float32 result
     reshape: Callable  # reshape(x, shape)
@@ -59,10 +61,9 @@ class Backend:
     tree_leaves: Callable
     value_and_grad: Callable  # value_and_grad(f)(params, *args) -> ((value, aux), grads)
     vmap: Callable  # vmap(f)(*args): f mapped over the leading axis of every argument (seed batching)
-    jit: Callable  # jit(f, enabled) -> compiled f
+    compile: Callable  # compile(f, compiler) -> f compiled by `compiler` (one of COMPILERS[name])
     adam: Callable  # adam(learning_rate) -> (init(params), update(grads, state, params) -> (updates, state))
     configure: Callable  # configure(device, tf32) -> device string
     device_scope: Callable  # device_scope(device) -> context manager
     peak_memory_mib: Callable  # peak_memory_mib(device)
     environment: Callable  # environment(device) -> dict of versions, threads, GPU fields
-    always_compiles: bool = False  # JAX compiles every step whatever `jit` says

@@ -3,7 +3,7 @@ jax.value_and_grad, jax.jit and optax's Adam. Imports no TensorFlow."""
 
 from __future__ import annotations
 
-import resource
+import subprocess
 from typing import Any
 
 import jax
@@ -13,6 +13,7 @@ import optax
 
 from tfp_vae.backends.base import Backend, Ops
 from tfp_vae.backends.quiet import startup_noise_filtered
+from tfp_vae.environment import host_peak_memory_mib
 from tfp_vae.errors import ConfigError
 
 with startup_noise_filtered():  # where TF is installed the substrate loads it, and its start-up noise, lazily
@@ -38,7 +39,8 @@ OPS = Ops(
     stop_gradient=jax.lax.stop_gradient, digamma=jax.scipy.special.digamma, isfinite=jnp.isfinite,
     sum=lambda x, axis=None: jnp.sum(x, axis), mean=lambda x, axis=None: jnp.mean(x, axis), all=jnp.all,
     logsumexp=lambda x, axis=None: jax.scipy.special.logsumexp(x, axis), logaddexp=jnp.logaddexp,
-    fori_loop=jax.lax.fori_loop, matmul=jnp.matmul, reshape=jnp.reshape,
+    fori_loop=jax.lax.fori_loop, take=lambda x, idx: jnp.take(x, idx, axis=0),
+    set_row=lambda buf, i, value: buf.at[i].set(value), matmul=jnp.matmul, reshape=jnp.reshape,
     matmul_bf16=lambda a, b: jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
                                         preferred_element_type=jnp.float32),
     concat=lambda xs, axis: jnp.concatenate(xs, axis), stack=lambda xs, axis=0: jnp.stack(xs, axis),
@@ -55,6 +57,12 @@ OPS = Ops(
 def asarray(x: Any):
     x = np.asarray(x)
     return jnp.asarray(x if x.dtype.kind in "iub" else x.astype(np.float32))
+
+
+def _compile(f, compiler: str = "xla"):
+    if compiler != "xla":  # specs are checked against COMPILERS before a run: this is a caller's bug
+        raise ValueError(f"compiler {compiler!r}: JAX compiles with XLA only")
+    return jax.jit(f)
 
 
 def value_and_grad(f):
@@ -86,7 +94,24 @@ def peak_memory_mib(device: str) -> float:
     if device.startswith("gpu"):
         stats = jax.devices("gpu")[0].memory_stats() or {}
         return stats.get("peak_bytes_in_use", 0) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return host_peak_memory_mib()
+
+
+def _gpu_fields(gpus: list) -> dict[str, Any]:
+    """Memory, CUDA and driver versions of the GPUs JAX sees (None where it cannot say)."""
+    if not gpus:
+        return {"gpu_memory_mib": [], "cuda_version": None, "gpu_driver_version": None}
+    try:
+        cuda = gpus[0].client.platform_version  # e.g. "cuda 13000"
+    except AttributeError:
+        cuda = None
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=20).stdout.split("\n")[0].strip() or None
+    except (OSError, subprocess.SubprocessError):
+        driver = None
+    memory = [(d.memory_stats() or {}).get("bytes_limit", 0) / 2**20 for d in gpus]
+    return {"gpu_memory_mib": memory, "cuda_version": cuda, "gpu_driver_version": driver}
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -102,7 +127,7 @@ def environment(device: str) -> dict[str, Any]:
                                "tensorflow_probability": tfp.__version__},
         "threads": {"xla_cpu_devices": len(jax.devices("cpu"))},
         "gpus": [d.device_kind for d in gpus],
-        "cuda_version": None,
+        **_gpu_fields(gpus),
         "cudnn_version": None,
         "tf32": jax.config.jax_default_matmul_precision == "tensorfloat32",
         "op_determinism": True,  # XLA on CPU is deterministic; on GPU see the record's notes
@@ -112,6 +137,6 @@ def environment(device: str) -> dict[str, Any]:
 BACKEND = Backend(
     name="jax", xp=OPS, tfd=tfp.distributions, asarray=asarray, to_numpy=lambda t: np.asarray(t),
     tree_map=jax.tree_util.tree_map, tree_leaves=jax.tree_util.tree_leaves, value_and_grad=value_and_grad, vmap=jax.vmap,
-    jit=lambda f, enabled=True: jax.jit(f), adam=adam, configure=configure, device_scope=device_scope,
-    peak_memory_mib=peak_memory_mib, environment=environment, always_compiles=True,
+    compile=_compile, adam=adam, configure=configure, device_scope=device_scope,
+    peak_memory_mib=peak_memory_mib, environment=environment,
 )

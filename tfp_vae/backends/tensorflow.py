@@ -4,7 +4,6 @@ GradientTape, tf.function (with XLA when asked) and a functional Adam."""
 from __future__ import annotations
 
 import os
-import resource
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's later chatter; real errors still show
@@ -13,6 +12,7 @@ import numpy as np  # noqa: E402
 
 from tfp_vae.backends.base import Backend, Ops  # noqa: E402
 from tfp_vae.backends.quiet import startup_noise_filtered  # noqa: E402
+from tfp_vae.environment import host_peak_memory_mib  # noqa: E402
 from tfp_vae.errors import ConfigError  # noqa: E402
 
 with startup_noise_filtered():
@@ -30,8 +30,14 @@ def _fori_loop(lower, upper, body, init):
 
 
 def _matmul_bf16(a, b):
-    # oneDNN runs bfloat16 matmuls on the CPU's bf16 units (AVX512-BF16, AMX) and accumulates in float32
-    return tf.cast(tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)), tf.float32)
+    """Inputs rounded to bfloat16, products and sums in float32: what JAX computes with
+    preferred_element_type=float32. A product of two bfloat16 values is exact in float32, so
+    rounding, widening and a float32 matmul is that computation exactly. TensorFlow's own
+    bfloat16 matmul cannot say it: on a CPU without bf16 units (AMD EPYC here) its kernel
+    accumulates in bfloat16 (results 0.6 % off on a 3x4x5 product), and with oneDNN it rounds
+    the float32 sum to bfloat16, so the number would depend on the CPU."""
+    widen = lambda x: tf.cast(tf.cast(x, tf.bfloat16), tf.float32)  # noqa: E731
+    return tf.matmul(widen(a), widen(b))
 
 
 OPS = Ops(
@@ -41,6 +47,8 @@ OPS = Ops(
     sum=lambda x, axis=None: tf.reduce_sum(x, axis), mean=lambda x, axis=None: tf.reduce_mean(x, axis),
     all=lambda x: tf.reduce_all(x), logsumexp=lambda x, axis=None: tf.reduce_logsumexp(x, axis),
     logaddexp=lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), 0), fori_loop=_fori_loop,
+    take=lambda x, idx: tf.gather(x, idx, axis=0),
+    set_row=lambda buf, i, value: tf.tensor_scatter_nd_update(buf, tf.reshape(i, (1, 1)), value[None]),
     matmul=tf.matmul, matmul_bf16=_matmul_bf16, reshape=tf.reshape, concat=lambda xs, axis: tf.concat(xs, axis),
     stack=lambda xs, axis=0: tf.stack(xs, axis), broadcast_to=tf.broadcast_to,
     full=lambda shape, value: tf.fill(shape, tf.constant(value, tf.float32)),
@@ -50,6 +58,9 @@ OPS = Ops(
     uniform=lambda seed, shape: tf.random.stateless_uniform(shape, seed, alg="philox"),
     fold_in=lambda seed, i: tf.random.experimental.stateless_fold_in(seed, i, alg="philox"),
 )
+
+
+_XLA = {"xla": True, "graph": False}  # tf.function's jit_compile per compiler
 
 
 def asarray(x: Any):
@@ -113,10 +124,10 @@ def configure(device: str, tf32: bool) -> str:
 
 
 def peak_memory_mib(device: str) -> float:
-    """Peak memory of this process (host RSS), or of the GPU allocator on a GPU."""
+    """Peak host memory of this process since the run began (VmHWM), or of the GPU allocator on a GPU."""
     if "GPU" in device:
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return host_peak_memory_mib()
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -140,6 +151,7 @@ BACKEND = Backend(
     name="tensorflow", xp=OPS, tfd=tfp.distributions, asarray=asarray, to_numpy=lambda t: np.asarray(t),
     tree_map=tf.nest.map_structure, tree_leaves=tf.nest.flatten, value_and_grad=value_and_grad, vmap=vmap,
     # autograph off: the core has no tensor-dependent Python control flow, and tracing is faster
-    jit=lambda f, enabled=True: tf.function(f, jit_compile=enabled, autograph=False), adam=adam, configure=configure,
+    compile=lambda f, compiler="xla": tf.function(f, jit_compile=_XLA[compiler], autograph=False), adam=adam,
+    configure=configure,
     device_scope=lambda device: tf.device(device), peak_memory_mib=peak_memory_mib, environment=environment,
 )

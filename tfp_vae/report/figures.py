@@ -65,7 +65,7 @@ def sigma_vs_tau(df: pd.DataFrame, path: Path) -> Path:
 def sigma_histograms(df: pd.DataFrame, path: Path) -> Path:
     """Histogram of every test pixel's decoder sigma, pooled over seeds, one panel per
     decoder with a scale, one line per scaling, against tau (dashed)."""
-    from tfp_vae.evaluate import SIGMA_LOG10_EDGES
+    from tfp_vae.records import SIGMA_LOG10_EDGES
 
     scaled = df[df["sigma_log10_hist"].notna()]
     labels = _order(scaled["label"])

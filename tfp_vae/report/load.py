@@ -83,4 +83,7 @@ def load_records(directory: str | Path, warn: Callable[[str], None] = lambda s: 
         records.append(rec)
     if not records:
         raise TfpVaeError(f"{directory}: no readable run records" + (f" ({len(problems)} skipped)" if problems else ""))
+    # seeds in seed order within each configuration, whatever the files are called: an
+    # aggregate that resamples (the bootstrap) then does not depend on the order records are read in
+    records.sort(key=lambda r: (json.dumps({**r["spec"], "seed": None}, sort_keys=True), r["spec"].get("seed", 0)))
     return Loaded(pd.DataFrame([_row(r) for r in records]), records, problems)

@@ -38,7 +38,7 @@ def iqm_interval(values: Sequence[float], level: float = 0.95, reps: int = BOOTS
                  seed: int = BOOTSTRAP_SEED) -> tuple[float, float] | None:
     """Percentile-bootstrap interval of the IQM (runs resampled with replacement; one
     stratum, so a plain bootstrap). None with fewer than MIN_SEEDS_FOR_INTERVAL values."""
-    x = np.asarray(values, dtype=float)
+    x = np.sort(np.asarray(values, dtype=float))  # resampling picks positions: fix them, whatever the input order
     if len(x) < MIN_SEEDS_FOR_INTERVAL:
         return None
     res = stats.bootstrap((x,), _iqm, n_resamples=reps, confidence_level=level, method="percentile",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tfp_vae.config import RunSpec
-from tfp_vae.errors import ConfigError
+from tfp_vae.errors import ConfigError, StoreError
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study, describe
 from tfp_vae.runner.worker import DONE, error_record
@@ -324,8 +324,17 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
                     records = [error_record(s.to_dict(), s.run_id(), f"{type(exc).__name__}: {exc}", "")
                                for s in group]
                 progress.running = sum(len(g) for g in running.values())
-                for spec, record in zip(group, records):
-                    store.write(record)
+                for i, (spec, record) in enumerate(zip(group, records)):
+                    try:
+                        store.write(record)
+                    except OSError as exc:  # e.g. no space left: say so in one line, keep what is saved
+                        for unsaved in group[i:]:
+                            store.release(unsaved.run_id())
+                        saved = sum(store.status(s.run_id()) == "done" for s in study.specs)
+                        raise StoreError(
+                            f"cannot write records to {store.dir} ({exc.strerror or exc}); {saved} of "
+                            f"{len(study.specs)} runs of {study.name} are saved there, intact; make room and run "
+                            f"the same command again: it resumes from them") from None
                     store.release(spec.run_id())
                     if record["status"] == "error":
                         progress.failed += 1

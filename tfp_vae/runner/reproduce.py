@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tfp_vae.environment import cpu_model, machine_slug
-from tfp_vae.run import write_record
+from tfp_vae.records import write_record
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tfp_vae import SCHEMA_VERSION
-from tfp_vae.run import write_record
+from tfp_vae.records import write_record
 
 DONE_STATUSES = ("ok", "nonfinite")  # a diverged run is a finished result, not a failure
 

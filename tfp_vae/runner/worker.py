@@ -48,7 +48,7 @@ def run_specs(spec_dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def serve(requests: TextIO, answers: TextIO) -> None:
     """Answer seed-group requests until the input ends."""
-    from tfp_vae.run import write_record
+    from tfp_vae.records import write_record
 
     for line in requests:
         if not line.strip():
