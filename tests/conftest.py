@@ -29,6 +29,8 @@ def tiny_spec(**overrides):
         "train": {"epochs": 2, "batch_size": 64, "patience": 0},
         "eval": {"iwae_k": 20, "k_chunk": 7, "lppl_samples": 5},
     }
+    # TensorFlow's graph compiles in a second where XLA takes ten; tests that need XLA say so
+    base["train"]["compiler"] = "graph" if overrides.get("backend", "tensorflow") == "tensorflow" else "xla"
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}

@@ -257,3 +257,26 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
     pixels = imread(shot)
     assert pixels.shape[0] == 1600 and pixels.shape[1] == 1200
     assert pixels[..., :3].std() > 0.05  # not blank: text, table borders and plots
+
+
+def test_no_cell_mixes_devices_or_tf32(runs, tmp_path):
+    """The same runs recorded once more on a GPU, and once more with TF32: each lands in a
+    column of its own, named by what differs, and a CPU cell keeps its own five seeds."""
+    import json
+
+    both = tmp_path / "both"
+    both.mkdir()
+    for path in runs.glob("*.json"):
+        rec = json.loads(path.read_text())
+        (both / path.name).write_text(json.dumps(rec))
+        gpu = {**rec, "run_id": rec["run_id"] + "-gpu", "spec": {**rec["spec"], "device": "gpu"},
+               "execution": {"device": "gpu:0"}}
+        (both / f"{gpu['run_id']}.json").write_text(json.dumps(gpu))
+        tf32 = {**gpu, "run_id": rec["run_id"] + "-tf32", "spec": {**gpu["spec"], "tf32": True}}
+        (both / f"{tf32['run_id']}.json").write_text(json.dumps(tf32))
+    t = loglik_table(load_records(both).frame)
+    assert "digits raw (float32, cpu)" in t.header and "digits raw (float32, gpu)" in t.header
+    assert "digits raw (tf32, gpu)" in t.header
+    cells = t.numbers[(t.numbers["decoder"] == "learned") & (t.numbers["scaling"] == "raw")]
+    assert sorted(zip(cells["device"], cells["precision"], cells["n"])) == [
+        ("cpu", "float32", 5), ("gpu", "float32", 5), ("gpu", "tf32", 5)]

@@ -29,7 +29,6 @@ latent = 3
 [train]
 epochs = 1
 batch_size = 256
-compiler = "graph"
 [eval]
 iwae_k = 4
 lppl_samples = 2

@@ -12,7 +12,7 @@ from tfp_vae.backends import Backend
 from tfp_vae.config import RunSpec
 from tfp_vae.decoders import DataContext
 from tfp_vae.model import VAE
-from tfp_vae.records import SIGMA_LOG10_EDGES
+from tfp_vae.records import SCALE_CONVERGENCE_RTOL, SIGMA_LOG10_EDGES
 from tfp_vae.steps import EvalFunctions, stack_trees
 from tfp_vae.eval_data import EvalData, Trained, TrainingResult, excess_density_frac, per_example_group
 
@@ -61,8 +61,6 @@ def collapse_verdict(training: TrainingResult, excess_frac: float | None, thresh
     return bool(reasons), "; ".join(reasons) or None
 
 
-#: A global learned scale within this relative distance of its closed-form optimum has converged.
-SCALE_CONVERGENCE_RTOL = 0.1
 
 
 def scale_convergence(likelihood, dp, squared_errors: np.ndarray) -> dict[str, Any]:

@@ -15,6 +15,9 @@ import numpy as np
 #: Fixed log10-sigma bins of a record's sigma histogram (values outside are clipped into the
 #: end bins), so histograms of different runs add up.
 SIGMA_LOG10_EDGES = np.linspace(-8.0, 1.0, 91)
+#: A global learned scale within this relative distance of its closed-form optimum has converged
+#: (a record's global_scale_converged).
+SCALE_CONVERGENCE_RTOL = 0.1
 
 def jsonable(value: Any) -> Any:
     """Strict-JSON copy: NumPy scalars to Python, non-finite floats to None."""

@@ -42,13 +42,18 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": rec["run_id"], "status": rec["status"], "dataset": spec["dataset"], "scaling": spec["scaling"],
         "decoder": spec["decoder"], "label": decoder_label(spec["decoder"], spec.get("decoder_params") or {}),
-        "seed": spec["seed"], "device": (rec.get("execution") or {}).get("device", spec["device"]),
-        "backend": spec["backend"], "precision": spec.get("precision", "float32"), "error": rec.get("error"),
+        "seed": spec["seed"],
+        # one label per device ("/CPU:0" of older TensorFlow records is "cpu:0")
+        "device": str((rec.get("execution") or {}).get("device", spec["device"])).strip("/").lower(),
+        # TF32 is a precision of its own: float32 matmuls on a GPU's tensor cores
+        "precision": "tf32" if spec.get("tf32") and spec.get("precision", "float32") == "float32"
+        else spec.get("precision", "float32"),
+        "backend": spec["backend"], "error": rec.get("error"),
         "seeds_per_step": len((rec.get("execution") or {}).get("seed_group") or [spec["seed"]]),
         **{k: m.get(k) for k in ("elbo", "iwae_ll", "lppl", "bpd", "rmse", "sigma_min", "sigma_p01", "sigma_median",
                                  "frac_below_tau", "tau", "excess_density_frac", "variance_collapse",
                                  "collapse_reason", "active_units", "train_test_gap", "iwae_k", "sigma_log10_hist",
-                                 "global_scale", "global_scale_optimum", "global_scale_converged",
+                                 "global_scale", "global_scale_optimum", "global_scale_converged", "collapse_threshold", "density_c",
                                  "val_bound_final_change")},
         "network": json.dumps(spec.get("network"), sort_keys=True),
         **{k: t.get(k) for k in ("train_examples_per_s", "eval_examples_per_s", "importance_samples_per_s",

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tfp_vae.decoders import DECODERS
+from tfp_vae.records import SCALE_CONVERGENCE_RTOL
 from tfp_vae.report.stats import (ALPHA, MIN_SEEDS_FOR_INTERVAL, difference_interval, iqm, iqm_interval, mean_std,
                                   tied_with_best, wilson, worse_than)
 
@@ -37,28 +38,33 @@ def _order(labels) -> list[str]:
 
 
 class Column(NamedTuple):
-    """One column of results: never mixes data sets, scalings, backends or precisions."""
+    """One column of results: never mixes data sets, scalings, backends, precisions or devices."""
 
     dataset: str
     scaling: str
     backend: str
     precision: str = "float32"
+    device: str = "cpu"
 
     def select(self, df: pd.DataFrame) -> pd.DataFrame:
         return df[(df["dataset"] == self.dataset) & (df["scaling"] == self.scaling) & (df["backend"] == self.backend)
-                  & (df["precision"] == self.precision)]
+                  & (df["precision"] == self.precision) & (df["device"].str.split(":").str[0] == self.device)]
 
     def fields(self) -> dict[str, str]:
-        return {"dataset": self.dataset, "scaling": self.scaling, "backend": self.backend, "precision": self.precision}
+        return {"dataset": self.dataset, "scaling": self.scaling, "backend": self.backend, "precision": self.precision,
+                "device": self.device}
 
     def title(self, df: pd.DataFrame) -> str:
-        """'digits raw', with the backend and precision named when the records hold more than one."""
-        named = [v for v, key in ((self.backend, "backend"), (self.precision, "precision")) if df[key].nunique() > 1]
+        """'digits raw', with the backend, precision and device named when the records hold more than one."""
+        kinds = df["device"].str.split(":").str[0]
+        named = [v for v, n in ((self.backend, df["backend"].nunique()), (self.precision, df["precision"].nunique()),
+                               (self.device, kinds.nunique())) if n > 1]
         return f"{self.dataset} {self.scaling}" + (f" ({', '.join(named)})" if named else "")
 
 
 def _columns(df: pd.DataFrame) -> list[Column]:
-    return [Column(*c) for c in sorted(set(zip(df["dataset"], df["scaling"], df["backend"], df["precision"])))]
+    kinds = df["device"].str.split(":").str[0]  # gpu:0 and gpu:1 are one kind of device
+    return [Column(*c) for c in sorted(set(zip(df["dataset"], df["scaling"], df["backend"], df["precision"], kinds)))]
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -172,12 +178,15 @@ def collapse_table(df: pd.DataFrame) -> Table:
         rows.append([lab, col.title(ok), f"{k}/{n}", _interval(ci), row["top_reason"] or "-",
                      _fmt(row["excess_density_frac_mean"], 4), _fmt(row["frac_below_tau_mean"], 4),
                      _fmt(row["active_units_mean"], 1)])
-    header = ["decoder", "data", "collapsed", "Wilson 95 %", "most common rule", "excess density frac",
-              "sd below tau frac", "active units"]
+    header = ["decoder", "data", "collapsed", "Wilson 95 %", "most common rule", "excess density frac (seed mean)",
+              "sd below tau frac (seed mean)", "active units (seed mean)"]
+    thresholds = " or ".join(f"{t:.2%}".replace(".00%", " %") for t in sorted(set(ok["collapse_threshold"].dropna())))
+    cs = " or ".join(f"{c:g}" for c in sorted(set(ok["density_c"].dropna())))
     caption = ("Variance collapse: runs flagged over runs, with the Wilson 95 % interval (only with "
                f"{MIN_SEEDS_FOR_INTERVAL} or more runs). A run is flagged when a training loss or gradient was "
-               "non-finite (nonfinite), when more than the threshold (1 %) of test pixels have a decoder density "
-               "above c / bin at the posterior mean (excess_density), or when the training bound on dequantized "
+               f"non-finite (nonfinite), when more than {thresholds or 'the threshold'} of test pixels have a decoder "
+               f"density above c / bin (c = {cs or 'n/a'}) at the posterior mean (excess_density), or when the "
+               "training bound on dequantized "
                "data exceeded D ln L at any epoch (bound_above_discrete_limit). The fraction of decoder standard "
                "deviations below tau describes the fit and is not the verdict: a healthy fit of dequantized data "
                "sits at tau.")
@@ -234,7 +243,8 @@ def convergence_table(df: pd.DataFrame) -> Table:
               "scale converged"]
     caption = ("Convergence: median over seeds of the last epoch's change of the validation bound (nats); for a "
                "decoder with one learned scale for all pixels, that scale and its closed-form optimum given the "
-               "mean (root mean squared error at sampled z on the training split), converged when within 10 %.")
+               "mean (root mean squared error at sampled z on the training split), converged when within "
+               f"{SCALE_CONVERGENCE_RTOL:.0%} of it.")
     return Table("convergence", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -405,8 +415,11 @@ def reproduction_table(files: list) -> Table:
             rows.append([o["label"], o["verdict"] + (" (unexpected)" if o["failed"] else ""), data["cpu_model"], why,
                          different or "-"])
     header = ["run", "verdict", "rerun on", "what differs from the committed environment", "fields beyond tolerance"]
+    tolerances = sorted({(data.get("rtol"), data.get("atol")) for data in map(json.loads, map(Path.read_text,
+                                                                                              map(Path, files)))})
+    stated = " or ".join(f"relative {r:g}, absolute {a:g}" for r, a in tolerances if r is not None) or "as recorded"
     caption = ("Reproduction: committed runs rerun from scratch (tfp-vae reproduce) and compared field by field, "
-               "timing and environment apart: bit-identical, within tolerance (relative 1e-3, absolute 1e-4), or "
+               f"timing and environment apart: bit-identical, within tolerance ({stated}), or "
                "different. With the same CPU model, library versions and backend a run must be bit-identical.")
     return Table("reproduction", caption, pd.DataFrame(numbers), header, rows)
 
