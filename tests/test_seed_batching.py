@@ -54,7 +54,7 @@ def test_early_stopping_and_best_epoch_are_per_seed(backend):
     from tfp_vae.run import run, run_group
 
     make = lambda s: tiny_spec(decoder="fixed", scaling="dequantized", backend=backend.name, seed=s,  # noqa: E731
-                               train={"epochs": 10, "patience": 1, "learning_rate": 3e-3})
+                               train={"epochs": 10, "patience": 1, "learning_rate": 3e-3, "compiler": "xla"})
     seeds = (0, 1, 2, 5)
     grouped = run_group([make(s) for s in seeds], log=lambda s: None)
     epochs = [r["training"]["epochs_run"] for r in grouped]
