@@ -141,7 +141,7 @@ def test_bound_check_looks_at_every_epoch():
 
 def _records(rows: list[dict]) -> pd.DataFrame:
     base = {"status": "ok", "dataset": "synthetic", "iwae_k": 10, "commit": "a", "tensorflow": "x",
-            "cpu_model": "y", "network": "{}", "backend": "tensorflow", "precision": "float32",
+            "cpu_model": "y", "network": "{}", "backend": "tensorflow", "precision": "float32", "device": "cpu:0",
             "variance_collapse": False}
     return pd.DataFrame([{**base, **r} for r in rows])
 
