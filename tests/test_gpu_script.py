@@ -35,3 +35,4 @@ def test_the_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     jax_epochs = [b for b in bench if b["extra_info"].get("backend") == "jax"]
     assert jax_epochs and all(b["extra_info"]["model_examples_per_s"] > 0 for b in jax_epochs)
     assert list((tmp_path / "reproductions").rglob("*.json")), "reproduce wrote nothing"
+    assert list(tmp_path.glob("device_ratios_vs_*.md")), "no comparison with the committed CPU figures"

@@ -121,3 +121,26 @@ def test_benchmarks_are_compared_with_the_closest_machine_as_ratios(tmp_path):
     assert dict(zip(t.numbers["benchmark"], t.numbers["time_ratio"])) == pytest.approx({"eval": 0.5, "step": 0.25})
     new2 = _bench(tmp_path / "new2.json", "CPU C", 2, {"step": 0.1})
     assert closest_reference(json.loads(new2.read_text()), [b, a]) == a  # else the same core count (first by name)
+
+
+def test_a_gpu_run_is_compared_with_the_cpus_best_at_the_same_benchmark(tmp_path):
+    """Each GPU benchmark over the CPU's highest model-examples/s at the same benchmark, backend
+    and precision, whatever seeds either ran; TF32 counts as float32; a mode the CPU lacks is left out."""
+    from tfp_vae.report.bench_compare import device_ratio_table
+
+    def bench(path, rows):
+        path.write_text(json.dumps({"machine_info": {"tfp_vae": {"cpu_model": path.stem, "cpu_count": 2}},
+                                    "benchmarks": [{"name": f"test_compiled_epoch[{s}-{m}-jax]", "stats": {"median": 1.0},
+                                                    "extra_info": {"backend": "jax", "precision": p,
+                                                                   "model_examples_per_s": v}}
+                                                   for s, m, p, v in rows]}))
+        return path
+
+    cpu = bench(tmp_path / "cpu.json", [(1, "float32", "float32", 100.0), (64, "float32", "float32", 150.0),
+                                        (1, "bfloat16", "bfloat16", 90.0)])
+    gpu = bench(tmp_path / "gpu.json", [(1024, "float32", "float32", 30000.0), (1024, "tf32", "float32", 60000.0),
+                                        (1024, "bfloat16", "bfloat16", 90000.0)])
+    t = device_ratio_table(gpu, cpu)
+    assert dict(zip(t.numbers["benchmark"], t.numbers["ratio"])) == pytest.approx({
+        "test_compiled_epoch[1024-float32-jax]": 200.0, "test_compiled_epoch[1024-tf32-jax]": 400.0,
+        "test_compiled_epoch[1024-bfloat16-jax]": 1000.0})

@@ -105,6 +105,13 @@ def main(argv: list[str]) -> int:
     step("JAX tests", [py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *k, *JAX_TESTS], t_tests)
     step("compiled-epoch benchmark", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "benchmarks/test_throughput.py",
                                       "-k", "test_compiled_epoch", "--benchmark-json", str(out / "benchmark.json")], t_bench)
+    bench_json = out / "benchmark.json"
+    if bench_json.is_file():  # the device against every committed CPU's figures
+        from tfp_vae.report.bench_compare import device_ratio_table
+        from tfp_vae.report.render import markdown
+
+        for ref in sorted((ROOT / "results" / "benchmarks").glob("*.json")):
+            (out / f"device_ratios_vs_{ref.stem}.md").write_text(markdown(device_ratio_table(bench_json, ref)) + "\n")
     name = "quick_gpu" if profile["device"] == "gpu" else "quick_gpu_dry_run"
     study_path = out / f"{name}.toml"
     study_path.write_text(toml_text(gpu_study(profile, name)))

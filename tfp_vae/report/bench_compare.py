@@ -44,3 +44,35 @@ def ratio_table(new_path: Path, reference_path: Path) -> Table:
                "median time per round, and their ratio (this / reference; below 1 is faster here).")
     return Table("benchmark_ratios", caption, pd.DataFrame(numbers),
                  ["benchmark", "median ms here", "median ms reference", "ratio"], rows)
+
+
+def _epochs(data: dict) -> list[dict]:
+    return [b for b in data.get("benchmarks", []) if "model_examples_per_s" in b.get("extra_info", {})]
+
+
+def device_ratio_table(gpu_path: Path, cpu_path: Path) -> Table:
+    """A GPU's benchmark JSON against a CPU's: for every seed-batched benchmark the GPU ran,
+    its model-examples/s over the CPU's best at that benchmark, backend and precision (any
+    number of seeds: the most the CPU reached), so 1024 seeds on a GPU meet the CPU's best."""
+    gpu, cpu = json.loads(Path(gpu_path).read_text()), json.loads(Path(cpu_path).read_text())
+    best: dict[tuple, float] = {}
+    for b in _epochs(cpu):
+        e = b["extra_info"]
+        key = (b["name"].split("[")[0], e.get("backend"), e.get("precision"))
+        best[key] = max(best.get(key, 0.0), e["model_examples_per_s"])
+    numbers, rows = [], []
+    for b in sorted(_epochs(gpu), key=lambda b: b["name"]):
+        e = b["extra_info"]
+        # TF32 runs float32 matmuls on tensor cores: it is measured against the CPU's float32
+        key = (b["name"].split("[")[0], e.get("backend"), e.get("precision"))
+        if key not in best:
+            continue
+        ratio = e["model_examples_per_s"] / best[key]
+        numbers.append({"benchmark": b["name"], "gpu_model_examples_per_s": e["model_examples_per_s"],
+                        "cpu_best_model_examples_per_s": best[key], "ratio": ratio})
+        rows.append([b["name"], f"{e['model_examples_per_s']:.0f}", f"{best[key]:.0f}", f"{ratio:.1f}x"])
+    caption = (f"{benchmark_machine(gpu, Path(gpu_path).stem)} against {benchmark_machine(cpu, Path(cpu_path).stem)}: "
+               "model-examples/s of each seed-batched benchmark the GPU ran, over the most the CPU reached at the "
+               "same benchmark, backend and precision (TF32 against float32), at any number of seeds.")
+    return Table("device_ratios", caption, pd.DataFrame(numbers),
+                 ["benchmark", "GPU model-examples/s", "CPU best model-examples/s", "GPU / CPU"], rows)
