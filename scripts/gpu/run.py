@@ -25,7 +25,7 @@ JAX_TESTS = ["tests/test_jax_without_tensorflow.py", "tests/test_seed_batching.p
 #: What differs between the GPU run and its dry run on the CPU.
 PROFILES = {
     "gpu": {"device": "gpu", "platform": "cuda", "bench_seeds": "1,16,64,256,1024",
-            "bench_modes": "float32,tf32,bfloat16", "bench_steps": "32", "pytest_k": None, "study": {}, "limits": (150, 150, 150, 60)},
+            "bench_modes": "float32,tf32,bfloat16", "bench_steps": "32", "pytest_k": None, "study": {}, "limits": (120, 150, 100, 50)},  # with the 60 s check: 8 minutes
     "dry-run": {"device": "cpu", "platform": "cpu", "bench_seeds": "2", "bench_modes": "float32", "bench_steps": "4",
                 "pytest_k": "deterministic and learned", "limits": (300, 300, 300, 300),
                 "study": {"seeds": [0, 1], "scalings": ["raw"], "decoders": {"learned": {}, "floor": {"xi": 0.02}},
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
     py = sys.executable
     code = ("import jax; d = jax.devices(); print(d); "
             f"assert any(x.platform == {'gpu' if profile['device'] == 'gpu' else 'cpu'!r} for x in d), d")
-    if step("jax sees the device", [py, "-c", code], 120) != 0:
+    if step("jax sees the device", [py, "-c", code], 60) != 0:
         return 1
     t_tests, t_bench, t_study, t_repro = profile["limits"]
     k = ["-k", profile["pytest_k"]] if profile["pytest_k"] else []
