@@ -76,16 +76,10 @@ class EvalData:
         return len(self.y)
 
 
-def per_example(backend: Backend, fn: Callable, state: Trained, data: EvalData, batch_size: int,
-                seed_path: tuple[Any, ...] | None, spec: RunSpec) -> list[np.ndarray]:
-    """Apply a compiled per-batch function over `data` in padded batches; returns its outputs concatenated."""
-    return per_example_group(backend, fn, state, [data], batch_size, seed_path, [spec], batched=False)[0]
-
-
 def per_example_group(backend: Backend, fn: Callable, state: Trained, datas: list[EvalData], batch_size: int,
                       seed_path: tuple[Any, ...] | None, specs: list[RunSpec], batched: bool = True,
                       ) -> list[list[np.ndarray]]:
-    """per_example for a seed group in one call per batch: `fn` is mapped over a leading seed axis
+    """Apply a compiled per-batch function over each seed's split in padded batches; `batched`: `fn` is mapped over a leading seed axis
     of the state, the data (each seed's own scaling of one split) and the seeds. Memory is one
     batch per seed. Returns, per seed, its outputs concatenated."""
     n = len(datas[0])

@@ -86,14 +86,6 @@ def seeds_per_call(spec: RunSpec, dims: int) -> int:
     return max(1, EVAL_ELEMENTS_PER_CALL // per_seed)
 
 
-def evaluate(backend: Backend, model: VAE, trained: Trained, spec: RunSpec, test_images: np.ndarray,
-             train_images: np.ndarray, data: DataContext, evals: EvalFunctions,
-             training: TrainingResult) -> tuple[dict[str, Any], dict[str, float]]:
-    """Returns (metrics, timing) for the trained parameters."""
-    return evaluate_group(backend, model, [trained], [spec], test_images, train_images, data, evals, [training],
-                          batched=False)[0]
-
-
 def evaluate_group(backend: Backend, model: VAE, trained: list[Trained], specs: list[RunSpec],
                    test_images: np.ndarray, train_images: np.ndarray, data: DataContext, evals: EvalFunctions,
                    trainings: list[TrainingResult], batched: bool) -> list[tuple[dict[str, Any], dict[str, float]]]:

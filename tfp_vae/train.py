@@ -24,12 +24,6 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def train(backend: Backend, model: VAE, spec: RunSpec, splits: Splits, data: DataContext, evals: EvalFunctions,
-          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> tuple[Trained, TrainingResult]:
-    """Train from the spec's seed; returns the parameters of the best validation epoch."""
-    return train_group(backend, model, [spec], splits, data, evals, log)[0]
-
-
 class _SeedTrack:
     """One seed's bookkeeping in a group: its result, best epoch and whether it still trains."""
 
