@@ -25,7 +25,7 @@ from tfp_vae.data import dataset_entry, load_pool, split_pool, store
 from tfp_vae.decoders import DataContext
 from tfp_vae.run import build_model
 from tfp_vae.steps import EvalFunctions
-from tfp_vae.train import train_group
+from tfp_vae.train import make_group_epoch, train_group
 
 HIDDEN, LATENT, BATCH, LR = (512, 512), 16, 128, 1e-3
 
@@ -118,7 +118,8 @@ def test_peer_tfp_vae_training(benchmark, backend, precision):
             model = build_model(spec, entry.shape, data, b)
             evals = EvalFunctions(b, model, "xla", 10, 10, 1)
             t0 = time.perf_counter()
-            _, result = train_group(b, model, [spec], splits, data, evals, log=lambda s: None)[0]
+            epoch = make_group_epoch(b, model, spec, data, batched=False)
+            _, result = train_group(b, model, [spec], splits, data, evals, epoch, log=lambda s: None)[0]
             results.append((result, time.perf_counter() - t0))
 
     benchmark.pedantic(once, rounds=3, iterations=1)

@@ -191,3 +191,15 @@ def test_pixel_log_density_is_the_density_on_the_unit_scale(backend, rng, scalin
     one_pixel = np.asarray(dec._distribution(backend.asarray(raw), {}).log_prob(dec.target(backend.asarray(y))))
     np.testing.assert_allclose(got, one_pixel - np.log(ctx.bin_width), rtol=1e-6, atol=1e-5)
     assert np.all(got <= -np.log(ctx.bin_width) + 1e-6)
+
+
+def test_sum_image_sums_each_example_over_its_pixels_in_float32(backend, rng):
+    """The per-example sum every likelihood takes (a matrix-vector product on XLA backends):
+    the float64 sum of each example's pixels to float32 rounding, with one and two leading axes,
+    and with values of mixed sign and size, where a reduced-precision product would be off."""
+    for lead in [(BATCH,), (2, BATCH)]:
+        x = (rng.normal(size=(*lead, H, W, C)) * 10.0 ** rng.integers(-3, 4, size=(*lead, H, W, C))).astype(np.float32)
+        got = np.asarray(backend.xp.sum_image(backend.asarray(x)))
+        expected = x.astype(np.float64).reshape(*lead, -1).sum(-1)
+        assert got.shape == lead
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6 * np.abs(x).reshape(*lead, -1).sum(-1).max())

@@ -36,14 +36,32 @@ def test_each_seed_of_a_group_gets_the_record_it_gets_alone(decoder, backend):
     from tfp_vae.run import run, run_group
 
     specs = [tiny_spec(decoder=decoder, backend=backend.name, seed=s, train={"epochs": 3}) for s in GROUP_SEEDS]
-    grouped = run_group(specs, log=lambda s: None)
+    grouped = run_group(specs, log=lambda s: None, layout="vmap")
     assert [r["spec"]["seed"] for r in grouped] == list(GROUP_SEEDS)
     assert all(r["execution"]["seed_group"] == list(GROUP_SEEDS) for r in grouped)
+    assert all(r["execution"]["seed_layout"] == "vmap" for r in grouped)
     # the two seeds really differ (a group that trained one seed twice would pass the check below)
     assert grouped[0]["training"]["curves"]["train_bound"] != grouped[1]["training"]["curves"]["train_bound"]
     solo = run(specs[1], log=lambda s: None)
     assert solo["execution"]["seed_group"] == [GROUP_SEEDS[1]]
     _assert_same_record(grouped[1], solo)
+
+
+@pytest.mark.parametrize("decoder", ["shared", "sigma_vae"])
+def test_seeds_in_sequence_share_one_compiled_epoch_and_each_gets_its_solo_record(decoder, backend):
+    """The sequential layout (a CPU's default): the group's seeds one after another through one
+    compiled epoch give each seed exactly its solo record (the same compiled function on the same
+    shapes). The decoders carry state across the
+    seeds' runs if anything does: a learned scalar, batch statistics."""
+    from tfp_vae.run import run, run_group
+
+    specs = [tiny_spec(decoder=decoder, backend=backend.name, seed=s, train={"epochs": 3}) for s in GROUP_SEEDS]
+    grouped = run_group(specs, log=lambda s: None, layout="sequential")
+    assert all(r["execution"]["seed_layout"] == "sequential" for r in grouped)
+    assert grouped[0]["training"]["curves"]["train_bound"] != grouped[1]["training"]["curves"]["train_bound"]
+    solo = run(specs[1], log=lambda s: None)
+    diff = compare(_comparable(solo), _comparable(grouped[1]))
+    assert diff["verdict"] == "bit-identical", diff
 
 
 def test_early_stopping_and_best_epoch_are_per_seed(backend):
@@ -56,7 +74,7 @@ def test_early_stopping_and_best_epoch_are_per_seed(backend):
     make = lambda s: tiny_spec(decoder="fixed", scaling="dequantized", backend=backend.name, seed=s,  # noqa: E731
                                train={"epochs": 10, "patience": 1, "learning_rate": 3e-3, "compiler": "xla"})
     seeds = (0, 1, 2, 5)
-    grouped = run_group([make(s) for s in seeds], log=lambda s: None)
+    grouped = run_group([make(s) for s in seeds], log=lambda s: None, layout="vmap")
     epochs = [r["training"]["epochs_run"] for r in grouped]
     assert len(set(epochs)) > 1 and any(r["training"]["stopped_early"] for r in grouped), epochs
     for seed, record in zip(seeds, grouped):
@@ -133,5 +151,5 @@ def test_tensorflow_xla_groups_match_solo(decoder):
     except ConfigError as exc:
         pytest.skip(str(exc))
     specs = [tiny_spec(decoder=decoder, seed=s, train={"epochs": 3, "compiler": "xla"}) for s in GROUP_SEEDS]
-    grouped = run_group(specs, log=lambda s: None)
+    grouped = run_group(specs, log=lambda s: None, layout="vmap")
     _assert_same_record(grouped[1], run(specs[1], log=lambda s: None))

@@ -19,7 +19,7 @@ from tfp_vae.model import VAE
 from tfp_vae.networks import Architecture
 from tfp_vae.records import jsonable, write_record  # noqa: F401 - write_record: part of this module's interface
 from tfp_vae.steps import EvalFunctions
-from tfp_vae.train import train_group
+from tfp_vae.train import make_group_epoch, train_group
 
 #: Record sections that legitimately differ between two runs of one spec.
 VOLATILE_SECTIONS = ("timing", "environment")
@@ -36,10 +36,28 @@ def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.
     return run_group([spec], log)[0]
 
 
+#: How the seeds of a group share the machine: "vmap", all of them in one compiled step (seed
+#: batching), or "sequential", one after another through one compiled epoch (compiled once);
+#: "auto" picks by device (seed_layout).
+SEED_LAYOUTS = ("auto", "vmap", "sequential")
+
+
+def seed_layout(layout: str, device: str) -> str:
+    """"auto" resolved: sequential on a CPU, where a seed-batched step is slower per model-example
+    than one seed's at every size measured (5 seeds of the quick study's network, 1-64 seeds of the
+    published-table network; README, Speed), vmap on a GPU, which one small model leaves idle."""
+    if layout != "auto":
+        return layout
+    return "vmap" if "gpu" in device.lower() else "sequential"
+
+
 def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-              ) -> list[dict[str, Any]]:
-    """Train specs that differ only by seed together (seed batching) and evaluate each; one record
-    per spec, each what that seed trained alone would give up to float rounding (docs/definitions.md)."""
+              layout: str = "auto") -> list[dict[str, Any]]:
+    """Train specs that differ only by seed together (`layout`, one of SEED_LAYOUTS) and evaluate
+    each; one record per spec, each what that seed trained alone would give up to float rounding
+    (docs/definitions.md)."""
+    if layout not in SEED_LAYOUTS:
+        raise ValueError(f"seed layout {layout!r}: one of {', '.join(SEED_LAYOUTS)}")
     if not specs:
         return []
     for spec in specs:
@@ -51,6 +69,7 @@ def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print
     t_wall = time.perf_counter()
     backend = get_backend(first.backend)
     device = backend.configure(first.device, first.tf32)
+    layout = seed_layout(layout, device)
     entry = dataset_entry(first.dataset)
     data = DataContext(entry.levels, first.scaling)
     train_pool, test, location = load_pool(first.dataset)
@@ -59,21 +78,26 @@ def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print
     log(f"run {', '.join(spec.run_id() for spec in specs)}: {first.decoder} on {first.dataset} ({first.scaling}), "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, "
         f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, "
-        f"{first.backend} on {device}, {first.precision}")
+        f"{first.backend} on {device}, {first.precision}"
+        + (f", seeds {layout}" if len(specs) > 1 else ""))
     records = []
     with backend.device_scope(device):
         model = build_model(first, entry.shape, data, backend)
-        batched = len(specs) > 1  # evaluation too takes the group's seeds in one call
+        batched = layout == "vmap" and len(specs) > 1  # evaluation too takes the group's seeds in one call
         evals = EvalFunctions(backend, model, first.train.compiler, first.eval.iwae_k, first.eval.k_chunk,
                               first.eval.lppl_samples, batched)
-        trained_group = train_group(backend, model, specs, splits, data, evals, log)
+        group_epoch = make_group_epoch(backend, model, first, data, batched)
+        parts = [specs] if batched else [[spec] for spec in specs]
+        trained_group = [trained for part in parts for trained in
+                         train_group(backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1)]
         environment = {**capture(backend, device),
                        "data_source": {"source": location.source, "directory": str(location.directory or "")}}
         trained, trainings = [t for t, _ in trained_group], [r for _, r in trained_group]
         evaluated = evaluate_group(backend, model, trained, specs, splits.test.images, splits.train.images, data,
                                    evals, trainings, batched)
         for spec, training, (metrics, eval_timing) in zip(specs, trainings, evaluated):
-            records.append(_record(spec, metrics, eval_timing, training, splits, backend, device, seeds, environment))
+            records.append(_record(spec, metrics, eval_timing, training, splits, backend, device, seeds, environment,
+                                   layout))
     wall = time.perf_counter() - t_wall
     for record in records:  # every seed waited for the whole group
         record["timing"]["wall_s"] = wall
@@ -82,7 +106,8 @@ def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print
 
 
 def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float], training, splits,
-            backend: Backend, device: str, group_seeds: list[int], environment: dict[str, Any]) -> dict[str, Any]:
+            backend: Backend, device: str, group_seeds: list[int], environment: dict[str, Any],
+            layout: str) -> dict[str, Any]:
     status = "ok" if training.nonfinite is None else "nonfinite"
     timing = {
         "train_s": training.train_s,
@@ -111,6 +136,7 @@ def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float
                       "tf32": spec.tf32, "precision": spec.precision,
                       # the seeds trained in one compiled step with this one (seed batching), itself included
                       "seed_group": list(group_seeds),
+                      "seed_layout": layout if len(group_seeds) > 1 else None,
                       # runs sharing this machine while this one ran (set by the study runner)
                       "concurrent_runs": int(os.environ.get("TFP_VAE_CONCURRENT_RUNS", "1"))},
         "timing": timing,

@@ -101,20 +101,30 @@ def validate(backend: Backend, model: VAE, state: Trained, val: list[EvalData], 
     return out
 
 
+def make_group_epoch(backend: Backend, model: VAE, spec: RunSpec, data: DataContext, batched: bool
+                     ) -> tuple[Callable, Callable]:
+    """(opt_init, compiled epoch) for the specs of a group (they differ only by seed); build it once
+    and train every seed (or every seed batch) of the group with it, so that it compiles once."""
+    multipliers = multiplier_tree(model, model.init(spec.seed))
+    return make_train_epoch(backend, model, spec.scaling, data.levels, spec.train.learning_rate, multipliers,
+                            spec.train.compiler, batched)
+
+
 def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Splits, data: DataContext,
-                evals: EvalFunctions, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+                evals: EvalFunctions, group_epoch: tuple[Callable, Callable],
+                log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), tag_seeds: bool | None = None,
                 ) -> list[tuple[Trained, TrainingResult]]:
     """Train specs that differ only in their seed together, one compiled epoch for all of them (seed
     batching, when there is more than one). Each seed keeps its own initial weights, data order,
     noise, non-finite guard, early stopping and best epoch, exactly as if it were trained alone;
     a seed that diverges or stops early leaves the others training. Returns one
-    (best-epoch parameters, result) per spec, in order. `evals` is mapped over seeds when batched."""
-    cfg, first = specs[0].train, specs[0]
+    (best-epoch parameters, result) per spec, in order. `group_epoch` is make_group_epoch's, batched
+    when there is more than one spec, and so is `evals`. `tag_seeds`: prefix log lines with the seed
+    (default: when there is more than one spec)."""
+    cfg = specs[0].train
     batched = len(specs) > 1
     inits = [model.init(spec.seed) for spec in specs]
-    multipliers = multiplier_tree(model, inits[0])
-    opt_init, run_epoch = make_train_epoch(backend, model, first.scaling, data.levels, cfg.learning_rate,
-                                           multipliers, cfg.compiler, batched)
+    opt_init, run_epoch = group_epoch
     solo = [backend.tree_map(backend.asarray, init) for init in inits]
     if batched:
         params = stack_trees(backend, solo)
@@ -129,7 +139,8 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n_train} training images")
     images = backend.asarray(splits.train.images.astype(np.float32))  # on the device once for the whole group
-    tracks = [_SeedTrack(spec, f"seed {spec.seed}: " if batched else "") for spec in specs]
+    tagged = batched if tag_seeds is None else tag_seeds
+    tracks = [_SeedTrack(spec, f"seed {spec.seed}: " if tagged else "") for spec in specs]
     epoch_s: list[float] = []
     t_start = time.perf_counter()
     for epoch in range(cfg.epochs):

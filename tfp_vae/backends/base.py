@@ -27,6 +27,7 @@ class Ops:
     digamma: Callable
     isfinite: Callable
     sum: Callable  # sum(x, axis)
+    sum_image: Callable  # sum_image(x): per-example sum over the last three (image) axes, float32 exact
     mean: Callable  # mean(x, axis)
     all: Callable
     logsumexp: Callable  # logsumexp(x, axis)

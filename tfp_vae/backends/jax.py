@@ -33,11 +33,21 @@ def _fold_in(seed, i):
     return jax.lax.bitcast_convert_type(jax.random.fold_in(_key(seed), i), jnp.int32)
 
 
+def _sum_image(x):
+    """Per-example sum over (H, W, C) as a matrix-vector product: XLA:CPU compiles a sum whose
+    elementwise producer is fused into it (a likelihood's per-pixel terms) as a scalar loop, 4-7x
+    slower than this (1.6 M Gaussian log densities: 61 ms against 9 ms on a 2-core AMD EPYC).
+    Full float32 precision whatever the default (TF32 would round each term to 10 bits)."""
+    flat = jnp.reshape(x, (*x.shape[:-3], -1))
+    return jnp.matmul(flat, jnp.ones((flat.shape[-1],), flat.dtype), precision=jax.lax.Precision.HIGHEST)
+
+
 OPS = Ops(
     exp=jnp.exp, log=jnp.log, sqrt=jnp.sqrt, square=jnp.square, softplus=jax.nn.softplus, sigmoid=jax.nn.sigmoid,
     relu=jax.nn.relu, floor=jnp.floor, round=jnp.round, clip=jnp.clip, where=jnp.where,
     stop_gradient=jax.lax.stop_gradient, digamma=jax.scipy.special.digamma, isfinite=jnp.isfinite,
-    sum=lambda x, axis=None: jnp.sum(x, axis), mean=lambda x, axis=None: jnp.mean(x, axis), all=jnp.all,
+    sum=lambda x, axis=None: jnp.sum(x, axis), sum_image=_sum_image,
+    mean=lambda x, axis=None: jnp.mean(x, axis), all=jnp.all,
     logsumexp=lambda x, axis=None: jax.scipy.special.logsumexp(x, axis), logaddexp=jnp.logaddexp,
     fori_loop=jax.lax.fori_loop, take=lambda x, idx: jnp.take(x, idx, axis=0),
     set_row=lambda buf, i, value: buf.at[i].set(value), matmul=jnp.matmul, reshape=jnp.reshape,

@@ -29,6 +29,15 @@ def _fori_loop(lower, upper, body, init):
     return tf.while_loop(lambda i, c: i < upper, lambda i, c: (i + 1, body(i, c)), (tf.constant(lower), init))[1]
 
 
+def _sum_image(x):
+    """Per-example sum over (H, W, C) as a matrix-vector product, as on JAX (XLA:CPU's fused sum
+    is slower); with TF32 enabled a matmul would round every term, so then a plain sum."""
+    if tf.config.experimental.tensor_float_32_execution_enabled():
+        return tf.reduce_sum(x, [-3, -2, -1])
+    flat = tf.reshape(x, tf.concat([tf.shape(x)[:-3], [-1]], 0))
+    return tf.linalg.matvec(flat, tf.ones(tf.shape(flat)[-1:], flat.dtype))
+
+
 def _matmul_bf16(a, b):
     """Inputs rounded to bfloat16, products and sums in float32: what JAX computes with
     preferred_element_type=float32. A product of two bfloat16 values is exact in float32, so
@@ -44,7 +53,8 @@ OPS = Ops(
     exp=tf.exp, log=tf.math.log, sqrt=tf.sqrt, square=tf.square, softplus=tf.math.softplus, sigmoid=tf.sigmoid,
     relu=tf.nn.relu, floor=tf.floor, round=tf.round, clip=tf.clip_by_value, where=tf.where,
     stop_gradient=tf.stop_gradient, digamma=tf.math.digamma, isfinite=tf.math.is_finite,
-    sum=lambda x, axis=None: tf.reduce_sum(x, axis), mean=lambda x, axis=None: tf.reduce_mean(x, axis),
+    sum=lambda x, axis=None: tf.reduce_sum(x, axis), sum_image=_sum_image,
+    mean=lambda x, axis=None: tf.reduce_mean(x, axis),
     all=lambda x: tf.reduce_all(x), logsumexp=lambda x, axis=None: tf.reduce_logsumexp(x, axis),
     logaddexp=lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), 0), fori_loop=_fori_loop,
     take=lambda x, idx: tf.gather(x, idx, axis=0),

@@ -178,7 +178,8 @@ class Decoder:
 
     def log_lik(self, y: Array, raw: Array, dp: Mapping[str, Array] | None = None) -> Array:
         """log p(y | z) per example, in nats, as evaluated (never the training surrogate)."""
-        return self.distribution(raw, dp).log_prob(self.target(y))
+        # = self.distribution(raw, dp).log_prob: the same sum, taken by sum_image (faster on XLA)
+        return self.xp.sum_image(self._distribution(raw, self._dp(dp)).log_prob(self.target(y)))
 
     def training_terms(self, y: Array, raw: Array, dp: Mapping[str, Array] | None = None
                        ) -> tuple[TrainingTerms, dict[str, Array]]:

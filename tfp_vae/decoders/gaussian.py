@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tfp_vae.decoders.base import EPS32, IMAGE_NDIMS, Decoder, Param, TrainingTerms, positive
+from tfp_vae.decoders.base import EPS32, Decoder, Param, TrainingTerms, positive
 
 LINK = Param("link", "softplus", "map from raw output to sigma", kind=str, choices=("softplus", "exp"))
 
@@ -104,8 +104,7 @@ class SigmaVAE(GaussianDecoder):
         log_sigma = self.batch_log_sigma(x, mu)
         decay = xp.where(dp["seen"] > 0, self.hyper["ema"], 0.0)
         ema = decay * dp["log_sigma_ema"] + (1.0 - decay) * xp.stop_gradient(log_sigma)
-        dist = self.tfd.Independent(self.tfd.Normal(mu, xp.exp(log_sigma)), reinterpreted_batch_ndims=IMAGE_NDIMS)
-        ll = dist.log_prob(x)
+        ll = xp.sum_image(self.tfd.Normal(mu, xp.exp(log_sigma)).log_prob(x))
         return TrainingTerms(ll, ll), {"log_sigma_ema": ema, "seen": xp.full((), 1.0)}
 
     def _sigma(self, raw, dp):
@@ -140,5 +139,4 @@ class BetaNLL(GaussianDecoder):
         sigma = self._sigma(raw, dp)
         pixel_ll = self.tfd.Normal(raw[..., 0], sigma).log_prob(self.target(y))
         weight = xp.stop_gradient(sigma ** (2.0 * self.hyper["beta"]))
-        axes = (-3, -2, -1)
-        return TrainingTerms(xp.sum(weight * pixel_ll, axes), xp.sum(pixel_ll, axes)), {}
+        return TrainingTerms(xp.sum_image(weight * pixel_ll), xp.sum_image(pixel_ll)), {}

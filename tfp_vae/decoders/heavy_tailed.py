@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tfp_vae.decoders.base import IMAGE_NDIMS, Decoder, Param, TrainingTerms, positive
+from tfp_vae.decoders.base import Decoder, Param, TrainingTerms, positive
 from tfp_vae.errors import ConfigError
 
 NU_LEARNED_MIN = 3.0
@@ -90,5 +90,4 @@ class VariationalVariance(Decoder):
                              - alpha / beta * xp.square(x - raw[..., 0]))
         prior = tfd.Gamma(xp.full((), self.hyper["prior_alpha"]), xp.full((), self.hyper["prior_beta"]))
         kl = tfd.kl_divergence(tfd.Gamma(alpha, beta), prior)
-        axes = tuple(range(-IMAGE_NDIMS, 0))
-        return TrainingTerms(xp.sum(expected_ll - kl, axes), self.log_lik(y, raw, dp)), {}
+        return TrainingTerms(xp.sum_image(expected_ll - kl), self.log_lik(y, raw, dp)), {}
