@@ -201,34 +201,41 @@ EPOCH_DEVICE = os.environ.get("TFP_VAE_BENCH_DEVICE", "cpu")
 EPOCH_STEPS = int(os.environ.get("TFP_VAE_BENCH_STEPS", "32"))
 
 
-def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str):
+def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str, layout: str):
     """A closure running one compiled epoch of `seeds` models of `learned` (dequantized) on the
-    published-table network, its steps and its compile time (the first call)."""
+    published-table network, its steps and its compile time (the first call). `layout` as in a
+    run's seed group: "vmap" (the seeds in one compiled epoch) or "sequential" (one seed after
+    another through the one-seed compiled epoch)."""
     precision = "bfloat16" if mode == "bfloat16" else "float32"
     backend, model, dev = _model(backend_name, "learned", "dequantized", device, precision, PAPER_HIDDEN,
                                  PAPER_LATENT, tf32=mode == "tf32")
     steps = max(2, EPOCH_STEPS // seeds)
+    batched = layout == "vmap" and seeds > 1
     with backend.device_scope(dev):
         inits = [model.init(s) for s in range(seeds)]
         opt_init, epoch = make_train_epoch(backend, model, "dequantized", LEVELS, 1e-3,
-                                           multiplier_tree(model, inits[0]), "xla", batched=seeds > 1)
+                                           multiplier_tree(model, inits[0]), "xla", batched=batched)
         solo = [backend.tree_map(backend.asarray, p) for p in inits]
-        if seeds > 1:
-            state = [stack_trees(backend, solo), stack_trees(backend, [opt_init(p) for p in solo]),
-                     stack_trees(backend, [init_carry(backend, model)] * seeds)]
+        if batched:
+            states = [[stack_trees(backend, solo), stack_trees(backend, [opt_init(p) for p in solo]),
+                       stack_trees(backend, [init_carry(backend, model)] * seeds)]]
         else:
-            state = [solo[0], opt_init(solo[0]), init_carry(backend, model)]
+            states = [[p, opt_init(p), init_carry(backend, model)] for p in solo]
         rng = np.random.default_rng(0)
-        lead = (seeds,) if seeds > 1 else ()
         images = backend.asarray(rng.integers(0, LEVELS, size=(steps * PAPER_BATCH, *SHAPE)).astype(np.float32))
-        rows = backend.asarray(np.stack([rng.permutation(steps * PAPER_BATCH).reshape(steps, PAPER_BATCH)
-                                         for _ in range(seeds)], 1).reshape(steps, *lead, PAPER_BATCH).astype(np.int32))
-        seed_arrays = backend.asarray(np.arange(steps * seeds * 4, dtype=np.int32).reshape(steps, *lead, 2, 2))
+        rows = np.stack([rng.permutation(steps * PAPER_BATCH).reshape(steps, PAPER_BATCH) for _ in range(seeds)], 1)
+        seed_arrays = np.arange(steps * seeds * 4, dtype=np.int32).reshape(steps, seeds, 2, 2)
+        if batched:
+            inputs = [(backend.asarray(rows.astype(np.int32)), backend.asarray(seed_arrays))]
+        else:
+            inputs = [(backend.asarray(rows[:, s].astype(np.int32)), backend.asarray(seed_arrays[:, s]))
+                      for s in range(seeds)]
 
     def run_epoch():
         with backend.device_scope(dev):
-            *state[:], metrics = epoch(*state, images, rows, seed_arrays)
-            np.asarray(metrics["objective"])
+            for state, (r, sd) in zip(states, inputs):
+                *state[:], metrics = epoch(*state, images, r, sd)
+                np.asarray(metrics["objective"])
 
     t0 = time.perf_counter()
     run_epoch()  # compiles
@@ -238,14 +245,17 @@ def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str):
 @pytest.mark.parametrize("backend", INSTALLED)
 @pytest.mark.parametrize("mode", EPOCH_MODES)
 @pytest.mark.parametrize("seeds", EPOCH_SEEDS)
-def test_compiled_epoch(benchmark, backend, mode, seeds):
+@pytest.mark.parametrize("layout", ["vmap", "sequential"])
+def test_compiled_epoch(benchmark, backend, mode, seeds, layout):
     """Model-examples/s of whole compiled epochs (data on the device, the steps in a compiled
     loop) of the published-table network at batch 250 with `seeds` models per epoch, and the
     fraction of the backend's matmul ceiling at the step's layer shapes, measured in the same
     precision (TF32 counts against the float32 ceiling measured with TF32 on)."""
     if mode == "tf32" and EPOCH_DEVICE != "gpu":
         pytest.skip("TF32 exists on GPUs only")
-    run_epoch, steps, compile_s = _compiled_epoch(backend, mode, seeds, EPOCH_DEVICE)
+    if layout == "sequential" and seeds == 1:
+        pytest.skip("one seed has one layout (reported under vmap)")
+    run_epoch, steps, compile_s = _compiled_epoch(backend, mode, seeds, EPOCH_DEVICE, layout)
     benchmark.pedantic(run_epoch, rounds=5, iterations=1)
     median = benchmark.stats.stats.median
     opp = DECODERS["learned"].outputs_per_pixel
@@ -254,7 +264,7 @@ def test_compiled_epoch(benchmark, backend, mode, seeds):
     precision = "bfloat16" if mode == "bfloat16" else "float32"
     ceiling = roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(PAPER_BATCH, layers), precision)
     benchmark.extra_info.update({"model_examples_per_s": steps * seeds * PAPER_BATCH / median,
-                                 "examples_per_s": steps * seeds * PAPER_BATCH / median, "seeds": seeds,
+                                 "examples_per_s": steps * seeds * PAPER_BATCH / median, "seeds": seeds, "layout": layout,
                                  "mode": mode, "precision": precision, "batch": PAPER_BATCH, "backend": backend,
                                  "device": EPOCH_DEVICE, "network": f"{PAPER_HIDDEN}/{PAPER_LATENT}",
                                  "steps_per_epoch": steps, "compile_s": compile_s,
