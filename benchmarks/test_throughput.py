@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import roofline
-from tfp_vae.backends import get_backend, installed_backends
+from tfp_vae.backends import COMPILERS, get_backend, installed_backends
 from tfp_vae.config import spec_from_dict
 from tfp_vae.decoders import DECODERS, DataContext
 from tfp_vae.run import build_model, run
@@ -201,7 +201,7 @@ EPOCH_DEVICE = os.environ.get("TFP_VAE_BENCH_DEVICE", "cpu")
 EPOCH_STEPS = int(os.environ.get("TFP_VAE_BENCH_STEPS", "32"))
 
 
-def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str, layout: str):
+def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str, layout: str, compiler: str):
     """A closure running one compiled epoch of `seeds` models of `learned` (dequantized) on the
     published-table network, its steps and its compile time (the first call). `layout` as in a
     run's seed group: "vmap" (the seeds in one compiled epoch) or "sequential" (one seed after
@@ -214,7 +214,7 @@ def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str, layou
     with backend.device_scope(dev):
         inits = [model.init(s) for s in range(seeds)]
         opt_init, epoch = make_train_epoch(backend, model, "dequantized", LEVELS, 1e-3,
-                                           multiplier_tree(model, inits[0]), "xla", batched=batched)
+                                           multiplier_tree(model, inits[0]), compiler, batched=batched)
         solo = [backend.tree_map(backend.asarray, p) for p in inits]
         if batched:
             states = [[stack_trees(backend, solo), stack_trees(backend, [opt_init(p) for p in solo]),
@@ -242,11 +242,11 @@ def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str, layou
     return run_epoch, steps, time.perf_counter() - t0
 
 
-@pytest.mark.parametrize("backend", INSTALLED)
+@pytest.mark.parametrize("backend, compiler", [(b, c) for b in INSTALLED for c in COMPILERS[b]])
 @pytest.mark.parametrize("mode", EPOCH_MODES)
 @pytest.mark.parametrize("seeds", EPOCH_SEEDS)
 @pytest.mark.parametrize("layout", ["vmap", "sequential"])
-def test_compiled_epoch(benchmark, backend, mode, seeds, layout):
+def test_compiled_epoch(benchmark, backend, compiler, mode, seeds, layout):
     """Model-examples/s of whole compiled epochs (data on the device, the steps in a compiled
     loop) of the published-table network at batch 250 with `seeds` models per epoch, and the
     fraction of the backend's matmul ceiling at the step's layer shapes, measured in the same
@@ -255,7 +255,7 @@ def test_compiled_epoch(benchmark, backend, mode, seeds, layout):
         pytest.skip("TF32 exists on GPUs only")
     if layout == "sequential" and seeds == 1:
         pytest.skip("one seed has one layout (reported under vmap)")
-    run_epoch, steps, compile_s = _compiled_epoch(backend, mode, seeds, EPOCH_DEVICE, layout)
+    run_epoch, steps, compile_s = _compiled_epoch(backend, mode, seeds, EPOCH_DEVICE, layout, compiler)
     benchmark.pedantic(run_epoch, rounds=5, iterations=1)
     median = benchmark.stats.stats.median
     opp = DECODERS["learned"].outputs_per_pixel
@@ -264,7 +264,7 @@ def test_compiled_epoch(benchmark, backend, mode, seeds, layout):
     precision = "bfloat16" if mode == "bfloat16" else "float32"
     ceiling = roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(PAPER_BATCH, layers), precision)
     benchmark.extra_info.update({"model_examples_per_s": steps * seeds * PAPER_BATCH / median,
-                                 "examples_per_s": steps * seeds * PAPER_BATCH / median, "seeds": seeds, "layout": layout,
+                                 "examples_per_s": steps * seeds * PAPER_BATCH / median, "seeds": seeds, "layout": layout, "compiler": compiler,
                                  "mode": mode, "precision": precision, "batch": PAPER_BATCH, "backend": backend,
                                  "device": EPOCH_DEVICE, "network": f"{PAPER_HIDDEN}/{PAPER_LATENT}",
                                  "steps_per_epoch": steps, "compile_s": compile_s,

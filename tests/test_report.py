@@ -5,6 +5,7 @@ headless Chromium."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -57,6 +58,36 @@ def runs(tmp_path) -> Path:
                     record("floor", seed, b - 100, False, scaling="dequantized", params={"xi": 0.02})):
             (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
     return d
+
+
+def test_loglik_cells_say_their_seeds_and_mark_collapsed_runs_and_unnormalised_likelihoods(runs, tmp_path):
+    """learned raw holds 3 collapsed seeds of 5 (planted): its cell says n = 5 and carries the
+    collapse mark with the count; floor's does not. Bernoulli's number is not a normalised
+    likelihood of grey levels: marked. With 3 seeds no IQM interval is shown."""
+    from tfp_vae.report.tables import COLLAPSED_MARK, NOT_NORMALISED_MARK
+
+    for seed in range(3):
+        rec = record("bernoulli", seed, 30.0 + seed, False)
+        (runs / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    t = loglik_table(load_records(runs).frame)
+    raw_col = t.header.index("digits raw")
+    cells = {row[0]: row[raw_col] for row in t.rows}
+    assert "(n = 5;" in cells["learned"] and cells["learned"].endswith(f"{COLLAPSED_MARK}3")
+    assert COLLAPSED_MARK not in cells["floor(xi=0.02)"] and NOT_NORMALISED_MARK not in cells["floor(xi=0.02)"]
+    assert cells["bernoulli"].endswith(NOT_NORMALISED_MARK) and "(n = 3)" in cells["bernoulli"]  # no IQM at n = 3
+    assert f"{COLLAPSED_MARK}k: k of the n seeds" in t.caption and f"{NOT_NORMALISED_MARK}: not a normalised" in t.caption
+
+
+def test_no_empty_faithfulness_table_is_published(tmp_path):
+    """Records without the reference decoder give no faithfulness table in any format."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    for seed, value in enumerate(FLOOR):
+        rec = record("floor", seed, value, False, params={"xi": 0.02})
+        (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    written = build_report(d, tmp_path / "out", warn=lambda s: None)
+    assert not [p for p in written if p.stem == "faithfulness"]
+    assert "faithfulness" not in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_loglik_table_aggregates_as_computed_independently(runs):
@@ -246,9 +277,17 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
     dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count('<table class="sortable">') == 5 and dom.stdout.count("data:image/png;base64,") == 4
+    # loglik, collapse, convergence, throughput: no faithfulness table without its reference decoder
+    assert dom.stdout.count('<table class="sortable">') == 4 and dom.stdout.count("data:image/png;base64,") == 4
     assert 'data-images-loaded="4"' in dom.stdout  # set by the page's script once every figure decoded
     assert "floor(xi=0.02)" in dom.stdout and "Runs and environments" in dom.stdout
+    # the page opens with the answer, above every table: the collapse map and the best entries
+    assert dom.stdout.index('id="answer"') < dom.stdout.index('<table class="sortable">')
+    frame = load_records(runs).frame
+    flagged = frame.groupby(["label", "scaling"])["variance_collapse"].agg(["sum", "count"])
+    shown = re.findall(r'data-collapsed="(\d+)" data-runs="(\d+)"', dom.stdout)
+    assert sorted((int(k), int(n)) for k, n in shown) == sorted((int(k), int(n)) for k, n in flagged.to_numpy())
+    assert dom.stdout.count("<li><b>digits dequantized") == 1  # one best entry per ranked column
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console  # no script errors on the page
     shot = tmp_path / "shot.png"

@@ -33,9 +33,33 @@ def test_wilson_matches_the_closed_form_and_textbook_values():
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
 
 
-def test_no_interval_with_fewer_than_three_seeds():
-    assert wilson(1, 2) is None and iqm_interval([1.0, 2.0]) is None
-    assert iqm_interval([1.0, 2.0, 3.0]) is not None
+def test_no_interval_with_fewer_than_three_runs_and_no_iqm_interval_with_fewer_than_five_seeds():
+    assert wilson(1, 2) is None and wilson(1, 3) is not None
+    assert iqm_interval([1.0, 2.0, 3.0, 4.0]) is None
+    assert iqm_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is not None
+
+
+@pytest.mark.parametrize("shift, spread, expected", [
+    (0.0, 0.1, "agree"),         # the same mean, tight: equivalence within a margin of 1 is shown
+    (0.3, 0.1, "agree"),         # a real shift well inside the margin is still agreement
+    (5.0, 0.1, "differ"),        # a shift of five margins
+    (0.0, 3.0, "undetermined"),  # no shift, but too spread for 5 seeds to show either
+    (1.5, 0.1, "differ"),        # just outside the margin, tight: a difference, not equivalence
+])
+def test_backends_agree_only_when_an_equivalence_test_shows_it(shift, spread, expected):
+    """Planted shifts between two groups of 5 seeds, equivalence margin 1: TOST (two one-sided
+    Welch tests) decides agreement; failing it, a significant Welch difference decides 'differ'."""
+    from tfp_vae.report.stats import equivalence
+
+    rng = np.random.default_rng(7)
+    a = rng.normal(0.0, spread, 5)
+    b = rng.normal(shift, spread, 5)
+    verdict, p_equivalent, p_different = equivalence(a, b, margin=1.0)
+    assert verdict == expected, (verdict, p_equivalent, p_different)
+    # TOST's p is the larger of the two one-sided Welch p-values, each from scipy directly
+    lower = stats.ttest_ind(b + 1.0, a, equal_var=False, alternative="greater").pvalue
+    upper = stats.ttest_ind(b - 1.0, a, equal_var=False, alternative="less").pvalue
+    assert p_equivalent == pytest.approx(max(lower, upper))
 
 
 def test_bootstrap_interval_of_the_iqm_covers_the_truth_about_95_percent():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tfp_vae import SCHEMA_VERSION
@@ -84,6 +85,7 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "bit-identical" in text and "0 unexpected" in text
+    assert "conclusions: 1 of 1 table cells hold" in text
     summaries = list(out.glob("*/tiny/summary.json"))
     assert len(summaries) == 1 and json.loads(summaries[0].read_text())["outcomes"][0]["verdict"] == "bit-identical"
     assert len(list((committed / "tiny").glob("*.json"))) == 1  # committed records untouched
@@ -102,6 +104,42 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
     _edit(record_path, lambda r: r["environment"].__setitem__("cpu_model", "Some Other CPU"))
     assert main(args) == 0  # now explained by the machine
     assert "CPU Some Other CPU ->" in capsys.readouterr().out
+
+
+def test_conclusions_hold_or_fail_cell_by_cell_on_planted_reruns():
+    """Five committed seeds of `learned` (3 collapsed) and `floor` on raw and dequantized digits.
+    Reruns: one that repeats its record (holds), one whose collapse verdict flips, one outside
+    the committed range, and a dequantized rerun so much better that `floor` takes the best
+    entry from `learned` (both cells' ranks change)."""
+    from test_report import FLOOR, LEARNED, record
+
+    from tfp_vae.report.conclusions import conclusions
+
+    committed = []
+    for seed, (a, b) in enumerate(zip(LEARNED, FLOOR)):
+        committed += [record("learned", seed, a, collapse=seed < 3), record("floor", seed, b, False, params={"xi": 0.02}),
+                      record("learned", seed, a - 100, False, scaling="dequantized"),
+                      record("floor", seed, b - 100, False, scaling="dequantized", params={"xi": 0.02})]
+    by_id = {r["run_id"]: r for r in committed}
+
+    def rerun(run_id, **metrics):
+        rec = json.loads(json.dumps(by_id[run_id]))
+        rec["metrics"].update(metrics)
+        return rec
+
+    def verdicts(*reruns):
+        return {c["cell"].split(" (")[0]: c for c in conclusions(committed, list(reruns))}
+
+    same = verdicts(rerun("learned-raw-1"))
+    assert same["learned digits raw"]["holds"]
+    flipped = verdicts(rerun("learned-raw-1", variance_collapse=False))
+    assert not flipped["learned digits raw"]["holds"] and not flipped["learned digits raw"]["same_collapse"]
+    outside = verdicts(rerun("floor-raw-2", iwae_ll=max(FLOOR) + 1.0))
+    assert outside["floor(xi=0.02) digits raw"]["inside_committed_range"] is False
+    bpd = lambda ll: (-ll + 64 * np.log(17)) / (64 * np.log(2))  # noqa: E731
+    better = [rerun(f"floor-dequantized-{s}", iwae_ll=b + 100, bpd=bpd(b + 100)) for s, b in enumerate(FLOOR)]
+    ranked = verdicts(*better)
+    assert ranked["floor(xi=0.02) digits dequantized"]["same_rank"] is False
 
 
 def _bench(path: Path, cpu: str, cores: int, medians: dict[str, float]) -> Path:

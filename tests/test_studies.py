@@ -49,6 +49,9 @@ def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
     ("datasets = ['digits']\nseeds = [0]\n[decoders.fixed]\n[train]\nepochs = 0\n", "epochs = 0 is not allowed"),
     ("datasets = ['digits']\nseeds = []\n[decoders.fixed]\n", "seeds = [] is not allowed"),
     ("datasets = ['digits'\n", "not valid TOML"),
+    ("datasets = ['digits']\nseeds = [0]\n[compilers]\ntheano = 'xla'\n[decoders.fixed]\n", "unknown backend(s) theano"),
+    ("datasets = ['digits']\nseeds = [0]\nbackends = ['jax']\n[compilers]\njax = 'graph'\n[decoders.fixed]\n",
+     "compiler = 'graph' is not allowed"),
 ])
 def test_each_class_of_bad_study_names_file_and_key(tmp_path, text, needle):
     path = write(tmp_path, text, "bad.toml")
@@ -63,6 +66,15 @@ def test_expansion_and_run_ids_are_stable_under_key_reordering(tmp_path):
     assert len(a.specs) == 4  # 2 decoders x 2 seeds
     assert [s.run_id() for s in a.specs] == [s.run_id() for s in b.specs]
     assert len({s.run_id() for s in a.specs}) == 4
+
+
+def test_compilers_set_train_compiler_per_backend(tmp_path):
+    """[compilers] overrides [train]'s compiler for the backends it names, and only for those."""
+    text = TINY.replace('seeds = [0, 1]', 'seeds = [0, 1]\nbackends = ["tensorflow", "jax"]\n[compilers]\n'
+                                          'tensorflow = "graph"')
+    specs = load_study(write(tmp_path, text)).specs
+    assert {(s.backend, s.train.compiler) for s in specs} == {("tensorflow", "graph"), ("jax", "xla")}
+    assert len(specs) == 8
 
 
 def _run_cli(args, cwd, **kw):

@@ -175,17 +175,22 @@ def test_planted_worse_mean_is_marked_unfaithful():
     assert verdict == {"worse": True, "same": False}
 
 
-def test_backend_agreement_flags_a_planted_shift_and_passes_one_law():
-    """`same` draws iwae_ll from one law on both backends; `shifted` is 30 sd apart on jax."""
-    from tfp_vae.report.tables import backend_agreement_table
+def test_backend_agreement_is_an_equivalence_test_on_planted_shifts():
+    """Images of 35 pixels (margin 0.7 nats): `same` draws iwae_ll from one law on both backends
+    (agree), `shifted` sits 3 nats apart on jax (differ), `noisy` has one law but a spread of 5
+    nats that 5 seeds cannot resolve to within the margin (undetermined)."""
+    from tfp_vae.report.tables import BACKEND_MARGIN_NATS_PER_DIM, backend_agreement_table
 
     rng = np.random.default_rng(2)
     rows = []
-    for lab, shift in (("same", 0.0), ("shifted", 3.0)):
+    for lab, shift, spread in (("same", 0.0, 0.1), ("shifted", 3.0, 0.1), ("noisy", 0.0, 5.0)):
         for backend in ("jax", "tensorflow"):
             for seed in range(5):
-                value = 50.0 + 0.1 * rng.normal() + (shift if backend == "jax" else 0.0)
+                value = 50.0 + spread * rng.normal() + (shift if backend == "jax" else 0.0)
                 rows.append({"label": lab, "decoder": lab, "scaling": "raw", "seed": seed, "backend": backend,
-                             "iwae_ll": value})
+                             "iwae_ll": value, "dims": 35})
     t = backend_agreement_table(_records(rows))
-    assert dict(zip(t.numbers["decoder"], t.numbers["within"])) == {"same": True, "shifted": False}
+    assert dict(zip(t.numbers["decoder"], t.numbers["verdict"])) == {
+        "same": "agree", "shifted": "differ", "noisy": "undetermined"}
+    assert set(t.numbers["margin"]) == {BACKEND_MARGIN_NATS_PER_DIM * 35}
+    assert f"{BACKEND_MARGIN_NATS_PER_DIM * 35:.2f} nats on synthetic" in t.caption

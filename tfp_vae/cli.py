@@ -181,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from tfp_vae.runner.execute import run_study
+    from tfp_vae.report.conclusions import conclusion_lines
     from tfp_vae.runner.reproduce import reproduce, verdict_lines
     from tfp_vae.runner.study import load_study
 
@@ -192,10 +193,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     def run_specs(sample, store, groups):
         run_study(sample, store, args.workers, args.executor, args.scheduler, groups=groups)
 
-    outcomes = reproduce(study, args.results, args.out, n, run_specs)
-    for line in verdict_lines(outcomes):
+    found = reproduce(study, args.results, args.out, n, run_specs)
+    for line in verdict_lines(found.outcomes) + conclusion_lines(found.conclusions):
         print(line)
-    return 1 if any(o.failed for o in outcomes) else 0
+    return 1 if any(o.failed for o in found.outcomes) else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

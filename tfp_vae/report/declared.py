@@ -74,7 +74,8 @@ def build_declared(path: str | Path, runs_root: str | Path, out: str | Path) -> 
         table = TABLES[d.kind](df)
         if d.decoders:
             table = reorder(table, d.decoders)
-        caption = f"{d.caption} {table.rule}".strip() if d.caption else table.caption
+        # the declared lead, then every definition the table's columns need, built from the records
+        caption = f"{d.caption} {table.caption}" if d.caption else table.caption
         table = replace(table, name=d.name, caption=caption)
         for ext, fmt in FORMATS.items():
             written.append(_write(out / f"{d.name}.{ext}", fmt(table)))

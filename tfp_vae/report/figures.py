@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tfp_vae.report.tables import _order  # noqa: E402
+from tfp_vae.report.tables import _order, likelihood_kind  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # no library version or date inside the file
 
@@ -90,15 +90,26 @@ def sigma_histograms(df: pd.DataFrame, path: Path) -> Path:
 
 
 def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
-    """Test iwae_ll against rmse, one point per run, one colour per decoder."""
+    """Test iwae_ll against rmse, one point per run, one colour per decoder, one panel per data set,
+    scaling and kind of likelihood (a density, a probability of the grey levels, or Bernoulli's
+    unnormalised number), so no axis holds numbers that are not comparable; crosses are runs
+    flagged as collapsed."""
     ok = df[df["iwae_ll"].notna()].sort_values(["label", "dataset", "scaling", "seed"])
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, lab in enumerate(_order(ok["label"])):
-        runs = ok[ok["label"] == lab]
-        ax.scatter(runs["rmse"], runs["iwae_ll"], s=16, color=plt.cm.tab20(i % 20), label=lab)
-    ax.set_xlabel("rmse of the decoder mean")
-    ax.set_ylabel("iwae_ll (nats / image)")
-    ax.legend(fontsize=7, ncol=2)
+    kinds = ok["decoder"].map(likelihood_kind)
+    panels = sorted(set(zip(ok["dataset"], ok["scaling"], kinds)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    colours = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(_order(ok["label"]))}
+    for ax, (dataset, scaling, kind) in zip(axes[0], panels):
+        panel = ok[(ok["dataset"] == dataset) & (ok["scaling"] == scaling) & (kinds == kind)]
+        for lab in _order(panel["label"]):
+            runs = panel[panel["label"] == lab]
+            flagged = runs["variance_collapse"].astype(bool)
+            ax.scatter(runs["rmse"][~flagged], runs["iwae_ll"][~flagged], s=16, color=colours[lab], label=lab)
+            ax.scatter(runs["rmse"][flagged], runs["iwae_ll"][flagged], s=28, marker="x", color=colours[lab])
+        ax.set_title(f"{dataset} {scaling}: {kind}", fontsize=9)
+        ax.set_xlabel("rmse of the decoder mean")
+        ax.set_ylabel("iwae_ll (nats / image)")
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return _save(fig, path)
 

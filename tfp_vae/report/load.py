@@ -49,12 +49,13 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "precision": "tf32" if spec.get("tf32") and spec.get("precision", "float32") == "float32"
         else spec.get("precision", "float32"),
         "backend": spec["backend"], "error": rec.get("error"),
+        "compiler": (rec.get("execution") or {}).get("compiler") or (spec.get("train") or {}).get("compiler"),
         "seeds_per_step": len((rec.get("execution") or {}).get("seed_group") or [spec["seed"]]),
         **{k: m.get(k) for k in ("elbo", "iwae_ll", "lppl", "bpd", "rmse", "sigma_min", "sigma_p01", "sigma_median",
                                  "frac_below_tau", "tau", "excess_density_frac", "variance_collapse",
                                  "collapse_reason", "active_units", "train_test_gap", "iwae_k", "sigma_log10_hist",
                                  "global_scale", "global_scale_optimum", "global_scale_converged", "collapse_threshold", "density_c",
-                                 "val_bound_final_change")},
+                                 "val_bound_final_change", "dims")},
         "network": json.dumps(spec.get("network"), sort_keys=True),
         **{k: t.get(k) for k in ("train_examples_per_s", "eval_examples_per_s", "importance_samples_per_s",
                                  "compile_s", "peak_memory_mib", "wall_s")},
@@ -91,4 +92,9 @@ def load_records(directory: str | Path, warn: Callable[[str], None] = lambda s: 
     # seeds in seed order within each configuration, whatever the files are called: an
     # aggregate that resamples (the bootstrap) then does not depend on the order records are read in
     records.sort(key=lambda r: (json.dumps({**r["spec"], "seed": None}, sort_keys=True), r["spec"].get("seed", 0)))
-    return Loaded(pd.DataFrame([_row(r) for r in records]), records, problems)
+    return Loaded(frame_of(records), records, problems)
+
+
+def frame_of(records: list[dict]) -> pd.DataFrame:
+    """The tables' frame of records already read: one row per record, in the order given."""
+    return pd.DataFrame([_row(r) for r in records])

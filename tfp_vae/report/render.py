@@ -91,6 +91,43 @@ window.addEventListener("load", function () {
 """
 
 
+def answer_section(tables: list[Table]) -> str:
+    """The page's opening: a decoder x data map of the fraction of seeds flagged as collapsed
+    (from the collapse table, shaded by that fraction), and the best entry of every ranked
+    column of the log-likelihood table. Empty when the records give neither."""
+    by_name = {t.name: t for t in tables}
+    parts = []
+    collapse = by_name.get("collapse")
+    if collapse is not None and collapse.rows:
+        data = list(dict.fromkeys(row[1] for row in collapse.rows))
+        decoders = list(dict.fromkeys(row[0] for row in collapse.rows))
+        found = {(row[0], row[1]): row[2] for row in collapse.rows}
+
+        def cell(decoder: str, column: str) -> str:
+            text = found.get((decoder, column))
+            if text is None:
+                return "<td></td>"
+            k, n = (int(v) for v in text.split("/"))
+            return (f"<td class=\"frac\" data-collapsed=\"{k}\" data-runs=\"{n}\" "
+                    f"style=\"background:rgba(200,0,0,{k / n:.2f})\">{html.escape(text)}</td>")
+
+        head = "".join(f"<th>{html.escape(d)}</th>" for d in data)
+        body = "".join(f"<tr><th>{html.escape(dec)}</th>{''.join(cell(dec, d) for d in data)}</tr>" for dec in decoders)
+        parts.append("<h3>Seeds flagged as collapsed (darker: a larger fraction)</h3>"
+                     f"<table id=\"collapse-map\"><thead><tr><th>decoder</th>{head}</tr></thead>"
+                     f"<tbody>{body}</tbody></table>")
+    loglik = by_name.get("loglik")
+    if loglik is not None and loglik.bold:
+        best = sorted((j, i) for i, j in loglik.bold if "(tied)" not in loglik.rows[i][j])
+        items = "".join(f"<li><b>{html.escape(loglik.header[j])}</b>: {html.escape(loglik.rows[i][0])}, "
+                        f"{html.escape(loglik.rows[i][j])}</li>" for j, i in best)
+        parts.append(f"<h3>Best entry of every ranked column</h3><ul id=\"best-entries\">{items}</ul>")
+    if not parts:
+        return ""
+    return ("<section id=\"answer\"><h2>The answer</h2><p>Details and definitions: the collapse and loglik "
+            "tables below.</p>" + "".join(parts) + "</section>")
+
+
 def summary_list(summary: dict[str, str]) -> str:
     items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in summary.items())
     return f"<section id=\"summary\"><h2>Runs and environments</h2><dl>{items}</dl></section>"
@@ -98,7 +135,7 @@ def summary_list(summary: dict[str, str]) -> str:
 
 def html_page(title: str, tables: list[Table], figures: dict[str, tuple[Path, str]], problems: list[str],
               summary: dict[str, str] | None = None) -> str:
-    """One self-contained page a researcher can share: a summary of runs and environments,
+    """One self-contained page a researcher can share: the answer first (answer_section), a summary of runs and environments,
     sortable tables (click a header), and the figures embedded as base64 PNG with captions."""
     figs = "".join(
         f"<figure><img alt=\"{html.escape(name)}\" src=\"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}\">"
@@ -114,6 +151,7 @@ def html_page(title: str, tables: list[Table], figures: dict[str, tuple[Path, st
              "figure{margin:1em 0}figcaption{max-width:48em;font-size:90%}")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+            + answer_section(tables)
             + (summary_list(summary) if summary else "")
             + f"<nav><ul>{contents}<li><a href=\"#figures\">figures</a></li></ul></nav>"
             + "".join(html_table(t) for t in tables)

@@ -1,9 +1,10 @@
 """Aggregates across seeds, each from scipy.stats where it has the statistic: mean and
 standard deviation, the interquartile mean with a percentile-bootstrap 95 % interval
 (fixed bootstrap seed, so regenerated tables are byte-identical), the Wilson 95 %
-interval of a frequency k/n, and the two tests behind the report's verdicts.
+interval of a frequency k/n, and the tests behind the report's verdicts.
 
-No interval is given for fewer than MIN_SEEDS_FOR_INTERVAL values."""
+No Wilson interval is given for fewer than MIN_SEEDS_FOR_INTERVAL runs, and no IQM interval
+for fewer than MIN_SEEDS_FOR_IQM_INTERVAL values."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from scipy import stats
 BOOTSTRAP_SEED = 20220101
 BOOTSTRAP_REPS = 2000
 MIN_SEEDS_FOR_INTERVAL = 3
+#: Below 5 values the IQM and its bootstrap say nothing the mean and range do not: scipy's 25 %
+#: trimmed mean of 3 values trims none (it is their mean), and a percentile bootstrap of 3
+#: values spans about [min, max].
+MIN_SEEDS_FOR_IQM_INTERVAL = 5
 ALPHA = 0.05  # level of the tie and faithfulness tests
 
 
@@ -37,9 +42,9 @@ def iqm(values: Sequence[float]) -> float:
 def iqm_interval(values: Sequence[float], level: float = 0.95, reps: int = BOOTSTRAP_REPS,
                  seed: int = BOOTSTRAP_SEED) -> tuple[float, float] | None:
     """Percentile-bootstrap interval of the IQM (runs resampled with replacement; one
-    stratum, so a plain bootstrap). None with fewer than MIN_SEEDS_FOR_INTERVAL values."""
+    stratum, so a plain bootstrap). None with fewer than MIN_SEEDS_FOR_IQM_INTERVAL values."""
     x = np.sort(np.asarray(values, dtype=float))  # resampling picks positions: fix them, whatever the input order
-    if len(x) < MIN_SEEDS_FOR_INTERVAL:
+    if len(x) < MIN_SEEDS_FOR_IQM_INTERVAL:
         return None
     res = stats.bootstrap((x,), _iqm, n_resamples=reps, confidence_level=level, method="percentile",
                           vectorized=True, random_state=np.random.default_rng(seed))
@@ -79,13 +84,23 @@ def worse_than(candidate: Sequence[float], reference: Sequence[float], alpha: fl
     return p < alpha, p
 
 
-def difference_interval(a: Sequence[float], b: Sequence[float], level: float = 0.99) -> tuple[float, float] | None:
-    """(mean(b) - mean(a), half-width of its Welch `level` interval), the standard errors of both
-    samples combined with Welch-Satterthwaite degrees of freedom. None with fewer than two each."""
+def equivalence(a: Sequence[float], b: Sequence[float], margin: float, alpha: float = ALPHA,
+                ) -> tuple[str, float, float] | None:
+    """Two samples compared with an equivalence margin: (verdict, p of the equivalence test, p of
+    the difference test). "agree": two one-sided Welch t-tests (TOST) show |mean(b) - mean(a)| <
+    margin at `alpha`; "differ": not shown equivalent and the two-sided Welch test finds a
+    difference at `alpha`; "undetermined": neither (too few or too spread values to tell).
+    None with fewer than two values in either sample."""
     x, y = np.asarray(a, float), np.asarray(b, float)
     if len(x) < 2 or len(y) < 2:
         return None
-    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(vx + vy)
-    dof = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)) if se > 0 else 1.0
-    return float(y.mean() - x.mean()), float(stats.t.ppf(0.5 + level / 2, dof) * se)
+    if x.std() == 0 and y.std() == 0:  # no spread: the difference is known exactly
+        d = abs(float(y.mean() - x.mean()))
+        return ("agree" if d < margin else "differ"), float(d >= margin), float(d == 0)
+    lower = stats.ttest_ind(y + margin, x, equal_var=False, alternative="greater").pvalue
+    upper = stats.ttest_ind(y - margin, x, equal_var=False, alternative="less").pvalue
+    p_equivalent = float(max(lower, upper))
+    p_different = float(stats.ttest_ind(y, x, equal_var=False).pvalue)
+    if p_equivalent < alpha:
+        return "agree", p_equivalent, p_different
+    return ("differ" if p_different < alpha else "undetermined"), p_equivalent, p_different

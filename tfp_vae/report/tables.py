@@ -15,8 +15,8 @@ import pandas as pd
 
 from tfp_vae.decoders import DECODERS
 from tfp_vae.records import SCALE_CONVERGENCE_RTOL
-from tfp_vae.report.stats import (ALPHA, MIN_SEEDS_FOR_INTERVAL, difference_interval, iqm, iqm_interval, mean_std,
-                                  tied_with_best, wilson, worse_than)
+from tfp_vae.report.stats import (ALPHA, MIN_SEEDS_FOR_INTERVAL, MIN_SEEDS_FOR_IQM_INTERVAL, equivalence, iqm,
+                                  iqm_interval, mean_std, tied_with_best, wilson, worse_than)
 
 
 @dataclass
@@ -28,7 +28,6 @@ class Table:
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of best entries
     notes: list[str] = field(default_factory=list)
-    rule: str = ""  # what bold means; kept when a declared table brings its own caption
 
 
 def _order(labels) -> list[str]:
@@ -90,16 +89,28 @@ def _interval(ci: tuple[float, float] | None, digits: int = 2) -> str:
     return "n/a" if ci is None else f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
 
 
+def likelihood_kind(decoder: str) -> str:
+    """What a decoder's log-likelihood is: "probability" of the discrete grey levels, "density"
+    (a proper density on [0, 1]^D) or "not normalised" (Bernoulli's cross-entropy of grey levels)."""
+    cls = DECODERS[decoder]
+    return "probability" if cls.discrete else "density" if cls.proper_density else "not normalised"
+
+
+#: Marks of the log-likelihood table's cells, each explained in its caption.
+COLLAPSED_MARK, NOT_NORMALISED_MARK = "†", "‡"
+
 RANKING_RULE = (f"Ranked only where likelihoods stand on the same footing: in dequantized columns by bits per "
                 f"dimension (lower is better; densities of dequantized data and probabilities of the discrete levels "
                 f"alike). Bold: the lowest mean bpd; '(tied)': not significantly worse than it (Welch t-test, "
-                f"p >= {ALPHA:g}). Raw columns are not ranked: densities of raw pixels are unbounded, so the highest "
-                f"score is the worst collapse.")
+                f"p >= {ALPHA:g}).")
+RAW_RULE = ("Raw columns are not ranked: densities of raw pixels are unbounded, so the highest score is the "
+            "worst collapse.")
 
 
 def loglik_table(df: pd.DataFrame) -> Table:
-    """iwae_ll (nats) and bpd per decoder x (data set, scaling): mean ± std over seeds and
-    the IQM with a 95 % bootstrap interval (3 or more seeds). Ranking: see RANKING_RULE."""
+    """iwae_ll (nats) and bpd per decoder x (data set, scaling): mean ± std over n seeds and the IQM
+    with a 95 % bootstrap interval (MIN_SEEDS_FOR_IQM_INTERVAL or more seeds); cells holding
+    collapsed runs and likelihoods that are not normalised are marked. Ranking: see RANKING_RULE."""
     ok = df[df["status"] != "error"]
     cols, labels = _columns(ok), _order(ok["label"])
     numbers, notes, grid, bpds = [], [], {}, {}
@@ -114,7 +125,8 @@ def loglik_table(df: pd.DataFrame) -> Table:
                "iwae_ll_std": s, "iwae_ll_iqm": iqm(values), "iwae_ll_iqm_lo": ci and ci[0],
                "iwae_ll_iqm_hi": ci and ci[1], "bpd_mean": mean_std(bpd)[0] if len(bpd) else None,
                "bpd_std": mean_std(bpd)[1] if len(bpd) else None, "iwae_k": int(cell["iwae_k"].iloc[0]),
-               "rank": None}
+               "collapsed": int(cell["variance_collapse"].astype(bool).sum()),
+               "kind": likelihood_kind(cell["decoder"].iloc[0]), "rank": None}
         numbers.append(row)
         grid[lab, col] = row
         if len(bpd) and col.scaling == "dequantized":
@@ -139,11 +151,12 @@ def loglik_table(df: pd.DataFrame) -> Table:
             if r is None:
                 line.append("")
                 continue
-            text = f"{_fmt(r['iwae_ll_mean'])} ± {_fmt(r['iwae_ll_std'])}"
-            if r["iwae_ll_iqm_lo"] is None:
-                text += f" (n = {r['n']}, no interval)"
-            else:
-                text += f" (IQM {_fmt(r['iwae_ll_iqm'])} {_interval((r['iwae_ll_iqm_lo'], r['iwae_ll_iqm_hi']))})"
+            text = f"{_fmt(r['iwae_ll_mean'])} ± {_fmt(r['iwae_ll_std'])} (n = {r['n']}"
+            if r["iwae_ll_iqm_lo"] is not None:
+                text += f"; IQM {_fmt(r['iwae_ll_iqm'])} {_interval((r['iwae_ll_iqm_lo'], r['iwae_ll_iqm_hi']))}"
+            text += ")"
+            text += f" {COLLAPSED_MARK}{r['collapsed']}" if r["collapsed"] else ""
+            text += f" {NOT_NORMALISED_MARK}" if r["kind"] == "not normalised" else ""
             if r["bpd_mean"] is not None:
                 text += f"; {_fmt(r['bpd_mean'], 3)} bpd"
             if r["rank"]:
@@ -152,10 +165,15 @@ def loglik_table(df: pd.DataFrame) -> Table:
             line.append(text)
         rows.append(line)
     k = sorted({int(x) for x in ok["iwae_k"].dropna()})
+    rule = RANKING_RULE + (" " + RAW_RULE if any(col.scaling == "raw" for col in cols) else "")
     caption = (f"Test log-likelihood (importance-weighted bound, K = {', '.join(map(str, k))}, nats per image): "
-               f"mean ± std over seeds, IQM with 95 % percentile-bootstrap interval (only with "
-               f"{MIN_SEEDS_FOR_INTERVAL} or more seeds); bits per dimension where defined. {RANKING_RULE}")
-    return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, notes, rule=RANKING_RULE)
+               f"mean ± std over the n seeds, and with {MIN_SEEDS_FOR_IQM_INTERVAL} or more seeds the IQM with its "
+               "95 % percentile-bootstrap interval (with fewer, the IQM is the mean and the interval the range, so "
+               f"neither is shown); bits per dimension where defined. {COLLAPSED_MARK}k: k of the n seeds were "
+               "flagged as collapsed (collapse table): their number is an unbounded density, not a better fit. "
+               f"{NOT_NORMALISED_MARK}: not a normalised likelihood of these pixel values (Bernoulli's "
+               f"cross-entropy of grey levels), comparable with nothing else. {rule}")
+    return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, notes)
 
 
 def collapse_table(df: pd.DataFrame) -> Table:
@@ -205,6 +223,8 @@ def faithfulness_table(df: pd.DataFrame) -> Table:
         pairs = pairs.sort_values("seed")
         if ref["label"].nunique() > 1:  # several fixed sigma0: compare with the default one
             pairs = pairs[pairs["label_fixed"] == "fixed"]
+        if pairs.empty:  # no reference run in this column: nothing to say, so no row (and no table at all)
+            continue
         test = worse_than(pairs["rmse"].to_numpy(float), pairs["rmse_fixed"].to_numpy(float))
         row = {"decoder": lab, **col.fields(), "pairs": len(pairs),
                "rmse_mean": float(pairs["rmse"].mean()) if len(pairs) else None,
@@ -236,11 +256,11 @@ def convergence_table(df: pd.DataFrame) -> Table:
                "global_scale_optimum_mean": float(scaled["global_scale_optimum"].mean()) if len(scaled) else None,
                "global_scale_converged": conv}
         numbers.append(row)
-        rows.append([lab, col.title(ok), _fmt(row["val_bound_final_change_median"], 3),
+        rows.append([lab, col.title(ok), str(len(cell)), _fmt(row["val_bound_final_change_median"], 3),
                      _fmt(row["global_scale_mean"], 4), _fmt(row["global_scale_optimum_mean"], 4),
                      "n/a" if conv is None else f"{conv}/{len(scaled)}"])
-    header = ["decoder", "data", "last-epoch change of val bound (median)", "global scale", "its optimum",
-              "scale converged"]
+    header = ["decoder", "data", "seeds", "last-epoch change of val bound (median)", "global scale (seed mean)",
+              "its optimum (seed mean)", "scale converged"]
     caption = ("Convergence: median over seeds of the last epoch's change of the validation bound (nats); for a "
                "decoder with one learned scale for all pixels, that scale and its closed-form optimum given the "
                "mean (root mean squared error at sampled z on the training split), converged when within "
@@ -248,39 +268,59 @@ def convergence_table(df: pd.DataFrame) -> Table:
     return Table("convergence", caption, pd.DataFrame(numbers), header, rows)
 
 
+#: Two backends agree on a cell when an equivalence test shows their mean test iwae_ll within
+#: this many nats per pixel of each other (1.28 nats on 8x8 digits, 15.7 on 28x28 images): a
+#: fiftieth of a nat per dimension, about 0.03 bits per dimension, is below the differences
+#: between decoders the tables are read for.
+BACKEND_MARGIN_NATS_PER_DIM = 0.02
+
+
 def backend_agreement_table(df: pd.DataFrame) -> Table:
-    """TensorFlow against JAX for each decoder, data set and scaling: their random streams
-    differ, so they agree when the difference of iwae_ll means lies within its combined 99 %
-    interval and the collapse counts are the same. float32 runs only (bfloat16 is a precision
-    question, not a backend one). Empty when the records hold one backend."""
+    """TensorFlow against JAX for each decoder, data set and scaling, as an equivalence test: their
+    random streams differ, so equal numbers are not expected, only means within a stated margin
+    (stats.equivalence: agree / differ / undetermined), and the same collapse counts. float32
+    runs only (bfloat16 is a precision question, not a backend one). Empty for one backend."""
     ok = df[(df["status"] != "error") & df["iwae_ll"].notna() & (df["precision"] == "float32")]
     backends = sorted(set(ok["backend"]))
     numbers, rows = [], []
     first, second = (backends + ["-", "-"])[:2]
+    margins = {}
     if len(backends) == 2:
         for lab in _order(ok["label"]):
             for dataset, scaling in sorted(set(zip(ok["dataset"], ok["scaling"]))):
                 a, b = (Column(dataset, scaling, be).select(ok[ok["label"] == lab]) for be in (first, second))
                 if a.empty or b.empty:
                     continue
-                diff = difference_interval(a["iwae_ll"], b["iwae_ll"])
+                margin = BACKEND_MARGIN_NATS_PER_DIM * float(a["dims"].iloc[0])
+                margins[dataset] = margin
+                test = equivalence(a["iwae_ll"], b["iwae_ll"], margin)
                 ka, kb = (int(c["variance_collapse"].astype(bool).sum()) for c in (a, b))
-                within = None if diff is None else abs(diff[0]) <= diff[1]
+                difference = float(b["iwae_ll"].mean() - a["iwae_ll"].mean())
                 row = {"decoder": lab, "dataset": dataset, "scaling": scaling,
                        f"{first}_mean": float(a["iwae_ll"].mean()), f"{second}_mean": float(b["iwae_ll"].mean()),
-                       "difference": diff and diff[0], "half_width_99": diff and diff[1], "within": within,
+                       "difference": difference, "margin": margin, "verdict": test and test[0],
+                       "p_equivalence": test and test[1], "p_difference": test and test[2],
                        f"{first}_collapsed": ka, f"{second}_collapsed": kb, "n": f"{len(a)}/{len(b)}",
                        "verdicts_identical": ka * len(b) == kb * len(a)}
                 numbers.append(row)
-                rows.append([lab, f"{dataset} {scaling}", row["n"], _fmt(row[f"{first}_mean"]), _fmt(row[f"{second}_mean"]),
-                             "n/a" if diff is None else f"{diff[0]:+.2f} ± {diff[1]:.2f}",
-                             "n/a" if within is None else ("yes" if within else "NO"),
+                rows.append([lab, f"{dataset} {scaling}", row["n"], _fmt(row[f"{first}_mean"]),
+                             _fmt(row[f"{second}_mean"]), f"{difference:+.2f}",
+                             "n/a (fewer than 2 seeds)" if test is None
+                             else f"{test[0]} (p {test[1]:.2g} / {test[2]:.2g})",
                              f"{ka}/{len(a)} vs {kb}/{len(b)}", "yes" if row["verdicts_identical"] else "NO"])
-    header = ["decoder", "data", "runs", f"iwae_ll {first}", f"iwae_ll {second}",
-              f"{second} - {first} ± 99 % (Welch)", "within", "collapsed", "same verdicts"]
-    caption = ("Backends: the same specs under TensorFlow and JAX (TFP's JAX substrate). Their random streams differ, "
-               "so they agree when the difference of test iwae_ll means lies within its combined 99 % interval "
-               "(Welch) and the collapse counts are identical.")
+    header = ["decoder", "data", "seeds", f"iwae_ll {first} (mean)", f"iwae_ll {second} (mean)",
+              f"{second} - {first}", "means (p equivalent / p different)", "collapsed", "same verdicts"]
+    margin_text = ", ".join(f"{m:.2f} nats on {d}" for d, m in sorted(margins.items())) or "n/a"
+    compiled = "; ".join(f"{be} compiled with {', '.join(sorted(set(ok.loc[ok['backend'] == be, 'compiler'].dropna())))}"
+                         for be in backends)
+    caption = (f"Backends: the same specs under TensorFlow and JAX (TFP's JAX substrate; {compiled}). Their random "
+               "streams differ, "
+               "so their means are compared with an equivalence margin of "
+               f"{BACKEND_MARGIN_NATS_PER_DIM:g} nats per pixel ({margin_text}): 'agree' when two one-sided Welch "
+               f"t-tests show the difference of mean test iwae_ll inside the margin (p equivalent < {ALPHA:g}); "
+               f"'differ' when not, and a two-sided Welch test finds a difference (p different < {ALPHA:g}); "
+               "'undetermined' when neither: the seeds are too few or too spread to tell. 'same verdicts': the "
+               "same fraction of seeds flagged as collapsed.")
     return Table("backends", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -418,9 +458,15 @@ def reproduction_table(files: list) -> Table:
     tolerances = sorted({(data.get("rtol"), data.get("atol")) for data in map(json.loads, map(Path.read_text,
                                                                                               map(Path, files)))})
     stated = " or ".join(f"relative {r:g}, absolute {a:g}" for r, a in tolerances if r is not None) or "as recorded"
+    summaries = [json.loads(Path(f).read_text()) for f in sorted(files)]
+    held = "; ".join(f"on {d['cpu_model']}, {sum(c['holds'] for c in d['conclusions'])} of {len(d['conclusions'])} "
+                     "table cells hold" for d in summaries if "conclusions" in d)
     caption = ("Reproduction: committed runs rerun from scratch (tfp-vae reproduce) and compared field by field, "
                f"timing and environment apart: bit-identical, within tolerance ({stated}), or "
-               "different. With the same CPU model, library versions and backend a run must be bit-identical.")
+               "different. With the same CPU model, library versions and backend a run must be bit-identical."
+               + (f" Conclusions ({held}): a cell holds when each rerun seed keeps its collapse verdict, lies "
+                  "within the committed seeds' range of test iwae_ll, and the cell keeps its best or tied mark."
+                  if held else ""))
     return Table("reproduction", caption, pd.DataFrame(numbers), header, rows)
 
 

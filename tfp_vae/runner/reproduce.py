@@ -128,6 +128,14 @@ def environment_differences(committed: dict[str, Any], rerun: dict[str, Any]) ->
 
 
 @dataclass
+class Reproduction:
+    """What `reproduce` found: one Outcome per rerun, and the conclusions verdict per table cell."""
+
+    outcomes: list["Outcome"]
+    conclusions: list[dict[str, Any]]
+
+
+@dataclass
 class Outcome:
     run_id: str
     label: str
@@ -143,8 +151,10 @@ class Outcome:
 
 
 def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n: int | None,
-              run_specs: Callable[[Study, ResultStore, list], Any], log: Callable[[str], None] = print) -> list[Outcome]:
-    """Rerun the sample of `study` into out_root/<machine>/<study>/ and compare; writes summary.json."""
+              run_specs: Callable[[Study, ResultStore, list], Any], log: Callable[[str], None] = print) -> Reproduction:
+    """Rerun the sample of `study` into out_root/<machine>/<study>/ and compare, run by run and
+    table cell by table cell (report.conclusions); writes summary.json."""
+    from tfp_vae.report.conclusions import conclusions
     from tfp_vae.runner.study import describe
 
     committed = ResultStore(committed_root, study.name)
@@ -166,10 +176,12 @@ def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n:
         env = environment_differences(old, new)
         code_only = all(e.startswith("code ") for e in env)
         outcomes.append(Outcome(spec.run_id(), describe(spec), diff["verdict"], code_only, env, diff))
+    all_committed = [rec for spec in study.specs if (rec := committed.read(spec.run_id())) is not None]
+    cells = conclusions(all_committed, [rec for spec in specs if (rec := fresh.read(spec.run_id())) is not None])
     summary = {"study": study.name, "machine": machine, "cpu_model": cpu_model(), "rtol": RTOL, "atol": ATOL,
-               "outcomes": [o.__dict__ | {"failed": o.failed} for o in outcomes]}
+               "outcomes": [o.__dict__ | {"failed": o.failed} for o in outcomes], "conclusions": cells}
     write_record(summary, fresh.dir / "summary.json")
-    return outcomes
+    return Reproduction(outcomes, cells)
 
 
 def verdict_lines(outcomes: list[Outcome]) -> list[str]:

@@ -17,7 +17,7 @@ from tfp_vae.config import RunSpec, read_toml, spec_from_dict
 from tfp_vae.errors import ConfigError
 
 STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "backends", "network", "train", "eval",
-              "tf32")
+              "tf32", "compilers")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -46,6 +46,19 @@ def _sweep(params: Any, decoder: str, where: str) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*values)]
 
 
+def _compilers(table: Any, where: str) -> dict[str, str]:
+    """[compilers]: train.compiler per backend ({"tensorflow": "graph"}), over [train]'s for that backend.
+    Each value is checked with its spec (COMPILERS)."""
+    from tfp_vae.backends import BACKENDS
+
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: compilers must be a table of backend = compiler, e.g. tensorflow = \"graph\"")
+    unknown = sorted(set(table) - set(BACKENDS))
+    if unknown:
+        raise ConfigError(f"{where}: compilers: unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
+    return dict(table)
+
+
 def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
     where = str(path)
     unknown = sorted(set(data) - set(STUDY_KEYS))
@@ -59,6 +72,7 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
         raise ConfigError(f"{where}: decoders must be a non-empty table, e.g. [decoders.learned]")
     seeds = _list(data, "seeds", where)
     shared = {k: data[k] for k in ("network", "train", "eval", "tf32") if k in data}
+    compilers = _compilers(data.get("compilers", {}), where)
     specs, seen = [], set()
     for dataset, scaling, decoder, device, backend in itertools.product(
         _list(data, "datasets", where), _list(data, "scalings", where, ["raw"]), list(decoders),
@@ -66,7 +80,8 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
     ):
         for params in _sweep(decoders[decoder], decoder, where):
             for seed in seeds:
-                spec = spec_from_dict({**shared, "dataset": dataset, "scaling": scaling, "decoder": decoder,
+                train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
+                spec = spec_from_dict({**shared, "train": train, "dataset": dataset, "scaling": scaling, "decoder": decoder,
                                        "decoder_params": params, "seed": seed, "device": device,
                                        "backend": backend}, where)
                 if spec.run_id() not in seen:
