@@ -101,10 +101,12 @@ def test_peer_pythae_training_pipeline(benchmark):
 @pytest.mark.parametrize("backend", installed_backends())
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_peer_tfp_vae_training(benchmark, backend, precision):
-    """tfp-vae, the same network and data: one epoch of `fixed` on raw Fashion-MNIST."""
+    """tfp-vae, the same network and data: `fixed` on raw Fashion-MNIST, two epochs, so that the
+    second gives the steady rate and the first (compilation and its validation pass included)
+    the whole-epoch rate that stands beside pythae's one epoch."""
     spec = spec_from_dict({"dataset": "fashion_mnist", "decoder": "fixed", "backend": backend, "precision": precision,
                            "network": {"hidden": list(HIDDEN), "latent": LATENT},
-                           "train": {"epochs": 1, "batch_size": BATCH, "learning_rate": LR, "patience": 0,
+                           "train": {"epochs": 2, "batch_size": BATCH, "learning_rate": LR, "patience": 0,
                                      "validation_fraction": 0.1}})
     b = get_backend(backend)
     device = b.configure("cpu", False)
@@ -124,9 +126,13 @@ def test_peer_tfp_vae_training(benchmark, backend, precision):
 
     benchmark.pedantic(once, rounds=3, iterations=1)
     steady = float(np.median([r.steady_examples / r.steady_s for r, _ in results]))
-    whole = float(np.median([len(splits.train) / s for _, s in results]))
+    # first epoch = compilation + one steady epoch + one validation pass (the two passes take
+    # what the call took beyond its two epochs)
+    first = [r.compile_s + r.steady_s + (s - r.compile_s - 2 * r.steady_s) / 2 for r, s in results]
+    whole = float(np.median([len(splits.train) / f for f in first]))
     benchmark.extra_info.update({"peer": "tfp-vae", "backend": backend, "precision": precision,
                                  "examples_per_s": steady, "steady_examples_per_s": steady,
                                  "whole_train_examples_per_s": whole, "train_examples": len(splits.train),
                                  "threads": os.cpu_count(),
-                                 "measures": "steady training rate; whole_train includes compilation and validation"})
+                                 "measures": "steady training rate (second epoch); whole_train: the first epoch with compilation and "
+                                             "its validation pass"})

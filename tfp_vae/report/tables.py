@@ -432,8 +432,9 @@ def study_walltime_table(files: list) -> Table:
         rows.append([row["machine"], str(row["runs"]), str(row["workers"]), f"{row['with_s']:.0f}",
                      f"{row['without_s']:.0f}", f"{row['speedup']:.2f}x", str(row["commit"])[:7]])
     header = ["machine", "runs", "workers", "wall s, seed groups", "wall s, seeds alone", "speedup", "commit"]
-    caption = ("The quick study from scratch (scripts/study_walltime.py): seed groups of up to 16 seeds against every "
-               "seed alone, both in worker processes that stay up between groups, measured one after the other.")
+    caps = " or ".join(str(c) for c in sorted({r["seeds_per_group"] for r in numbers})) or "n/a"
+    caption = (f"The quick study from scratch (scripts/study_walltime.py): seed groups of up to {caps} seeds against "
+               "every seed alone, both in worker processes that stay up between groups, measured one after the other.")
     return Table("study_walltime", caption, pd.DataFrame(numbers), header, rows)
 
 
