@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -96,17 +97,22 @@ def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
     flagged as collapsed."""
     ok = df[df["iwae_ll"].notna()].sort_values(["label", "dataset", "scaling", "seed"])
     kinds = ok["decoder"].map(likelihood_kind)
-    panels = sorted(set(zip(ok["dataset"], ok["scaling"], kinds)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    data_columns, kind_list = sorted(set(zip(ok["dataset"], ok["scaling"]))), sorted(set(kinds))
+    fig, axes = plt.subplots(len(data_columns), len(kind_list), figsize=(5 * len(kind_list), 4 * len(data_columns)),
+                             squeeze=False)
     colours = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(_order(ok["label"]))}
-    for ax, (dataset, scaling, kind) in zip(axes[0], panels):
+    for (r, (dataset, scaling)), (c, kind) in itertools.product(enumerate(data_columns), enumerate(kind_list)):
+        ax = axes[r][c]
         panel = ok[(ok["dataset"] == dataset) & (ok["scaling"] == scaling) & (kinds == kind)]
+        if panel.empty:
+            ax.axis("off")
+            continue
         for lab in _order(panel["label"]):
             runs = panel[panel["label"] == lab]
             flagged = runs["variance_collapse"].astype(bool)
             ax.scatter(runs["rmse"][~flagged], runs["iwae_ll"][~flagged], s=16, color=colours[lab], label=lab)
             ax.scatter(runs["rmse"][flagged], runs["iwae_ll"][flagged], s=28, marker="x", color=colours[lab])
-        ax.set_title(f"{dataset} {scaling}: {kind}", fontsize=9)
+        ax.set_title(f"{dataset} {scaling}: {kind} (x: flagged as collapsed)", fontsize=9)
         ax.set_xlabel("rmse of the decoder mean")
         ax.set_ylabel("iwae_ll (nats / image)")
         ax.legend(fontsize=6)
