@@ -34,6 +34,7 @@ def test_commands_that_read_or_list_import_no_framework(argv):
 
 
 def test_report_imports_no_framework(tmp_path):
+    """The report, the runner's store and reproduce import no framework and no training code."""
     from test_report import record  # a synthetic record
 
     runs = tmp_path / "runs"
@@ -41,7 +42,10 @@ def test_report_imports_no_framework(tmp_path):
     for seed in range(3):
         (runs / f"{seed}.json").write_text(json.dumps(record("learned", seed, 50.0 + seed, False)))
     code = ("import sys\nfrom tfp_vae.cli import main\nassert main(sys.argv[1:]) == 0\n"
-            "assert 'tensorflow' not in sys.modules and 'jax' not in sys.modules")
+            "assert 'tensorflow' not in sys.modules and 'jax' not in sys.modules\n"
+            "import tfp_vae.runner.store, tfp_vae.runner.reproduce\n"
+            "training = [m for m in ('tfp_vae.train', 'tfp_vae.evaluate', 'tfp_vae.run', 'tfp_vae.steps') "
+            "if m in sys.modules]\nassert not training, training")
     proc = subprocess.run([sys.executable, "-c", code, "report", str(runs), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -216,6 +216,12 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     rows = _md_rows(md)
     assert [r[0] for r in rows] == ["floor(xi=0.02)", "learned"]  # declared order
     assert "My caption" in md and "raw" not in md.split("\n\n")[1] and "**" in rows[1][1]  # bold follows its row
+    # the declared lead, then the definitions the columns need, built from the records: K, n, the
+    # ranking rule; no sentence about raw columns the table does not have
+    caption = md.split("\n\n")[0]
+    assert caption.startswith("**t1**: My caption Test log-likelihood (importance-weighted bound, K = 50")
+    assert "mean ± std over the n seeds" in caption and "Bold: the lowest mean bpd" in caption
+    assert "Raw columns" not in caption
     # a collapse table has one row per decoder and data column: the filter keeps them all
     rows = [r[:2] for r in _md_rows((tmp_path / "out" / "c1.md").read_text())]
     assert rows == [["learned", "digits dequantized"], ["learned", "digits raw"],
