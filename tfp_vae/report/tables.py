@@ -92,7 +92,9 @@ def _interval(ci: tuple[float, float] | None, digits: int = 2) -> str:
 def likelihood_kind(decoder: str) -> str:
     """What a decoder's log-likelihood is: "probability" of the discrete grey levels, "density"
     (a proper density on [0, 1]^D) or "not normalised" (Bernoulli's cross-entropy of grey levels)."""
-    cls = DECODERS[decoder]
+    cls = DECODERS.get(decoder)
+    if cls is None:  # a record of a decoder this version does not register: say so, assume nothing
+        return "unknown"
     return "probability" if cls.discrete else "density" if cls.proper_density else "not normalised"
 
 
@@ -311,7 +313,8 @@ def backend_agreement_table(df: pd.DataFrame) -> Table:
     header = ["decoder", "data", "seeds", f"iwae_ll {first} (mean)", f"iwae_ll {second} (mean)",
               f"{second} - {first}", "means (p equivalent / p different)", "collapsed", "same verdicts"]
     margin_text = ", ".join(f"{m:.2f} nats on {d}" for d, m in sorted(margins.items())) or "n/a"
-    compiled = "; ".join(f"{be} compiled with {', '.join(sorted(set(ok.loc[ok['backend'] == be, 'compiler'].dropna())))}"
+    compilers = ok["compiler"] if "compiler" in ok else pd.Series(None, index=ok.index, dtype=object)
+    compiled = "; ".join(f"{be} compiled with {', '.join(sorted(set(compilers[ok['backend'] == be].dropna()))) or 'n/a'}"
                          for be in backends)
     caption = (f"Backends: the same specs under TensorFlow and JAX (TFP's JAX substrate; {compiled}). Their random "
                "streams differ, "
