@@ -45,7 +45,7 @@ SEED_LAYOUTS = ("auto", "vmap", "sequential")
 def seed_layout(layout: str, device: str) -> str:
     """"auto" resolved: sequential on a CPU, where a seed-batched step is slower per model-example
     than one seed's at every size measured (5 seeds of the quick study's network, 1-64 seeds of the
-    published-table network; README, Speed), vmap on a GPU, which one small model leaves idle."""
+    published-table network; docs/definitions.md, seed groups), vmap on a GPU, which one small model leaves idle."""
     if layout != "auto":
         return layout
     return "vmap" if "gpu" in device.lower() else "sequential"
@@ -134,7 +134,7 @@ def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float
         },
         "execution": {"device": device_label(device), "backend": backend.name, "compiler": spec.train.compiler,
                       "tf32": spec.tf32, "precision": spec.precision,
-                      # the seeds trained in one compiled step with this one (seed batching), itself included
+                      # the seeds run in one group with this one, itself included, and how (seed_layout)
                       "seed_group": list(group_seeds),
                       "seed_layout": layout if len(group_seeds) > 1 else None,
                       # runs sharing this machine while this one ran (set by the study runner)

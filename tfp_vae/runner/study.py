@@ -78,10 +78,11 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
         _list(data, "datasets", where), _list(data, "scalings", where, ["raw"]), list(decoders),
         _list(data, "devices", where, ["cpu"]), _list(data, "backends", where, ["tensorflow"]),
     ):
+        train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
         for params in _sweep(decoders[decoder], decoder, where):
             for seed in seeds:
-                train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
-                spec = spec_from_dict({**shared, "train": train, "dataset": dataset, "scaling": scaling, "decoder": decoder,
+                spec = spec_from_dict({**shared, "train": train, "dataset": dataset, "scaling": scaling,
+                                       "decoder": decoder,
                                        "decoder_params": params, "seed": seed, "device": device,
                                        "backend": backend}, where)
                 if spec.run_id() not in seen:
