@@ -325,3 +325,20 @@ def test_no_cell_mixes_devices_or_tf32(runs, tmp_path):
     cells = t.numbers[(t.numbers["decoder"] == "learned") & (t.numbers["scaling"] == "raw")]
     assert sorted(zip(cells["device"], cells["precision"], cells["n"])) == [
         ("cpu", "float32", 5), ("gpu", "float32", 5), ("gpu", "tf32", 5)]
+
+
+def test_a_decoder_trained_at_two_learning_rates_gets_two_cells():
+    from tfp_vae.report.load import frame_of
+
+    recs = []
+    for lr in (1e-3, 1e-4):
+        for seed in range(3):
+            rec = record("learned", seed, 50.0 + 1000 * lr, False)
+            rec["spec"]["train"] = {"learning_rate": lr}
+            recs.append(rec)
+    recs.append({**record("floor", 0, 40.0, False, params={"xi": 0.02}), "run_id": "floor"})
+    frame = frame_of(recs)
+    assert sorted(set(frame["label"])) == ["floor(xi=0.02)", "learned(lr=0.0001)", "learned(lr=0.001)"]
+    t = loglik_table(frame)
+    means = dict(zip(t.numbers["decoder"], t.numbers["iwae_ll_mean"]))
+    assert means["learned(lr=0.001)"] == pytest.approx(51.0) and means["learned(lr=0.0001)"] == pytest.approx(50.1)

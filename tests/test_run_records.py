@@ -81,3 +81,27 @@ def test_bernoulli_reference_has_no_scale_statistics_and_no_bpd():
 def test_conv_network_trains_on_digits():
     record = run(tiny_spec(decoder="student_t", network={"kind": "conv", "conv_channels": [4, 6], "hidden": [16]}), log=lambda s: None)
     assert record["status"] == "ok" and record["metrics"]["iwae_ll"] is not None
+
+
+def test_collapse_onset_and_convergence_follow_their_definitions():
+    from tfp_vae.records import CONVERGENCE_NATS_PER_DIM, CONVERGENCE_WINDOW, collapse_onset_epoch, converged, window_change
+
+    assert collapse_onset_epoch([0.0, None, 0.01, 0.02, 0.0], 0.01) == 4  # above, not at, the threshold; 1-based
+    assert collapse_onset_epoch([0.0, 0.005], 0.01) is None and collapse_onset_epoch([], 0.01) is None
+    bound = [float(10 * e) for e in range(CONVERGENCE_WINDOW + 3)]
+    assert window_change(bound) == 10.0 * CONVERGENCE_WINDOW
+    assert window_change([1.0, 4.0]) == 3.0 and window_change([1.0]) is None and window_change([None, 2.0]) is None
+    dims, tol = 100, CONVERGENCE_NATS_PER_DIM * 100
+    assert converged(0.9 * tol, dims, False, None) and not converged(1.1 * tol, dims, False, None)
+    assert converged(10 * tol, dims, True, None)  # early stopping found the plateau
+    assert not converged(0.0, dims, False, False)  # a global scale away from its optimum has not converged
+
+
+def test_a_record_states_its_collapse_onset_and_convergence_from_its_own_curves():
+    record = run(tiny_spec(decoder="learned", train={"epochs": 3}), log=lambda s: None)
+    m, curves = record["metrics"], record["training"]["curves"]
+    excess = curves["val_excess_density_frac"]
+    first = next((e + 1 for e, v in enumerate(excess) if v is not None and v > m["collapse_threshold"]), None)
+    assert m["collapse_onset_epoch"] == first
+    assert m["val_bound_window_change"] == pytest.approx(curves["val_bound"][-1] - curves["val_bound"][0])
+    assert m["converged"] == (abs(m["val_bound_window_change"]) <= 0.001 * m["dims"])

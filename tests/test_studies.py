@@ -52,6 +52,8 @@ def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
     ("datasets = ['digits']\nseeds = [0]\n[compilers]\ntheano = 'xla'\n[decoders.fixed]\n", "unknown backend(s) theano"),
     ("datasets = ['digits']\nseeds = [0]\nbackends = ['jax']\n[compilers]\njax = 'graph'\n[decoders.fixed]\n",
      "compiler = 'graph' is not allowed"),
+    ("datasets = ['digits']\nseeds = [0]\n[decoders.learned]\nlearning_rate = [1e-3, 0]\n",
+     "learning_rate = 0 is not allowed"),
 ])
 def test_each_class_of_bad_study_names_file_and_key(tmp_path, text, needle):
     path = write(tmp_path, text, "bad.toml")
@@ -75,6 +77,16 @@ def test_compilers_set_train_compiler_per_backend(tmp_path):
     specs = load_study(write(tmp_path, text)).specs
     assert {(s.backend, s.train.compiler) for s in specs} == {("tensorflow", "graph"), ("jax", "xla")}
     assert len(specs) == 8
+
+
+def test_a_decoder_table_sweeps_its_learning_rate_over_train(tmp_path):
+    """learning_rate in a decoder's table sets [train] for that decoder only; the rest keep [train]'s."""
+    text = TINY.replace("xi = [0.05]", "xi = [0.05]\nlearning_rate = [3e-3, 1e-4]")
+    specs = load_study(write(tmp_path, text)).specs
+    rates = {(s.decoder, s.train.learning_rate) for s in specs}
+    assert rates == {("fixed", 1e-3), ("floor", 3e-3), ("floor", 1e-4)} and len(specs) == 6
+    assert all(s.decoder_params == {"xi": 0.05} for s in specs if s.decoder == "floor")
+    assert len({s.run_id() for s in specs}) == 6
 
 
 def _run_cli(args, cwd, **kw):

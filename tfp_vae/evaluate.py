@@ -12,7 +12,8 @@ from tfp_vae.backends import Backend
 from tfp_vae.config import RunSpec
 from tfp_vae.decoders import DataContext
 from tfp_vae.model import VAE
-from tfp_vae.records import SCALE_CONVERGENCE_RTOL, SIGMA_LOG10_EDGES
+from tfp_vae.records import (CONVERGENCE_WINDOW, SCALE_CONVERGENCE_RTOL, SIGMA_LOG10_EDGES, collapse_onset_epoch,
+                             converged, window_change)
 from tfp_vae.steps import EvalFunctions, stack_trees
 from tfp_vae.eval_data import EvalData, Trained, TrainingResult, excess_density_frac, per_example_group
 
@@ -187,6 +188,8 @@ def _metrics(model: VAE, spec: RunSpec, o: dict[str, np.ndarray], dims: int, dat
     excess = excess_density_frac(log_density, data, cfg.density_c) if likelihood.has_density else None
     collapsed, reason = collapse_verdict(training, excess, cfg.collapse_threshold, cfg.density_c, dims, data, likelihood)
     unit_activity = np.var(mu_q, axis=0)
+    scale = scale_convergence(likelihood, dp, o["train_sq_err"])
+    change = window_change(training.curves["val_bound"])
     metrics.update({
         "excess_density_frac": excess,
         "density_c": cfg.density_c,
@@ -195,7 +198,12 @@ def _metrics(model: VAE, spec: RunSpec, o: dict[str, np.ndarray], dims: int, dat
         "collapse_threshold": cfg.collapse_threshold,
         "max_train_bound": training.max_train_bound,
         "val_bound_final_change": training.final_val_change,
-        **scale_convergence(likelihood, dp, o["train_sq_err"]),
+        "collapse_onset_epoch": collapse_onset_epoch(training.curves["val_excess_density_frac"],
+                                                     cfg.collapse_threshold),
+        **scale,
+        "val_bound_window_change": change,
+        "convergence_window": CONVERGENCE_WINDOW,
+        "converged": converged(change, dims, training.stopped_early, scale["global_scale_converged"]),
         "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
         "unit_activity": [float(v) for v in unit_activity],
         "kl_per_dim": [float(v) for v in np.mean(kl, axis=0)],

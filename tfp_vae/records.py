@@ -18,6 +18,32 @@ SIGMA_LOG10_EDGES = np.linspace(-8.0, 1.0, 91)
 #: A global learned scale within this relative distance of its closed-form optimum has converged
 #: (a record's global_scale_converged).
 SCALE_CONVERGENCE_RTOL = 0.1
+#: A run has converged when its validation bound moved by at most CONVERGENCE_NATS_PER_DIM nats per
+#: pixel (0.78 nats on 28x28 images, 0.064 on 8x8 digits) over its last CONVERGENCE_WINDOW epochs,
+#: or early stopping ended it, and its global learned scale (if any) is at its optimum.
+CONVERGENCE_WINDOW = 5
+CONVERGENCE_NATS_PER_DIM = 0.001
+
+
+def collapse_onset_epoch(val_excess: list[float | None], threshold: float) -> int | None:
+    """The first epoch (1-based) whose validation excess-density fraction is above the collapse
+    threshold; None if none is (or the decoder has no density)."""
+    return next((e + 1 for e, v in enumerate(val_excess) if v is not None and v > threshold), None)
+
+
+def window_change(val_bound: list[float | None], window: int = CONVERGENCE_WINDOW) -> float | None:
+    """The validation bound of the last epoch minus that `window` epochs earlier (fewer when fewer
+    were run); None with one epoch or a missing value."""
+    if len(val_bound) < 2:
+        return None
+    first, last = val_bound[-1 - min(window, len(val_bound) - 1)], val_bound[-1]
+    return None if first is None or last is None else last - first
+
+
+def converged(change: float | None, dims: int, stopped_early: bool, scale_converged: bool | None) -> bool:
+    """The record's `converged` (CONVERGENCE_WINDOW, CONVERGENCE_NATS_PER_DIM)."""
+    plateau = stopped_early or (change is not None and abs(change) <= CONVERGENCE_NATS_PER_DIM * dims)
+    return bool(plateau and scale_converged is not False)
 
 def jsonable(value: Any) -> Any:
     """Strict-JSON copy: NumPy scalars to Python, non-finite floats to None."""

@@ -16,6 +16,7 @@ import pandas as pd
 
 from tfp_vae import SCHEMA_VERSION
 from tfp_vae.errors import TfpVaeError
+from tfp_vae.records import collapse_onset_epoch
 
 
 @dataclass
@@ -42,7 +43,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": rec["run_id"], "status": rec["status"], "dataset": spec["dataset"], "scaling": spec["scaling"],
         "decoder": spec["decoder"], "label": decoder_label(spec["decoder"], spec.get("decoder_params") or {}),
-        "seed": spec["seed"],
+        "seed": spec["seed"], "learning_rate": (spec.get("train") or {}).get("learning_rate"),
         # one label per device ("/CPU:0" of older TensorFlow records is "cpu:0")
         "device": str((rec.get("execution") or {}).get("device", spec["device"])).strip("/").lower(),
         # TF32 is a precision of its own: float32 matmuls on a GPU's tensor cores
@@ -55,11 +56,14 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
                                  "frac_below_tau", "tau", "excess_density_frac", "variance_collapse",
                                  "collapse_reason", "active_units", "train_test_gap", "iwae_k", "sigma_log10_hist",
                                  "global_scale", "global_scale_optimum", "global_scale_converged", "collapse_threshold", "density_c",
-                                 "val_bound_final_change", "dims")},
+                                 "val_bound_final_change", "val_bound_window_change", "converged", "dims")},
+        "collapse_onset_epoch": m.get("collapse_onset_epoch", collapse_onset_epoch(
+            curves.get("val_excess_density_frac") or [], m.get("collapse_threshold") or 0.0)),
         "network": json.dumps(spec.get("network"), sort_keys=True),
         **{k: t.get(k) for k in ("train_examples_per_s", "eval_examples_per_s", "importance_samples_per_s",
                                  "compile_s", "peak_memory_mib", "wall_s")},
         "train_bound_curve": curves.get("train_bound"), "val_bound_curve": curves.get("val_bound"),
+        "val_excess_curve": curves.get("val_excess_density_frac"),
         "commit": ((env.get("git") or {}).get("commit") or "unknown")[:12],
         "tensorflow": (env.get("versions") or {}).get("tensorflow"),
         "jax": (env.get("versions") or {}).get("jax"),
@@ -96,5 +100,17 @@ def load_records(directory: str | Path, warn: Callable[[str], None] = lambda s: 
 
 
 def frame_of(records: list[dict]) -> pd.DataFrame:
-    """The tables' frame of records already read: one row per record, in the order given."""
-    return pd.DataFrame([_row(r) for r in records])
+    """The tables' frame of records already read: one row per record, in the order given. A decoder
+    trained at more than one learning rate has it in its label ('learned(lr=0.0001)'), so that no
+    cell pools learning rates."""
+    frame = pd.DataFrame([_row(r) for r in records])
+    if frame.empty:
+        return frame
+    swept = frame.groupby("decoder")["learning_rate"].transform("nunique") > 1
+    frame.loc[swept, "label"] = [_with_learning_rate(lab, lr) for lab, lr in
+                                 zip(frame.loc[swept, "label"], frame.loc[swept, "learning_rate"])]
+    return frame
+
+
+def _with_learning_rate(label: str, lr: float) -> str:
+    return f"{label[:-1]}, lr={lr:g})" if label.endswith(")") else f"{label}(lr={lr:g})"

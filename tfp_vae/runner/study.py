@@ -1,5 +1,6 @@
 """A study is a TOML grid: data sets x scalings x decoders (with per-decoder
 hyperparameter sweeps) x seeds x devices x backends, plus shared network/train/eval settings.
+A decoder's table may also sweep `learning_rate` (TRAIN_SWEEP_KEYS), over [train]'s.
 
 Loading validates the whole file before anything runs; every error names the
 file, the key and what is allowed.
@@ -18,6 +19,8 @@ from tfp_vae.errors import ConfigError
 
 STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "backends", "network", "train", "eval",
               "tf32", "compilers")
+#: Keys of a decoder's table that set [train] for that decoder, not a decoder parameter.
+TRAIN_SWEEP_KEYS = ("learning_rate",)
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -78,8 +81,13 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
         _list(data, "datasets", where), _list(data, "scalings", where, ["raw"]), list(decoders),
         _list(data, "devices", where, ["cpu"]), _list(data, "backends", where, ["tensorflow"]),
     ):
-        train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
-        for params in _sweep(decoders[decoder], decoder, where):
+        base_train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
+        table = decoders[decoder]
+        _sweep(table, decoder, where)  # a table of values (else one clear error)
+        decoder_sweep = _sweep({k: v for k, v in table.items() if k not in TRAIN_SWEEP_KEYS}, decoder, where)
+        train_sweep = _sweep({k: v for k, v in table.items() if k in TRAIN_SWEEP_KEYS}, decoder, where)
+        for params, train_params in itertools.product(decoder_sweep, train_sweep):
+            train = {**base_train, **train_params}
             for seed in seeds:
                 spec = spec_from_dict({**shared, "train": train, "dataset": dataset, "scaling": scaling,
                                        "decoder": decoder,
