@@ -1,8 +1,10 @@
 """The main job behind `tox -e bench`: reproduce a sample of the committed runs of the
-quick study (and of the Fashion-MNIST quick study when that data set is present) from
-scratch and say whether they match, fill in any run without a record, run the
-throughput benchmarks and compare them with the closest committed machine, and
-regenerate the reports.
+quick study (and, when Fashion-MNIST is present, of the Fashion-MNIST quick study and one
+seed group of the paper study, about 15 minutes on 2 cores) from scratch and say whether
+they match, fill in any run of the quick studies without a record (never the paper study's:
+hours; `tfp-vae run benchmarks/studies/fmnist_paper.toml` runs or resumes it), run the
+throughput benchmarks and compare them with the closest committed machine, and regenerate
+the reports.
 
 `tox -e bench -- --all` reproduces every committed run; `-- --study-walltime` also times
 the quick study from scratch with and without seed batching; other arguments go to every
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PAPER_STUDY = "fmnist_paper"
 
 
 def sh(*args: str) -> int:
@@ -33,19 +36,21 @@ def main(argv: list[str]) -> int:
     from tfp_vae.data import dataset_entry, store
     from tfp_vae.environment import machine_slug
 
-    studies = ["quick"]
+    studies, samples = ["quick"], {}
     if store.locate(dataset_entry("fashion_mnist")) is not None:
         studies.append("fmnist_quick")
+        if (ROOT / "results" / "runs" / PAPER_STUDY).is_dir():
+            samples[PAPER_STUDY] = ["--sample", "1"]  # one seed group: the study itself takes hours
     else:
         print("Fashion-MNIST is not present: skipping benchmarks/studies/fmnist_quick.toml. "
               "Get it with `apt-get install dataset-fashion-mnist` (Debian) or `tfp-vae data fetch fashion_mnist`.")
     failures = 0
     # 1. reproduce: rerun committed runs from scratch and compare (non-zero when a run that
     #    should be bit-identical is not)
-    for study in studies:
-        failures += sh("tfp-vae", "reproduce", f"benchmarks/studies/{study}.toml",
-                       *(["--all"] if reproduce_all else []), *run_args) != 0
-    # 2. the studies themselves: only runs without a committed record
+    for study in [*studies, *samples]:
+        which = samples.get(study, ["--all"] if reproduce_all else [])
+        failures += sh("tfp-vae", "reproduce", f"benchmarks/studies/{study}.toml", *which, *run_args) != 0
+    # 2. the quick studies themselves: only runs without a committed record
     for study in studies:
         failures += sh("tfp-vae", "run", f"benchmarks/studies/{study}.toml", *run_args) != 0
     # 3. throughput benchmarks, compared with the committed JSON of the closest machine
@@ -69,12 +74,12 @@ def main(argv: list[str]) -> int:
     if study_walltime:
         failures += sh(sys.executable, "scripts/study_walltime.py") != 0
     # 4. reports and the declared paper tables
-    for study in studies:
+    for study in [*studies, *samples]:
         failures += sh("tfp-vae", "report", f"results/runs/{study}", "--out", f"results/{study}",
                        "--benchmarks", "results/benchmarks", "--reproductions", "results/reproductions") != 0
     failures += sh("tfp-vae", "paper", "benchmarks/tables.toml") != 0
     print(f"\nbench finished in {time.perf_counter() - started:.0f} s with {failures} failed step(s).")
-    print("Tables: results/quick/README.md (and report.html, *.tex, *.csv), results/fmnist_quick/, "
+    print("Tables: results/quick/README.md (and report.html, *.tex, *.csv), results/fmnist_quick/, results/fmnist_paper/, "
           f"declared paper tables in results/tables/, reproductions in results/reproductions/, benchmark JSON in {out}")
     return 1 if failures else 0
 

@@ -227,8 +227,36 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     assert rows == [["learned", "digits dequantized"], ["learned", "digits raw"],
                     ["floor(xi=0.02)", "digits dequantized"], ["floor(xi=0.02)", "digits raw"]]
     decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
-    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, faithfulness, convergence, backends, throughput"):
+    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, faithfulness, convergence, backends, throughput, published"):
         build_declared(decl, root, tmp_path / "out")
+    # a declared faithfulness table whose reference is posterior-collapsed is refused, naming why
+    decl.write_text('[[table]]\nname = "f1"\nstudy = "demo"\nkind = "faithfulness"\nreference_decoder = "learned"\n')
+    for path in (root / "demo").glob("*.json"):
+        rec = json.loads(path.read_text())
+        rec["spec"]["network"]["latent"] = 10  # 4 active units of 10: fewer than half
+        path.write_text(json.dumps(rec))
+    with pytest.raises(ConfigError, match=r"table 'f1' has no rows: faithfulness: reference 'learned' on digits "
+                                          r"dequantized has 4, 4, 4, 4, 4 active units of 10 latent dimensions"):
+        build_declared(decl, root, tmp_path / "out")
+    decl.write_text('[[table]]\nname = "p1"\nstudy = "demo"\nkind = "loglik"\npublished = "x.toml"\n')
+    with pytest.raises(ConfigError, match="a table of kind 'published' names its published file, and no other"):
+        build_declared(decl, root, tmp_path / "out")
+
+
+def test_collapse_table_gives_the_validation_onset_of_each_cell(tmp_path):
+    """Seeds whose validation excess density passed the threshold, and the median first epoch."""
+    from tfp_vae.report.load import frame_of
+
+    curves = ([0.0, 0.02, 0.03], [0.0, 0.0, 0.011], [0.0, 0.01, 0.0])  # onsets 2, 3 and none (0.01 is not above)
+    recs = []
+    for seed, curve in enumerate(curves):
+        rec = record("learned", seed, 50.0, False)
+        rec["metrics"]["collapse_threshold"] = 0.01
+        rec["training"]["curves"]["val_excess_density_frac"] = curve
+        recs.append(rec)
+    t = collapse_table(frame_of(recs))
+    assert t.numbers["onset_seeds"].tolist() == [2] and t.numbers["onset_epoch_median"].tolist() == [2.5]
+    assert t.rows[0][4] == "2/3, epoch 2.5"
 
 
 def test_benchmark_json_becomes_a_table_with_ceiling_fractions(runs, tmp_path):
@@ -284,8 +312,11 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     # loglik, collapse, convergence, throughput: no faithfulness table without its reference decoder
-    assert dom.stdout.count('<table class="sortable">') == 4 and dom.stdout.count("data:image/png;base64,") == 4
-    assert 'data-images-loaded="4"' in dom.stdout  # set by the page's script once every figure decoded
+    from tfp_vae.report.figures import FIGURES
+
+    figures = len(FIGURES)
+    assert dom.stdout.count('<table class="sortable">') == 4 and dom.stdout.count("data:image/png;base64,") == figures
+    assert f'data-images-loaded="{figures}"' in dom.stdout  # set by the page's script once every figure decoded
     assert "floor(xi=0.02)" in dom.stdout and "Runs and environments" in dom.stdout
     # the page opens with the answer, above every table: the collapse map and the best entries
     assert dom.stdout.index('id="answer"') < dom.stdout.index('<table class="sortable">')

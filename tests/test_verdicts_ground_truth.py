@@ -161,18 +161,49 @@ def test_planted_tie_is_marked_tied_and_a_clear_loser_is_not():
     assert sum("(tied)" in r[1] for r in t.rows) == 1 and len(t.bold) == 2
 
 
-def test_planted_worse_mean_is_marked_unfaithful():
-    """Same seeds: `worse` adds 0.01 to fixed's rmse (seed spread 0.1), `same` adds noise only."""
+def _faithfulness_rows(reference_units: int, latent: int = 4) -> list[dict]:
+    """Same seeds: `worse` adds 0.01 to the reference's rmse (seed spread 0.1), `same` adds noise only."""
     rng = np.random.default_rng(5)
     rows = []
     for seed in range(5):
         base = 0.1 + 0.02 * seed
-        for lab, rmse in (("fixed", base), ("worse", base + 0.01 + 0.001 * rng.normal()),
-                          ("same", base + 0.001 * rng.normal())):
-            rows.append({"label": lab, "decoder": lab, "scaling": "raw", "seed": seed, "rmse": rmse})
-    t = faithfulness_table(_records(rows))
+        for lab, rmse, units in (("shared", base, reference_units), ("worse", base + 0.01 + 0.001 * rng.normal(), latent),
+                                 ("same", base + 0.001 * rng.normal(), latent)):
+            rows.append({"label": lab, "decoder": lab, "scaling": "raw", "seed": seed, "rmse": rmse,
+                         "active_units": units, "network": f'{{"latent": {latent}}}'})
+    return rows
+
+
+def test_planted_worse_mean_is_marked_unfaithful():
+    t = faithfulness_table(_records(_faithfulness_rows(reference_units=4)))
     verdict = dict(zip(t.numbers["decoder"], t.numbers["worse"]))
-    assert verdict == {"worse": True, "same": False}
+    assert verdict == {"worse": True, "same": False} and set(t.numbers["reference"]) == {"shared"}
+    assert not t.notes
+
+
+def test_a_posterior_collapsed_reference_is_refused_with_the_reason():
+    """A reference with 1 active unit of 4 says nothing about a mean: no verdicts, one note naming
+    the reference, its active units and its latent dimensions; 2 of 4 (half) is still a reference."""
+    t = faithfulness_table(_records(_faithfulness_rows(reference_units=1)))
+    assert not t.rows and len(t.notes) == 1
+    assert "'shared'" in t.notes[0] and "1 active units of 4 latent dimensions" in t.notes[0]
+    assert faithfulness_table(_records(_faithfulness_rows(reference_units=2))).rows
+
+
+def test_a_decoder_meets_the_reference_trained_at_its_own_learning_rate():
+    """At lr 1e-3 `other` equals the reference; at 1e-4 it is worse than the 1e-4 reference but
+    would pass against the 1e-3 one (whose rmse is planted 0.05 higher)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(5):
+        base = 0.1 + 0.02 * seed
+        for lr, ref, other in ((1e-3, base + 0.05, base + 0.05 + 0.001 * rng.normal()),
+                               (1e-4, base, base + 0.01 + 0.001 * rng.normal())):
+            for lab, rmse in (("shared", ref), ("other", other)):
+                rows.append({"label": f"{lab}(lr={lr:g})", "config": lab, "decoder": lab, "scaling": "raw",
+                             "seed": seed, "rmse": rmse, "learning_rate": lr})
+    t = faithfulness_table(_records(rows))
+    assert dict(zip(t.numbers["decoder"], t.numbers["worse"])) == {"other(lr=0.0001)": True, "other(lr=0.001)": False}
 
 
 def test_backend_agreement_is_an_equivalence_test_on_planted_shifts():

@@ -12,9 +12,14 @@ from tfp_vae.config import read_toml
 from tfp_vae.errors import ConfigError
 from tfp_vae.report.build import FORMATS, _writable, _write
 from tfp_vae.report.load import load_records
+from tfp_vae.report.published import load_published, published_table
 from tfp_vae.report.tables import TABLES, Table
 
-KEYS = ("name", "study", "kind", "caption", "decoders", "datasets", "scalings")
+KEYS = ("name", "study", "kind", "caption", "decoders", "datasets", "scalings", "reference_decoder", "published")
+#: A declared-only kind: our records beside a published table (`published` = its file, relative to
+#: the declarations file; tfp_vae.report.published).
+PUBLISHED_KIND = "published"
+KINDS = (*TABLES, PUBLISHED_KIND)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class Declaration:
     decoders: tuple[str, ...] = ()  # decoder labels, in row order; empty = all
     datasets: tuple[str, ...] = ()
     scalings: tuple[str, ...] = ()
+    reference_decoder: str | None = None  # faithfulness: the reference decoder (default FAITHFULNESS_REFERENCE)
+    published: str | None = None  # kind "published": the published table's file
 
 
 def load_declarations(path: str | Path) -> list[Declaration]:
@@ -40,8 +47,13 @@ def load_declarations(path: str | Path) -> list[Declaration]:
         for key in ("name", "study", "kind"):
             if not isinstance(item.get(key), str):
                 raise ConfigError(f"{where}: {key} must be a string")
-        if item["kind"] not in TABLES:
-            raise ConfigError(f"{where}: kind = {item['kind']!r} is not allowed; expected one of {', '.join(TABLES)}")
+        if item["kind"] not in KINDS:
+            raise ConfigError(f"{where}: kind = {item['kind']!r} is not allowed; expected one of {', '.join(KINDS)}")
+        if (item["kind"] == PUBLISHED_KIND) != isinstance(item.get("published"), str):
+            raise ConfigError(f"{where}: published = {item.get('published')!r}: a table of kind {PUBLISHED_KIND!r} "
+                              "names its published file, and no other kind takes one")
+        if "reference_decoder" in item and item["kind"] != "faithfulness":
+            raise ConfigError(f"{where}: reference_decoder is a key of kind 'faithfulness' only, not {item['kind']!r}")
         out.append(Declaration(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}))
     if not out:
         raise ConfigError(f"{path}: no [[table]] declared")
@@ -71,7 +83,15 @@ def build_declared(path: str | Path, runs_root: str | Path, out: str | Path) -> 
                 df = df[df[column].isin(allowed)]
         if df.empty:
             raise ConfigError(f"{path}: table {d.name!r} selects no records of study {d.study!r}")
-        table = TABLES[d.kind](df)
+        if d.kind == PUBLISHED_KIND:
+            table = published_table(df, load_published(Path(path).parent / d.published))
+        elif d.reference_decoder:
+            table = TABLES[d.kind](df, reference=d.reference_decoder)
+        else:
+            table = TABLES[d.kind](df)
+        if not table.rows:  # e.g. a refused faithfulness reference: say why, publish nothing
+            raise ConfigError(f"{path}: table {d.name!r} has no rows" + (f": {'; '.join(table.notes)}" if table.notes
+                                                                         else f" in the records of {d.study!r}"))
         if d.decoders:
             table = reorder(table, d.decoders)
         # the declared lead, then every definition the table's columns need, built from the records

@@ -120,5 +120,53 @@ def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-FIGURES = {"training_curves": training_curves, "sigma_histograms": sigma_histograms, "sigma_vs_tau": sigma_vs_tau,
+def _curves(runs: pd.Series) -> np.ndarray:
+    """Per-epoch curves of several seeds as one (seeds, epochs) array, NaN-padded where a seed
+    stopped early or a value is missing."""
+    length = max((len(c) for c in runs if c), default=0)
+    out = np.full((len(runs), length), np.nan)
+    for i, curve in enumerate(runs):
+        for e, v in enumerate(curve or []):
+            out[i, e] = np.nan if v is None else v
+    return out
+
+
+def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
+    """The question of the suite, one row per decoder: its training bound and its validation
+    excess-density fraction against epoch, mean (line) and range (band) over seeds, for each data
+    set and scaling. Dashed on bound panels of dequantized data: D ln L, the most a model of the
+    discrete levels can reach; dotted on excess panels: the collapse threshold. A likelihood that
+    climbs without bound on raw pixels climbs here while its excess-density fraction leaves zero."""
+    data_columns = sorted(set(zip(df["dataset"], df["scaling"])))
+    labels = _order(df["label"])
+    panels = [(d, kind) for d in data_columns for kind in ("train_bound_curve", "val_excess_curve")]
+    fig, axes = plt.subplots(len(labels), len(panels), figsize=(3.2 * len(panels), 1.9 * len(labels) + 0.6),
+                             squeeze=False, sharex=True)
+    for (r, lab), (c, ((dataset, scaling), key)) in itertools.product(enumerate(labels), enumerate(panels)):
+        ax = axes[r][c]
+        cell = df[(df["label"] == lab) & (df["dataset"] == dataset) & (df["scaling"] == scaling)].sort_values("seed")
+        values = _curves(cell[key]) if len(cell) else np.zeros((0, 0))
+        if not values.size or np.isnan(values).all():
+            ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        else:
+            epochs = np.arange(1, values.shape[1] + 1)
+            ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.3, color="C0", lw=0)
+            ax.plot(epochs, np.nanmean(values, 0), color="C0", lw=1.2)
+            if key == "train_bound_curve" and scaling == "dequantized" and cell["discrete_limit_nats"].notna().any():
+                ax.axhline(float(cell["discrete_limit_nats"].dropna().iloc[0]), color="k", ls="--", lw=0.8)
+            if key == "val_excess_curve":
+                ax.axhline(float(cell["collapse_threshold"].dropna().iloc[0]), color="C3", ls=":", lw=0.8)
+        if r == 0:
+            what = "training bound" if key == "train_bound_curve" else "val excess density"
+            ax.set_title(f"{dataset} {scaling}\n{what}", fontsize=8)
+        if c == 0:
+            ax.set_ylabel(lab, fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+FIGURES = {"collapse_over_epochs": collapse_over_epochs, "training_curves": training_curves, "sigma_histograms": sigma_histograms, "sigma_vs_tau": sigma_vs_tau,
            "loglik_vs_rmse": loglik_vs_rmse}

@@ -43,7 +43,8 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": rec["run_id"], "status": rec["status"], "dataset": spec["dataset"], "scaling": spec["scaling"],
         "decoder": spec["decoder"], "label": decoder_label(spec["decoder"], spec.get("decoder_params") or {}),
-        "seed": spec["seed"], "learning_rate": (spec.get("train") or {}).get("learning_rate"),
+        "seed": spec["seed"], **{k: (spec.get("train") or {}).get(k) for k in ("learning_rate", "epochs", "patience",
+                                                                               "validation_fraction")},
         # one label per device ("/CPU:0" of older TensorFlow records is "cpu:0")
         "device": str((rec.get("execution") or {}).get("device", spec["device"])).strip("/").lower(),
         # TF32 is a precision of its own: float32 matmuls on a GPU's tensor cores
@@ -56,7 +57,8 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
                                  "frac_below_tau", "tau", "excess_density_frac", "variance_collapse",
                                  "collapse_reason", "active_units", "train_test_gap", "iwae_k", "sigma_log10_hist",
                                  "global_scale", "global_scale_optimum", "global_scale_converged", "collapse_threshold", "density_c",
-                                 "val_bound_final_change", "val_bound_window_change", "converged", "dims")},
+                                 "val_bound_final_change", "val_bound_window_change", "converged", "dims",
+                                 "lppl_samples", "test_examples", "discrete_limit_nats")},
         "collapse_onset_epoch": m.get("collapse_onset_epoch", collapse_onset_epoch(
             curves.get("val_excess_density_frac") or [], m.get("collapse_threshold") or 0.0)),
         "network": json.dumps(spec.get("network"), sort_keys=True),
@@ -106,6 +108,7 @@ def frame_of(records: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame([_row(r) for r in records])
     if frame.empty:
         return frame
+    frame["config"] = frame["label"]  # the decoder and its parameters, whatever the learning rate
     swept = frame.groupby("decoder")["learning_rate"].transform("nunique") > 1
     frame.loc[swept, "label"] = [_with_learning_rate(lab, lr) for lab, lr in
                                  zip(frame.loc[swept, "label"], frame.loc[swept, "learning_rate"])]

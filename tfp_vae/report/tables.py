@@ -6,6 +6,7 @@ grid of strings (for Markdown, LaTeX, HTML), rows and columns in a stable order.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
@@ -188,17 +189,20 @@ def collapse_table(df: pd.DataFrame) -> Table:
         ci = wilson(k, n)
         reasons = Counter(str(r).split(":")[0] for r in cell["collapse_reason"].dropna())
         excess, frac = cell["excess_density_frac"].dropna(), cell["frac_below_tau"].dropna()
+        onsets = cell["collapse_onset_epoch"].dropna() if "collapse_onset_epoch" in cell else pd.Series([], dtype=float)
         row = {"decoder": lab, **col.fields(), "collapsed": k, "n": n,
-               "wilson_lo": ci and ci[0], "wilson_hi": ci and ci[1],
+               "wilson_lo": ci and ci[0], "wilson_hi": ci and ci[1], "onset_seeds": len(onsets),
+               "onset_epoch_median": float(onsets.median()) if len(onsets) else None,
                "top_reason": reasons.most_common(1)[0][0] if reasons else "",
                "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
                "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
                "active_units_mean": float(cell["active_units"].mean())}
         numbers.append(row)
-        rows.append([lab, col.title(ok), f"{k}/{n}", _interval(ci), row["top_reason"] or "-",
+        onset = f"{len(onsets)}/{n}" + (f", epoch {row['onset_epoch_median']:g}" if len(onsets) else "")
+        rows.append([lab, col.title(ok), f"{k}/{n}", _interval(ci), onset, row["top_reason"] or "-",
                      _fmt(row["excess_density_frac_mean"], 4), _fmt(row["frac_below_tau_mean"], 4),
                      _fmt(row["active_units_mean"], 1)])
-    header = ["decoder", "data", "collapsed", "Wilson 95 %", "most common rule", "excess density frac (seed mean)",
+    header = ["decoder", "data", "collapsed", "Wilson 95 %", "validation onset (seeds, median epoch)", "most common rule", "excess density frac (seed mean)",
               "sd below tau frac (seed mean)", "active units (seed mean)"]
     thresholds = " or ".join(f"{t:.2%}".replace(".00%", " %") for t in sorted(set(ok["collapse_threshold"].dropna())))
     cs = " or ".join(f"{c:g}" for c in sorted(set(ok["density_c"].dropna())))
@@ -207,40 +211,75 @@ def collapse_table(df: pd.DataFrame) -> Table:
                f"non-finite (nonfinite), when more than {thresholds or 'the threshold'} of test pixels have a decoder "
                f"density above c / bin (c = {cs or 'n/a'}) at the posterior mean (excess_density), or when the "
                "training bound on dequantized "
-               "data exceeded D ln L at any epoch (bound_above_discrete_limit). The fraction of decoder standard "
+               "data exceeded D ln L at any epoch (bound_above_discrete_limit). Validation onset: the seeds whose "
+               "validation excess-density fraction passed the same threshold at some epoch, and the median over them "
+               "of the first such epoch (collapse_onset_epoch); a seed can pass it and come back below by the epoch "
+               "the verdict is judged at, the best validation epoch. The fraction of decoder standard "
                "deviations below tau describes the fit and is not the verdict: a healthy fit of dequantized data "
                "sits at tau.")
     return Table("collapse", caption, pd.DataFrame(numbers), header, rows)
 
 
-def faithfulness_table(df: pd.DataFrame) -> Table:
-    """Each decoder's test rmse against the `fixed` decoder of the same data, scaling, network
-    and seed: paired over seeds, one-sided t-test that the mean is worse, at ALPHA."""
+#: The faithfulness test's default reference: the homoscedastic decoder whose one scale is learned.
+#: (`fixed` at sigma 1 is posterior-collapsed wherever the data's variance is below 1, and a
+#: reference with no active latent units says nothing about a decoder's mean.)
+FAITHFULNESS_REFERENCE = "shared"
+#: A reference run with fewer active units than this fraction of its latent dimensions is refused.
+MIN_REFERENCE_ACTIVE_FRACTION = 0.5
+
+
+def _latent(network: str) -> int | None:
+    try:
+        return int(json.loads(network)["latent"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def faithfulness_table(df: pd.DataFrame, reference: str = FAITHFULNESS_REFERENCE) -> Table:
+    """Each decoder's test rmse against the `reference` decoder (a label) of the same data, scaling,
+    network and seed: paired over seeds, one-sided t-test that the mean is worse, at ALPHA. A data
+    column whose reference runs have fewer active units than MIN_REFERENCE_ACTIVE_FRACTION of the
+    latent dimensions gets no rows, and a note that says why."""
     ok = df[(df["status"] != "error") & df["rmse"].notna()]
-    reference = ok[ok["decoder"] == "fixed"]
-    numbers, rows = [], []
-    for lab, col, cell in _cells(ok[ok["decoder"] != "fixed"]):
-        ref = col.select(reference)
-        pairs = cell.merge(ref, on=["network", "seed"], suffixes=("", "_fixed"))
-        pairs = pairs.sort_values("seed")
-        if ref["label"].nunique() > 1:  # several fixed sigma0: compare with the default one
-            pairs = pairs[pairs["label_fixed"] == "fixed"]
+    ok = ok.assign(config=ok["config"] if "config" in ok else ok["label"],
+                   learning_rate=ok["learning_rate"] if "learning_rate" in ok else 0.0)
+    ref_runs = ok[ok["config"] == reference]
+    numbers, rows, notes, refused = [], [], [], set()
+    for col in _columns(ok):
+        ref = col.select(ref_runs)
+        latent = [_latent(n) for n in ref["network"]] if "network" in ref else []
+        if any(k is not None and a < MIN_REFERENCE_ACTIVE_FRACTION * k
+               for a, k in zip(ref.get("active_units", []), latent)):
+            refused.add(col)
+            units = ", ".join(f"{a:g}" for a in ref["active_units"])
+            notes.append(f"faithfulness: reference {reference!r} on {col.title(ok)} has {units} active units of "
+                         f"{latent[0]} latent dimensions (fewer than {MIN_REFERENCE_ACTIVE_FRACTION:.0%} in some "
+                         f"seed): its posterior has collapsed, so it is no reference for a decoder's mean; no verdicts "
+                         f"for this column (choose another reference decoder)")
+    for lab, col, cell in _cells(ok[ok["config"] != reference]):
+        if col in refused:
+            continue
+        # a decoder trained at several learning rates meets the reference trained at the same rate
+        pairs = cell.merge(col.select(ref_runs), on=["network", "seed", "learning_rate"],
+                           suffixes=("", "_ref")).sort_values("seed")
         if pairs.empty:  # no reference run in this column: nothing to say, so no row (and no table at all)
             continue
-        test = worse_than(pairs["rmse"].to_numpy(float), pairs["rmse_fixed"].to_numpy(float))
-        row = {"decoder": lab, **col.fields(), "pairs": len(pairs),
-               "rmse_mean": float(pairs["rmse"].mean()) if len(pairs) else None,
-               "fixed_rmse_mean": float(pairs["rmse_fixed"].mean()) if len(pairs) else None,
+        test = worse_than(pairs["rmse"].to_numpy(float), pairs["rmse_ref"].to_numpy(float))
+        row = {"decoder": lab, **col.fields(), "reference": reference, "pairs": len(pairs),
+               "rmse_mean": float(pairs["rmse"].mean()), "reference_rmse_mean": float(pairs["rmse_ref"].mean()),
                "p_value": test and test[1], "worse": test and test[0]}
         numbers.append(row)
         verdict = "n/a (fewer than 2 pairs)" if test is None else ("worse" if test[0] else "not worse")
         rows.append([lab, col.title(ok), str(len(pairs)), _fmt(row["rmse_mean"], 4),
-                     _fmt(row["fixed_rmse_mean"], 4), "n/a" if test is None else f"{test[1]:.3g}", verdict])
-    header = ["decoder", "data", "paired seeds", "rmse", "rmse of fixed", "p (one-sided)", "mean vs fixed"]
-    caption = ("Faithfulness: is the decoder mean as good as a mean-only model's? Test rmse of the decoder mean at the "
-               "posterior mean, against the fixed decoder of the same data, scaling, network and seed; paired over "
-               f"seeds, one-sided t-test at {ALPHA:g}: 'worse' means significantly worse than fixed.")
-    return Table("faithfulness", caption, pd.DataFrame(numbers), header, rows)
+                     _fmt(row["reference_rmse_mean"], 4), "n/a" if test is None else f"{test[1]:.3g}", verdict])
+    header = ["decoder", "data", "paired seeds", "rmse", f"rmse of {reference}", "p (one-sided)",
+              f"mean vs {reference}"]
+    caption = (f"Faithfulness: is the decoder mean as good as that of the reference decoder, {reference}? Test rmse "
+               "of the decoder mean at the posterior mean, against the reference of the same data, scaling, network, "
+               f"learning rate and seed; paired over seeds, one-sided t-test at {ALPHA:g}: 'worse' means significantly worse than "
+               f"{reference}. A reference with fewer active latent units than "
+               f"{MIN_REFERENCE_ACTIVE_FRACTION:.0%} of its latent dimensions is refused.")
+    return Table("faithfulness", caption, pd.DataFrame(numbers), header, rows, notes=notes)
 
 
 def convergence_table(df: pd.DataFrame) -> Table:

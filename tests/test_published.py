@@ -1,0 +1,91 @@
+"""Our records beside a published table: the file is validated, each published model meets the
+rows of its decoder, and 'differs' is a Welch t-test from the two means and sds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from tfp_vae.errors import ConfigError
+from tfp_vae.report.published import load_published, published_table
+
+PUBLISHED = """
+source = "Planted et al."
+dataset = "fashion_mnist"
+scaling = "raw"
+[protocol]
+learning_rate = 5e-5
+max_epochs = 1000
+patience = 50
+trials = 5
+validation = "the test set"
+[[model]]
+name = "Same"
+decoder = "fixed"
+correspondence = "the same model"
+lppl = [-730.0, 0.1]
+rmse = [0.15, 0.002]
+[[model]]
+name = "Far"
+decoder = "learned"
+correspondence = "the same model"
+lppl = [2150.0, 40.0]
+rmse = [0.25, 0.001]
+"""
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    base = {"status": "ok", "dataset": "fashion_mnist", "scaling": "raw", "variance_collapse": False, "epochs": 20,
+            "patience": 5, "validation_fraction": 0.1, "lppl_samples": 20, "test_examples": 10000}
+    frame = pd.DataFrame([{**base, **r} for r in rows])
+    frame["config"] = frame["decoder"]
+    return frame
+
+
+def _welch_p(x: np.ndarray, mean: float, sd: float, n: int) -> float:
+    """Welch's t-test written out: t, Welch-Satterthwaite degrees of freedom, two-sided p."""
+    a, b = x.var(ddof=1) / len(x), sd**2 / n
+    t = (x.mean() - mean) / math.sqrt(a + b)
+    df = (a + b) ** 2 / (a**2 / (len(x) - 1) + b**2 / (n - 1))
+    return 2 * stats.t.sf(abs(t), df)
+
+
+def test_published_models_meet_their_decoders_and_differences_are_welch_tests(tmp_path):
+    path = tmp_path / "pub.toml"
+    path.write_text(PUBLISHED)
+    fixed = np.array([-730.1, -729.95, -730.0])
+    learned = {1e-3: np.array([1500.0, 1520.0, 1490.0]), 1e-4: np.array([2120.0, 2180.0, 2160.0])}
+    rows = [{"decoder": "fixed", "label": "fixed", "seed": s, "lppl": v, "rmse": 0.15, "learning_rate": 1e-3}
+            for s, v in enumerate(fixed)]
+    rows += [{"decoder": "learned", "label": f"learned(lr={lr:g})", "seed": s, "lppl": v, "rmse": 0.2,
+              "learning_rate": lr} for lr, vs in learned.items() for s, v in enumerate(vs)]
+    rows.append({"decoder": "floor", "label": "floor", "seed": 0, "lppl": 1.0, "rmse": 0.1, "learning_rate": 1e-3})
+    t = published_table(_frame(rows), load_published(path))
+    n = t.numbers.set_index("decoder")
+    assert list(n.index) == ["fixed", "learned(lr=0.0001)", "learned(lr=0.001)"]  # floor has no published model
+    assert n.loc["fixed", "lppl_p"] == pytest.approx(_welch_p(fixed, -730.0, 0.1, 5), rel=1e-9)
+    assert not n.loc["fixed", "lppl_differs"]
+    assert n.loc["learned(lr=0.001)", "lppl_differs"] and not n.loc["learned(lr=0.0001)", "lppl_differs"]
+    assert n.loc["learned(lr=0.001)", "lppl_mean"] == pytest.approx(learned[1e-3].mean())
+    # the caption carries both protocols from the values in force
+    for needle in ("5e-05", "1000 epochs", "patience 50", "the test set", "20 epochs", "10 %", "20 posterior samples",
+                   "10000 test images", "0.0001, 0.001"):
+        assert needle in t.caption, needle
+
+
+@pytest.mark.parametrize("text,needle", [
+    (PUBLISHED.replace("lppl = [-730.0, 0.1]", "lppl = [-730.0]"), "lppl = [-730.0] is not allowed"),
+    (PUBLISHED.replace("trials = 5", "trials = 1"), "trials = 1 is not allowed"),
+    (PUBLISHED.replace('correspondence = "the same model"\nlppl = [-730.0', 'lppl = [-730.0'), "correspondence missing"),
+    (PUBLISHED.replace("patience = 50\n", ""), "[protocol] lacks patience"),
+])
+def test_a_bad_published_file_names_the_file_and_the_key(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_published(path)
+    assert str(path) in str(info.value) and needle in str(info.value)

@@ -1,0 +1,136 @@
+"""Published numbers beside ours: a TOML file holding one published table (its models, their
+mean +- sd over trials, the protocol they were obtained under), and the table that puts the
+records of the corresponding decoders beside it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tfp_vae.config import read_toml
+from tfp_vae.errors import ConfigError
+from tfp_vae.report.stats import ALPHA, mean_std
+from tfp_vae.report.tables import Table, _fmt, _order
+
+MODEL_KEYS = ("name", "decoder", "correspondence", "lppl", "rmse")
+PROTOCOL_KEYS = ("learning_rate", "max_epochs", "patience", "trials", "validation")
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    name: str
+    decoder: str  # our decoder with its parameters, as the report labels it ("fixed(sigma0=0.0316228)")
+    correspondence: str
+    lppl: tuple[float, float]  # mean, sd over the published trials
+    rmse: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Published:
+    source: str
+    dataset: str
+    scaling: str
+    protocol: dict[str, Any]
+    models: tuple[PublishedModel, ...]
+
+
+def _pair(value: Any, where: str, key: str) -> tuple[float, float]:
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+            and value[1] >= 0):
+        raise ConfigError(f"{where}: {key} = {value!r} is not allowed; expected [mean, sd] with sd >= 0")
+    return float(value[0]), float(value[1])
+
+
+def load_published(path: str | Path) -> Published:
+    """Read and validate a published-table file; every error names the file and the key."""
+    path = Path(path)
+    data = read_toml(path, "published table")
+    where = str(path)
+    for key in ("source", "dataset", "scaling"):
+        if not isinstance(data.get(key), str):
+            raise ConfigError(f"{where}: {key} must be a string")
+    protocol = data.get("protocol", {})
+    missing = [k for k in PROTOCOL_KEYS if k not in protocol]
+    if missing:
+        raise ConfigError(f"{where}: [protocol] lacks {', '.join(missing)}; expected {', '.join(PROTOCOL_KEYS)}")
+    if not isinstance(protocol["trials"], int) or protocol["trials"] < 2:
+        raise ConfigError(f"{where}: [protocol] trials = {protocol['trials']!r} is not allowed; expected an integer >= 2")
+    models = []
+    for i, item in enumerate(data.get("model", [])):
+        at = f"{where} [[model]] #{i + 1}"
+        unknown, missing = sorted(set(item) - set(MODEL_KEYS)), [k for k in MODEL_KEYS if k not in item]
+        if unknown or missing:
+            raise ConfigError(f"{at}: keys {', '.join(unknown) or '-'} unknown, {', '.join(missing) or '-'} missing; "
+                              f"expected {', '.join(MODEL_KEYS)}")
+        models.append(PublishedModel(str(item["name"]), str(item["decoder"]), str(item["correspondence"]),
+                                     _pair(item["lppl"], at, "lppl"), _pair(item["rmse"], at, "rmse")))
+    if not models:
+        raise ConfigError(f"{where}: no [[model]] given")
+    return Published(data["source"], data["dataset"], data["scaling"], dict(protocol), tuple(models))
+
+
+def _welch_p(ours: np.ndarray, theirs: tuple[float, float], trials: int) -> float | None:
+    """Two-sided Welch t-test of our values against the published mean and sd over `trials`."""
+    if len(ours) < 2:
+        return None
+    m, s = mean_std(ours)
+    if s == 0 and theirs[1] == 0:
+        return None
+    return float(stats.ttest_ind_from_stats(m, s, len(ours), theirs[0], theirs[1], trials, equal_var=False).pvalue)
+
+
+def _values(xs) -> str:
+    """The distinct values in force, '0.0001, 0.001'."""
+    return ", ".join(f"{x:g}" for x in sorted(set(float(v) for v in xs if v is not None and v == v)))
+
+
+def published_table(df: pd.DataFrame, published: Published) -> Table:
+    """For each published model, every label of its corresponding decoder (one per learning rate) in
+    the published data set and scaling: our LPPL and rmse (mean ± sd over seeds) beside theirs, and
+    whether they differ by more than the two spreads explain (Welch t-test at ALPHA)."""
+    ok = df[(df["status"] != "error") & (df["dataset"] == published.dataset) & (df["scaling"] == published.scaling)]
+    ok = ok.assign(config=ok["config"] if "config" in ok else ok["label"])
+    trials = published.protocol["trials"]
+    numbers, rows = [], []
+    for model in published.models:
+        runs = ok[ok["config"] == model.decoder]
+        for lab in _order(runs["label"]):
+            cell = runs[runs["label"] == lab]
+            lppl, rmse = cell["lppl"].dropna().to_numpy(float), cell["rmse"].dropna().to_numpy(float)
+            if not len(lppl):
+                continue
+            (lm, ls), (rm, rs) = mean_std(lppl), mean_std(rmse)
+            p = _welch_p(lppl, model.lppl, trials)
+            collapsed = int(cell["variance_collapse"].astype(bool).sum())
+            numbers.append({"published": model.name, "decoder": lab, "correspondence": model.correspondence,
+                            "n": len(lppl), "lppl_mean": lm, "lppl_std": ls, "published_lppl_mean": model.lppl[0],
+                            "published_lppl_std": model.lppl[1], "lppl_p": p,
+                            "lppl_differs": None if p is None else p < ALPHA, "rmse_mean": rm, "rmse_std": rs,
+                            "published_rmse_mean": model.rmse[0], "published_rmse_std": model.rmse[1],
+                            "collapsed": collapsed})
+            verdict = "n/a" if p is None else (f"differs (p = {p:.2g})" if p < ALPHA else f"consistent (p = {p:.2g})")
+            rows.append([model.name, lab, model.correspondence, f"{collapsed}/{len(lppl)}",
+                         f"{_fmt(lm)} ± {_fmt(ls)}", f"{_fmt(model.lppl[0])} ± {_fmt(model.lppl[1])}", verdict,
+                         f"{_fmt(rm, 4)} ± {_fmt(rs, 4)}", f"{model.rmse[0]:.3g} ± {model.rmse[1]:.2g}"])
+    header = ["published model", "ours", "correspondence", "collapsed", "LPPL (ours, nats)", "LPPL (published)",
+              "ours vs published", "rmse (ours)", "rmse (published)"]
+    proto = published.protocol
+    cells = ok[ok["config"].isin([m.decoder for m in published.models])]
+    caption = (
+        f"Our records beside {published.source} ({published.dataset}, {published.scaling} pixels), mean ± sd: theirs "
+        f"over {trials} trials, ours over the seeds of each row. Published protocol: Adam at learning rate "
+        f"{proto['learning_rate']:g}, up to {proto['max_epochs']} epochs with early stopping (patience "
+        f"{proto['patience']}) on {proto['validation']}. Ours: learning rate {_values(cells['learning_rate'])}"
+        f" (named in the row when more than one), {_values(cells['epochs'])} epochs with early stopping "
+        f"(patience {_values(cells['patience'])}) on {_values(100 * cells['validation_fraction'])} "
+        f"% of the training images, the test set evaluated once at the best validation epoch: LPPL with "
+        f"{_values(cells['lppl_samples'])} posterior samples on {_values(cells['test_examples'])} test "
+        f"images, rmse of the decoder mean at the posterior mean. 'differs': a Welch t-test from the two means and "
+        f"sds rejects equal means at {ALPHA:g} (the protocol differences above are the first suspects). "
+        f"'collapsed': our seeds flagged by the collapse rules, whose LPPL is an unbounded density.")
+    return Table("published", caption, pd.DataFrame(numbers), header, rows)
