@@ -1,6 +1,6 @@
-"""The machine's ceiling for this workload: float32 matmul throughput of the same
-backend (TensorFlow or JAX, compiled by XLA) at exactly the layer shapes a step uses,
-measured in the same run.
+"""The machine's ceiling for this workload: matmul throughput of the same backend
+(TensorFlow or JAX), compiled as the step is (XLA, or TensorFlow's own kernels) and in
+its precision, at exactly the layer shapes a step uses, measured in the same run.
 
 A dense layer (B, n_in) -> (B, n_out) costs 2 B n_in n_out FLOPs forward, the same
 again for the weight gradient and for the input gradient (not needed by the first
@@ -47,14 +47,16 @@ def _time_jitted(fn, args, reps: int = 20, rounds: int = 5) -> float:
     return float(np.median(best))
 
 
-def matmul_ceiling(backend, shapes: list[tuple[int, int, int]], precision: str = "float32") -> float:
+def matmul_ceiling(backend, shapes: list[tuple[int, int, int]], precision: str = "float32",
+                   compiler: str = "xla") -> float:
     """FLOP/s of matmuls (m, k) @ (k, n) for all `shapes` on `backend`, each timed compiled by
-    XLA, total FLOPs over total median time; in bfloat16 as the networks run them under that
+    `compiler` (the step's: a ceiling of another compiler's kernels is no ceiling of this step),
+    total FLOPs over total median time; in bfloat16 as the networks run them under that
     precision (float32 inputs rounded to bfloat16 in the same compiled function)."""
     rng = np.random.default_rng(0)
     total_flops, total_s = 0.0, 0.0
     matmul = backend.xp.matmul_bf16 if precision == "bfloat16" else backend.xp.matmul
-    fn = backend.compile(lambda x, y: matmul(x, y), "xla")
+    fn = backend.compile(lambda x, y: matmul(x, y), compiler)
     for m, k, n in shapes:
         a = backend.asarray(rng.standard_normal((m, k)).astype(np.float32))
         b = backend.asarray(rng.standard_normal((k, n)).astype(np.float32))

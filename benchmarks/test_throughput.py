@@ -44,9 +44,9 @@ TARGETS = [(b, d) for b in INSTALLED for d in _devices(b)]
 
 
 @lru_cache(maxsize=None)
-def ceiling_train(backend: str, batch: int, k: int) -> float:
+def ceiling_train(backend: str, batch: int, k: int, compiler: str = "xla") -> float:
     layers = roofline.mlp_layers(784, HIDDEN, LATENT, k)
-    return roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(batch, layers))
+    return roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(batch, layers), compiler=compiler)
 
 
 @lru_cache(maxsize=None)
@@ -102,7 +102,7 @@ def _record_step(benchmark, backend, decoder, batch, compile_s, **extra):
     median = benchmark.stats.stats.median
     k = DECODERS[decoder].outputs_per_pixel
     achieved = roofline.train_step_flops(batch, roofline.mlp_layers(784, HIDDEN, LATENT, k)) * STEPS / median
-    ceiling = ceiling_train(backend, batch, k)
+    ceiling = ceiling_train(backend, batch, k, extra.get("mode", "xla"))
     benchmark.extra_info.update({"examples_per_s": STEPS * batch / median, "compile_s": compile_s, "batch": batch,
                                  "backend": backend, "matmul_gflops": achieved / 1e9, "ceiling_gflops": ceiling / 1e9,
                                  "ceiling_fraction": achieved / ceiling, **extra})
@@ -262,7 +262,8 @@ def test_compiled_epoch(benchmark, backend, compiler, mode, seeds, layout):
     layers = roofline.mlp_layers(784, PAPER_HIDDEN, PAPER_LATENT, opp)
     achieved = roofline.train_step_flops(PAPER_BATCH, layers) * steps * seeds / median
     precision = "bfloat16" if mode == "bfloat16" else "float32"
-    ceiling = roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(PAPER_BATCH, layers), precision)
+    ceiling = roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(PAPER_BATCH, layers), precision,
+                                      compiler)
     benchmark.extra_info.update({"model_examples_per_s": steps * seeds * PAPER_BATCH / median,
                                  "examples_per_s": steps * seeds * PAPER_BATCH / median, "seeds": seeds, "layout": layout, "compiler": compiler,
                                  "mode": mode, "precision": precision, "batch": PAPER_BATCH, "backend": backend,
