@@ -1,5 +1,5 @@
 """The JAX backend trains and evaluates with no TensorFlow installed (the GPU machines this
-project can use have JAX and no TensorFlow). Run by `tox -e jax`, an environment without
+project can use have JAX and no TensorFlow). Run by `tox -e jax-py312` (and `tox -e jax`), environments without
 TensorFlow; where TensorFlow is installed, TFP's JAX substrate imports it opportunistically,
 so the import check only means something there."""
 
@@ -19,7 +19,7 @@ from tfp_vae.run import run
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 
 
-@pytest.mark.skipif(HAS_TF, reason="TensorFlow is installed here; tox -e jax checks the backend without it")
+@pytest.mark.skipif(HAS_TF, reason="TensorFlow is installed here; tox -e jax-py312 checks the backend without it")
 def test_a_jax_run_imports_no_tensorflow(tmp_path):
     out = tmp_path / "r.json"
     code = f"""
