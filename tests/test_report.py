@@ -229,6 +229,11 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
     with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, faithfulness, convergence, backends, throughput, published"):
         build_declared(decl, root, tmp_path / "out")
+    # a declared table whose decoders have no records yet (a study in progress) is skipped, with a warning
+    decl.write_text('[[table]]\nname = "f0"\nstudy = "demo"\nkind = "faithfulness"\n')
+    warnings = []
+    assert build_declared(decl, root, tmp_path / "out", warn=warnings.append) == []
+    assert len(warnings) == 1 and "table 'f0' skipped: no rows yet in the 20 records of study 'demo'" in warnings[0]
     # a declared faithfulness table whose reference is posterior-collapsed is refused, naming why
     decl.write_text('[[table]]\nname = "f1"\nstudy = "demo"\nkind = "faithfulness"\nreference_decoder = "learned"\n')
     for path in (root / "demo").glob("*.json"):

@@ -5,8 +5,10 @@ from the committed records."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from tfp_vae.config import read_toml
 from tfp_vae.errors import ConfigError
@@ -71,7 +73,10 @@ def reorder(table: Table, labels: tuple[str, ...]) -> Table:
     return replace(table, rows=rows, bold=bold, numbers=numbers.reset_index(drop=True))
 
 
-def build_declared(path: str | Path, runs_root: str | Path, out: str | Path) -> list[Path]:
+def build_declared(path: str | Path, runs_root: str | Path, out: str | Path,
+                   warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[Path]:
+    """Write every declared table. A table whose rows are refused (its notes say why) is an error;
+    one with no rows yet, of a study still running, is skipped with a warning that says so."""
     out = Path(out)
     _writable(out)
     written = []
@@ -89,9 +94,12 @@ def build_declared(path: str | Path, runs_root: str | Path, out: str | Path) -> 
             table = TABLES[d.kind](df, reference=d.reference_decoder)
         else:
             table = TABLES[d.kind](df)
-        if not table.rows:  # e.g. a refused faithfulness reference: say why, publish nothing
-            raise ConfigError(f"{path}: table {d.name!r} has no rows" + (f": {'; '.join(table.notes)}" if table.notes
-                                                                         else f" in the records of {d.study!r}"))
+        if not table.rows and table.notes:  # e.g. a refused faithfulness reference: say why, publish nothing
+            raise ConfigError(f"{path}: table {d.name!r} has no rows: {'; '.join(table.notes)}")
+        if not table.rows:  # the decoders it needs have no records yet: a study in progress
+            warn(f"{path}: table {d.name!r} skipped: no rows yet in the {len(df)} records of study {d.study!r} "
+                 f"(`tfp-vae status benchmarks/studies/{d.study}.toml` says what is still to run)")
+            continue
         if d.decoders:
             table = reorder(table, d.decoders)
         # the declared lead, then every definition the table's columns need, built from the records
