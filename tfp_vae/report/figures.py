@@ -134,31 +134,40 @@ def _curves(runs: pd.Series) -> np.ndarray:
 def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
     """The question of the suite, one row per decoder: its training bound and its validation
     excess-density fraction against epoch, mean (line) and range (band) over seeds, for each data
-    set and scaling. Dashed on bound panels of dequantized data: D ln L, the most a model of the
-    discrete levels can reach; dotted on excess panels: the collapse threshold. A likelihood that
-    climbs without bound on raw pixels climbs here while its excess-density fraction leaves zero."""
+    set and scaling, one colour per backend. Dashed on bound panels of dequantized data: D ln L, the
+    most a model of the discrete levels can reach; dotted on excess panels: the collapse threshold.
+    A likelihood that climbs without bound on raw pixels climbs here while its excess-density
+    fraction leaves zero."""
     data_columns = sorted(set(zip(df["dataset"], df["scaling"])))
-    labels = _order(df["label"])
+    labels, backends = _order(df["label"]), sorted(set(df["backend"]))
     panels = [(d, kind) for d in data_columns for kind in ("train_bound_curve", "val_excess_curve")]
     fig, axes = plt.subplots(len(labels), len(panels), figsize=(3.2 * len(panels), 1.9 * len(labels) + 0.6),
                              squeeze=False, sharex=True)
     for (r, lab), (c, ((dataset, scaling), key)) in itertools.product(enumerate(labels), enumerate(panels)):
         ax = axes[r][c]
         cell = df[(df["label"] == lab) & (df["dataset"] == dataset) & (df["scaling"] == scaling)].sort_values("seed")
-        values = _curves(cell[key]) if len(cell) else np.zeros((0, 0))
-        if not values.size or np.isnan(values).all():
+        drawn, top = False, 0.0
+        for i, backend in enumerate(backends):
+            values = _curves(cell[cell["backend"] == backend][key])
+            if not values.size or np.isnan(values).all():
+                continue
+            drawn, epochs = True, np.arange(1, values.shape[1] + 1)
+            ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.25, color=f"C{i}", lw=0)
+            ax.plot(epochs, np.nanmean(values, 0), color=f"C{i}", lw=1.2, label=backend if len(backends) > 1 else None)
+            top = max(top, float(np.nanmax(values)))
+        if drawn and key == "val_excess_curve":  # a fraction: from 0, and the threshold always in view
+            threshold = float(cell["collapse_threshold"].dropna().iloc[0])
+            ax.axhline(threshold, color="C3", ls=":", lw=0.8)
+            ax.set_ylim(0, 1.1 * max(2 * threshold, top))
+        if not drawn:
             ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-        else:
-            epochs = np.arange(1, values.shape[1] + 1)
-            ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.3, color="C0", lw=0)
-            ax.plot(epochs, np.nanmean(values, 0), color="C0", lw=1.2)
-            if key == "train_bound_curve" and scaling == "dequantized" and cell["discrete_limit_nats"].notna().any():
-                ax.axhline(float(cell["discrete_limit_nats"].dropna().iloc[0]), color="k", ls="--", lw=0.8)
-            if key == "val_excess_curve":
-                ax.axhline(float(cell["collapse_threshold"].dropna().iloc[0]), color="C3", ls=":", lw=0.8)
+        elif key == "train_bound_curve" and scaling == "dequantized" and cell["discrete_limit_nats"].notna().any():
+            ax.axhline(float(cell["discrete_limit_nats"].dropna().iloc[0]), color="k", ls="--", lw=0.8)
         if r == 0:
             what = "training bound" if key == "train_bound_curve" else "val excess density"
             ax.set_title(f"{dataset} {scaling}\n{what}", fontsize=8)
+            if c == 0 and len(backends) > 1:
+                ax.legend(fontsize=6)
         if c == 0:
             ax.set_ylabel(lab, fontsize=7)
         ax.tick_params(labelsize=6)
