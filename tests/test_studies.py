@@ -53,7 +53,7 @@ def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
     ("datasets = ['digits']\nseeds = [0]\nbackends = ['jax']\n[compilers]\njax = 'graph'\n[decoders.fixed]\n",
      "compiler = 'graph' is not allowed"),
     ("datasets = ['digits']\nseeds = [0]\n[decoders.learned]\nlearning_rate = [1e-3, 0]\n",
-     "learning_rate = 0 is not allowed"),
+     "learning_rate = 0.0 is not allowed"),
 ])
 def test_each_class_of_bad_study_names_file_and_key(tmp_path, text, needle):
     path = write(tmp_path, text, "bad.toml")
