@@ -175,7 +175,8 @@ def _records(rows: list[dict]) -> pd.DataFrame:
     base = {"status": "ok", "dataset": "synthetic", "iwae_k": 10, "commit": "a", "tensorflow": "x",
             "cpu_model": "y", "network": "{}", "backend": "tensorflow", "precision": "float32", "device": "cpu:0",
             "variance_collapse": False}
-    return pd.DataFrame([{**base, **r} for r in rows])
+    # as load.frame_of makes them: `config` is the label without a learning rate
+    return pd.DataFrame([{**base, "learning_rate": 1e-3, "config": r["label"], **r} for r in rows])
 
 
 def test_planted_tie_is_marked_tied_and_a_clear_loser_is_not():

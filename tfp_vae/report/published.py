@@ -94,7 +94,6 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
     the published data set and scaling: our LPPL and rmse (mean ± sd over seeds) beside theirs, and
     whether they differ by more than the two spreads explain (Welch t-test at ALPHA)."""
     ok = df[(df["status"] != "error") & (df["dataset"] == published.dataset) & (df["scaling"] == published.scaling)]
-    ok = ok.assign(config=ok["config"] if "config" in ok else ok["label"])
     trials = published.protocol["trials"]
     numbers, rows = [], []
     for model in published.models:

@@ -241,8 +241,6 @@ def faithfulness_table(df: pd.DataFrame, reference: str = FAITHFULNESS_REFERENCE
     column whose reference runs have fewer active units than MIN_REFERENCE_ACTIVE_FRACTION of the
     latent dimensions gets no rows, and a note that says why."""
     ok = df[(df["status"] != "error") & df["rmse"].notna()]
-    ok = ok.assign(config=ok["config"] if "config" in ok else ok["label"],
-                   learning_rate=ok["learning_rate"] if "learning_rate" in ok else 0.0)
     ref_runs = ok[ok["config"] == reference]
     numbers, rows, notes, refused = [], [], [], set()
     for col in _columns(ok):

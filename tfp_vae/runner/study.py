@@ -38,11 +38,12 @@ def _list(data: Mapping[str, Any], key: str, where: str, default: list[Any] | No
     return value
 
 
-def _sweep(params: Any, decoder: str, where: str) -> list[dict[str, Any]]:
-    """{'xi': [0.01, 0.1], 'link': 'exp'} -> one dict per combination (scalars are single values)."""
+def _sweep(params: Any, decoder: str, where: str, train: bool = False) -> list[dict[str, Any]]:
+    """{'xi': [0.01, 0.1], 'link': 'exp'} -> one dict per combination (scalars are single values):
+    of the decoder's own parameters, or with `train` of its TRAIN_SWEEP_KEYS."""
     if not isinstance(params, Mapping):
         raise ConfigError(f"{where}: decoders.{decoder} must be a table of parameter values, got {params!r}")
-    names = sorted(params)
+    names = sorted(k for k in params if (k in TRAIN_SWEEP_KEYS) == train)
     values = [v if isinstance(v, list) else [v] for v in (params[n] for n in names)]
     if any(not v for v in values):
         raise ConfigError(f"{where}: decoders.{decoder}: an empty list sweeps nothing")
@@ -82,11 +83,8 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
         _list(data, "devices", where, ["cpu"]), _list(data, "backends", where, ["tensorflow"]),
     ):
         base_train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
-        table = decoders[decoder]
-        _sweep(table, decoder, where)  # a table of values (else one clear error)
-        decoder_sweep = _sweep({k: v for k, v in table.items() if k not in TRAIN_SWEEP_KEYS}, decoder, where)
-        train_sweep = _sweep({k: v for k, v in table.items() if k in TRAIN_SWEEP_KEYS}, decoder, where)
-        for params, train_params in itertools.product(decoder_sweep, train_sweep):
+        for params, train_params in itertools.product(_sweep(decoders[decoder], decoder, where),
+                                                      _sweep(decoders[decoder], decoder, where, train=True)):
             train = {**base_train, **train_params}
             for seed in seeds:
                 spec = spec_from_dict({**shared, "train": train, "dataset": dataset, "scaling": scaling,
