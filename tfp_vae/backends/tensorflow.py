@@ -56,7 +56,7 @@ OPS = Ops(
     sum=lambda x, axis=None: tf.reduce_sum(x, axis), sum_image=_sum_image,
     mean=lambda x, axis=None: tf.reduce_mean(x, axis),
     all=lambda x: tf.reduce_all(x), logsumexp=lambda x, axis=None: tf.reduce_logsumexp(x, axis),
-    logaddexp=lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), 0), fori_loop=_fori_loop,
+    logaddexp=lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), 0), fori_loop=_fori_loop, cond=tf.cond,
     take=lambda x, idx: tf.gather(x, idx, axis=0),
     set_row=lambda buf, i, value: tf.tensor_scatter_nd_update(buf, tf.reshape(i, (1, 1)), value[None]),
     matmul=tf.matmul, matmul_bf16=_matmul_bf16, reshape=tf.reshape,
