@@ -72,6 +72,47 @@ def test_a_non_finite_loss_ends_the_run_with_a_record_not_an_exception():
     json.dumps(record, allow_nan=False)  # still strict JSON
 
 
+@pytest.mark.parametrize("compiler", ["xla", "graph"])
+def test_a_non_finite_step_changes_nothing_and_the_steps_after_it_neither(backend, compiler):
+    """The guard of a seed trained alone, under each compiler (a branch on JAX and on TF's graph,
+    a select under TF's XLA): a batch holding a NaN leaves the parameters, Adam's state and the
+    decoder's state exactly as they were and records its step; a healthy batch after it changes
+    nothing either, while the same healthy batch from the start moves all three."""
+    from tfp_vae.backends import COMPILERS
+    from tfp_vae.data import dataset_entry
+    from tfp_vae.decoders import DataContext
+    from tfp_vae.run import build_model
+    from tfp_vae.steps import init_carry, make_train_step, multiplier_tree
+
+    if compiler not in COMPILERS[backend.name]:
+        pytest.skip(f"{backend.name} has no compiler {compiler!r}")
+    spec = tiny_spec(decoder="sigma_vae", backend=backend.name)  # carries a decoder state
+    entry = dataset_entry("digits")
+    data = DataContext(entry.levels, spec.scaling)
+    model = build_model(spec, entry.shape, data, backend)
+    params = backend.tree_map(backend.asarray, model.init(0))
+    opt_init, step = make_train_step(backend, model, "raw", data.levels, 1e-2, multiplier_tree(model, model.init(0)),
+                                     compiler)
+    start = (params, opt_init(params), init_carry(backend, model))
+    healthy = np.random.default_rng(0).integers(0, 17, (3, *entry.shape)).astype(np.float32)
+    poisoned = healthy.copy()
+    poisoned[1, 2, 3, 0] = np.nan
+    seeds = backend.asarray(np.arange(4, dtype=np.int32).reshape(2, 2))
+    leaves = lambda state: [backend.to_numpy(v) for v in backend.tree_leaves((state[0], state[1], state[2]["dstate"]))]  # noqa: E731
+
+    after_nan = step(*start, backend.asarray(poisoned), seeds)
+    after_both = step(*after_nan[:3], backend.asarray(healthy), seeds)
+    moved = step(*start, backend.asarray(healthy), seeds)
+    for state in (after_nan, after_both):
+        assert int(backend.to_numpy(state[2]["bad_step"])) == 0
+        for kept, original in zip(leaves(state), leaves(start)):
+            np.testing.assert_array_equal(kept, original)
+    assert int(backend.to_numpy(moved[2]["bad_step"])) == -1
+    changed = [not np.array_equal(a, b) for a, b in zip(leaves(moved), leaves(start))]
+    n_params, n_opt = len(backend.tree_leaves(start[0])), len(backend.tree_leaves(start[1]))
+    assert all(changed[:n_params]) and any(changed[n_params:n_params + n_opt]) and any(changed[n_params + n_opt:])
+
+
 def test_bernoulli_reference_has_no_scale_statistics_and_no_bpd():
     m = run(tiny_spec(decoder="bernoulli", scaling="dequantized"), log=lambda s: None)["metrics"]
     assert m["frac_below_tau"] is None and m["sigma_min"] is None and m["bpd"] is None

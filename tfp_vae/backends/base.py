@@ -33,7 +33,8 @@ class Ops:
     logsumexp: Callable  # logsumexp(x, axis)
     logaddexp: Callable  # logaddexp(a, b), elementwise
     fori_loop: Callable  # fori_loop(lower, upper, body(i, carry) -> carry, init): a compiled loop
-    cond: Callable  # cond(pred, true_fn, false_fn): the result of the one branch pred selects
+    choose: Callable  # choose(pred, true_fn, false_fn): true_fn() if pred else false_fn() (same structure);
+    # a backend may evaluate both and select, so neither branch may have effects
     take: Callable  # take(x, indices): rows of x along axis 0 (a gather; indices of any shape)
     set_row: Callable  # set_row(buffer, i, value): buffer with buffer[i] = value (i may be traced)
     matmul: Callable

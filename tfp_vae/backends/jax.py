@@ -49,7 +49,7 @@ OPS = Ops(
     sum=lambda x, axis=None: jnp.sum(x, axis), sum_image=_sum_image,
     mean=lambda x, axis=None: jnp.mean(x, axis), all=jnp.all,
     logsumexp=lambda x, axis=None: jax.scipy.special.logsumexp(x, axis), logaddexp=jnp.logaddexp,
-    fori_loop=jax.lax.fori_loop, cond=jax.lax.cond, take=lambda x, idx: jnp.take(x, idx, axis=0),
+    fori_loop=jax.lax.fori_loop, choose=jax.lax.cond, take=lambda x, idx: jnp.take(x, idx, axis=0),
     set_row=lambda buf, i, value: buf.at[i].set(value), matmul=jnp.matmul, reshape=jnp.reshape, moveaxis=jnp.moveaxis,
     matmul_bf16=lambda a, b: jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
                                         preferred_element_type=jnp.float32),
