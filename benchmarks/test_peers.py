@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from tfp_vae.backends import get_backend, installed_backends
+from tfp_vae.backends import COMPILERS, get_backend, installed_backends
 from tfp_vae.config import spec_from_dict
 from tfp_vae.data import dataset_entry, load_pool, split_pool, store
 from tfp_vae.decoders import DataContext
@@ -98,16 +98,16 @@ def test_peer_pythae_training_pipeline(benchmark):
                                  "measures": "whole TrainingPipeline call, one epoch, evaluation included"})
 
 
-@pytest.mark.parametrize("backend", installed_backends())
+@pytest.mark.parametrize("backend,compiler", [(b, c) for b in installed_backends() for c in COMPILERS[b]])
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_peer_tfp_vae_training(benchmark, backend, precision):
+def test_peer_tfp_vae_training(benchmark, backend, compiler, precision):
     """tfp-vae, the same network and data: `fixed` on raw Fashion-MNIST, two epochs, so that the
     second gives the steady rate and the first (compilation and its validation pass included)
-    the whole-epoch rate that stands beside pythae's one epoch."""
+    the whole-epoch rate that stands beside pythae's one epoch; every compiler of the backend."""
     spec = spec_from_dict({"dataset": "fashion_mnist", "decoder": "fixed", "backend": backend, "precision": precision,
                            "network": {"hidden": list(HIDDEN), "latent": LATENT},
                            "train": {"epochs": 2, "batch_size": BATCH, "learning_rate": LR, "patience": 0,
-                                     "validation_fraction": 0.1}})
+                                     "validation_fraction": 0.1, "compiler": compiler}})
     b = get_backend(backend)
     device = b.configure("cpu", False)
     entry = dataset_entry("fashion_mnist")
@@ -118,7 +118,7 @@ def test_peer_tfp_vae_training(benchmark, backend, precision):
     def once():
         with b.device_scope(device):
             model = build_model(spec, entry.shape, data, b)
-            evals = EvalFunctions(b, model, "xla", 10, 10, 1)
+            evals = EvalFunctions(b, model, compiler, 10, 10, 1)
             t0 = time.perf_counter()
             epoch = make_group_epoch(b, model, spec, data, batched=False)
             _, result = train_group(b, model, [spec], splits, data, evals, epoch, log=lambda s: None)[0]
@@ -130,7 +130,7 @@ def test_peer_tfp_vae_training(benchmark, backend, precision):
     # what the call took beyond its two epochs)
     first = [r.compile_s + r.steady_s + (s - r.compile_s - 2 * r.steady_s) / 2 for r, s in results]
     whole = float(np.median([len(splits.train) / f for f in first]))
-    benchmark.extra_info.update({"peer": "tfp-vae", "backend": backend, "precision": precision,
+    benchmark.extra_info.update({"peer": "tfp-vae", "backend": backend, "compiler": compiler, "precision": precision,
                                  "examples_per_s": steady, "steady_examples_per_s": steady,
                                  "whole_train_examples_per_s": whole, "train_examples": len(splits.train),
                                  "threads": os.cpu_count(),

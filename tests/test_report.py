@@ -283,11 +283,13 @@ def test_peer_ratios_and_study_wall_times_are_tabulated(runs, tmp_path):
     (bench / "peers").mkdir(parents=True)
     (bench / "study_walltime").mkdir()
     ours = {"peer": "tfp-vae", "backend": "jax", "precision": "bfloat16", "steady_examples_per_s": 30000.0,
-            "whole_train_examples_per_s": 12000.0}
+            "whole_train_examples_per_s": 12000.0}  # no compiler: a file from before it was recorded (XLA)
+    graph = {**ours, "backend": "tensorflow", "compiler": "graph", "steady_examples_per_s": 25000.0}
     payload = {"machine_info": {"tfp_vae": {"cpu_model": "Test CPU", "cpu_count": 2}},
                "benchmarks": [{"name": "pythae", "stats": {"median": 4.0, "iqr": 0.1},
                                "extra_info": {"peer": "pythae", "examples_per_s": 12500.0}},
-                              {"name": "ours", "stats": {"median": 2.0, "iqr": 0.1}, "extra_info": ours}]}
+                              {"name": "ours", "stats": {"median": 2.0, "iqr": 0.1}, "extra_info": ours},
+                              {"name": "graph", "stats": {"median": 2.0, "iqr": 0.1}, "extra_info": graph}]}
     (bench / "peers" / "m.json").write_text(json.dumps(payload))
     walltime = {"cpu_model": "Test CPU", "cores": 2, "git": {"commit": "abcdef123"}, "speedup": 7.0 / 3.0,
                 "with_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 16, "wall_s": 300.0},
@@ -295,7 +297,9 @@ def test_peer_ratios_and_study_wall_times_are_tabulated(runs, tmp_path):
     (bench / "study_walltime" / "m.json").write_text(json.dumps(walltime))
     build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
     peers = _md_rows((tmp_path / "out" / "peers.md").read_text())
-    assert ["jax / bfloat16", "30000", "12000", "pythae 12500", "2.40x", "0.96x", "Test CPU (2 threads)"] in peers
+    assert ["jax (xla) / bfloat16", "30000", "12000", "pythae 12500", "2.40x", "0.96x", "Test CPU (2 threads)"] in peers
+    assert ["tensorflow (graph) / bfloat16", "25000", "12000", "pythae 12500", "2.00x", "0.96x",
+            "Test CPU (2 threads)"] in peers
     walls = _md_rows((tmp_path / "out" / "study_walltime.md").read_text())
     assert ["Test CPU (2 threads)", "220", "2", "300", "700", "2.33x", "abcdef1"] in walls
 

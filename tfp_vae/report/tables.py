@@ -438,13 +438,14 @@ def peers_table(files: list) -> Table:
         for peer in (e for e in extras if e.get("peer") not in (None, "tfp-vae")):
             for ours in (e for e in extras if e.get("peer") == "tfp-vae"):
                 row = {"machine": machine, "peer": peer["peer"], "peer_examples_per_s": peer["examples_per_s"],
-                       "backend": ours["backend"], "precision": ours["precision"],
-                       "steady_examples_per_s": ours["steady_examples_per_s"],
+                       "backend": ours["backend"], "compiler": ours.get("compiler", "xla"),  # files before it: XLA
+                       "precision": ours["precision"], "steady_examples_per_s": ours["steady_examples_per_s"],
                        "whole_train_examples_per_s": ours["whole_train_examples_per_s"],
                        "ratio_steady": ours["steady_examples_per_s"] / peer["examples_per_s"],
                        "ratio_whole": ours["whole_train_examples_per_s"] / peer["examples_per_s"]}
                 numbers.append(row)
-                rows.append([f"{row['backend']} / {row['precision']}", _fmt(row["steady_examples_per_s"], 0),
+                rows.append([f"{row['backend']} ({row['compiler']}) / {row['precision']}",
+                         _fmt(row["steady_examples_per_s"], 0),
                              _fmt(row["whole_train_examples_per_s"], 0), f"{row['peer']} {_fmt(peer['examples_per_s'], 0)}",
                              f"{row['ratio_steady']:.2f}x", f"{row['ratio_whole']:.2f}x", machine])
     header = ["tfp-vae", "train ex/s (steady)", "train ex/s (whole epoch)", "peer ex/s (whole pipeline)",
