@@ -96,6 +96,13 @@ def test_an_unwritable_out_fails_before_training(tmp_path, capsys):
     assert time.perf_counter() - started < 5  # no training happened (imports aside)
 
 
+def test_a_compile_cache_that_cannot_be_created_fails_before_any_run(tmp_path, capsys):
+    assert main(["run", str(STUDY), "--results", str(tmp_path / "runs"), "--compile-cache", "/proc/tfp-vae-test"]) == 2
+    line = _one_error_line(capsys)
+    assert "--compile-cache /proc/tfp-vae-test: cannot create it" in line and "'none'" in line
+    assert not list((tmp_path / "runs").rglob("*.json"))
+
+
 def test_a_batch_larger_than_the_training_set_is_rejected_at_load(tmp_path, capsys):
     study = tmp_path / "big.toml"
     study.write_text('datasets = ["digits"]\nseeds = [0]\n[decoders.fixed]\n[train]\nbatch_size = 5000\n')

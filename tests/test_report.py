@@ -294,14 +294,22 @@ def test_peer_ratios_and_study_wall_times_are_tabulated(runs, tmp_path):
     walltime = {"cpu_model": "Test CPU", "cores": 2, "git": {"commit": "abcdef123"}, "speedup": 7.0 / 3.0,
                 "with_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 16, "wall_s": 300.0},
                 "without_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 1, "wall_s": 700.0}}
-    (bench / "study_walltime" / "m.json").write_text(json.dumps(walltime))
+    (bench / "study_walltime" / "m.json").write_text(json.dumps(walltime))  # a file from before baselines
+    timings = [{"label": "baseline v1", "commit": "0123456789", "runs": 220, "workers": 2, "wall_s": 480.0},
+               {"label": "cold", "commit": "fedcba9876", "runs": 220, "workers": 2, "wall_s": 240.0},
+               {"label": "warm", "commit": "fedcba9876", "runs": 220, "workers": 2, "wall_s": 120.0}]
+    (bench / "study_walltime" / "n.json").write_text(json.dumps({"cpu_model": "Other CPU", "cores": 4,
+                                                                 "timings": timings}))
     build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
     peers = _md_rows((tmp_path / "out" / "peers.md").read_text())
     assert ["jax (xla) / bfloat16", "30000", "12000", "pythae 12500", "2.40x", "0.96x", "Test CPU (2 threads)"] in peers
     assert ["tensorflow (graph) / bfloat16", "25000", "12000", "pythae 12500", "2.00x", "0.96x",
             "Test CPU (2 threads)"] in peers
     walls = _md_rows((tmp_path / "out" / "study_walltime.md").read_text())
-    assert ["Test CPU (2 threads)", "220", "2", "300", "700", "2.33x", "abcdef1"] in walls
+    assert ["Test CPU (2 threads)", "seed groups of up to 16", "abcdef1", "220", "2", "300", "1.00x"] in walls
+    assert ["Test CPU (2 threads)", "every seed alone", "abcdef1", "220", "2", "700", "2.33x"] in walls
+    assert ["Other CPU (4 threads)", "baseline v1", "0123456", "220", "2", "480", "1.00x"] in walls
+    assert ["Other CPU (4 threads)", "warm", "fedcba9", "220", "2", "120", "0.25x"] in walls
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

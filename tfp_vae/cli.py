@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
+from tfp_vae import compile_cache
 from tfp_vae.backends import COMPILERS
 from tfp_vae.errors import ConfigError, TfpVaeError
 
@@ -166,6 +167,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _compile_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile-cache", metavar="DIR", help=(
+        f"where worker processes keep compiled XLA programs between groups and runs (default "
+        f"{compile_cache.default_directory()}; '{compile_cache.OFF}': compile every program afresh); "
+        f"records do not depend on it"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tfp_vae.runner.execute import run_study
     from tfp_vae.runner.store import ResultStore
@@ -174,7 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     store = ResultStore(args.results, study.name)
     progress = run_study(study, store, args.workers, args.executor, args.scheduler,
-                         force=args.force, rerun_failed=args.rerun_failed, seeds_per_group=args.seeds_per_group)
+                         force=args.force, rerun_failed=args.rerun_failed, seeds_per_group=args.seeds_per_group,
+                         compile_cache=compile_cache.resolve(args.compile_cache))
     print(f"study {study.name}: {progress.done} run, {progress.skipped} skipped, {progress.failed} failed; records in {store.dir}")
     return 1 if progress.failed else 0
 
@@ -191,7 +200,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sample {n} is not allowed; expected an integer >= 1")
 
     def run_specs(sample, store, groups):
-        run_study(sample, store, args.workers, args.executor, args.scheduler, groups=groups)
+        run_study(sample, store, args.workers, args.executor, args.scheduler, groups=groups,
+                  compile_cache=compile_cache.resolve(args.compile_cache))
 
     found = reproduce(study, args.results, args.out, n, run_specs)
     for line in verdict_lines(found.outcomes) + conclusion_lines(found.conclusions):
@@ -331,6 +341,7 @@ def make_parser() -> argparse.ArgumentParser:
     rn.add_argument("--force", action="store_true", help="run every spec again, even those with a record")
     rn.add_argument("--rerun-failed", action="store_true", help="run again the specs whose record is an error")
     rn.add_argument("--results", default="results/runs", help="record root (default results/runs)")
+    _compile_cache_argument(rn)
     rn.set_defaults(func=cmd_run)
     rq = sub.add_parser("reproduce", help="rerun committed runs from scratch and compare them with their records")
     rq.add_argument("study", help="the study TOML whose committed records are reproduced")
@@ -342,6 +353,7 @@ def make_parser() -> argparse.ArgumentParser:
     rq.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rq.add_argument("--results", default="results/runs", help="root of the committed records")
     rq.add_argument("--out", default="results/reproductions", help="root of the reruns, keyed by machine")
+    _compile_cache_argument(rq)
     rq.set_defaults(func=cmd_reproduce)
     st = sub.add_parser("status", help="done, failed and pending runs of a study")
     st.add_argument("study")

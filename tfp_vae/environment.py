@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tfp_vae.compile_cache import directory_in_force
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -86,5 +88,7 @@ def capture(backend, device: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "device": device,
         **fields,
+        # where this run's compiled programs persist (None: compiled afresh); timing.compile_s depends on it
+        "compile_cache": directory_in_force(),
         "git": git_commit(),
     }

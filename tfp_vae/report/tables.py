@@ -456,26 +456,40 @@ def peers_table(files: list) -> Table:
     return Table("peers", caption, pd.DataFrame(numbers), header, rows)
 
 
+def _walltime_timings(data: dict) -> list[dict]:
+    """A study_walltime file's timings, in the order they ran; files written before the script took a
+    baseline held seed groups against every seed alone, at one commit."""
+    if "timings" in data:
+        return data["timings"]
+    commit = (data.get("git") or {}).get("commit")
+    on, off = data["with_seed_batching"], data["without_seed_batching"]
+    return [{**on, "label": f"seed groups of up to {on['seeds_per_group']}", "commit": commit},
+            {**off, "label": "every seed alone", "commit": commit}]
+
+
 def study_walltime_table(files: list) -> Table:
-    """scripts/study_walltime.py JSON files: the quick study from scratch with and without seed
-    batching, measured one after the other in one run."""
+    """scripts/study_walltime.py JSON files: the quick study from scratch in each variant the script
+    ran (a baseline commit, this code with an empty and with a filled compile cache), one after the
+    other in one run, each against the first of its file."""
     import json
     from pathlib import Path
 
     numbers, rows = [], []
     for path in sorted(Path(f) for f in files):
         data = json.loads(path.read_text())
-        on, off = data["with_seed_batching"], data["without_seed_batching"]
-        row = {"machine": f"{data['cpu_model']} ({data['cores']} threads)", "runs": on["runs"],
-               "workers": on["workers"], "seeds_per_group": on["seeds_per_group"], "with_s": on["wall_s"],
-               "without_s": off["wall_s"], "speedup": data["speedup"], "commit": (data.get("git") or {}).get("commit")}
-        numbers.append(row)
-        rows.append([row["machine"], str(row["runs"]), str(row["workers"]), f"{row['with_s']:.0f}",
-                     f"{row['without_s']:.0f}", f"{row['speedup']:.2f}x", str(row["commit"])[:7]])
-    header = ["machine", "runs", "workers", "wall s, seed groups", "wall s, seeds alone", "speedup", "commit"]
-    caps = " or ".join(str(c) for c in sorted({r["seeds_per_group"] for r in numbers})) or "n/a"
-    caption = (f"The quick study from scratch (scripts/study_walltime.py): seed groups of up to {caps} seeds against "
-               "every seed alone, both in worker processes that stay up between groups, measured one after the other.")
+        machine = f"{data['cpu_model']} ({data['cores']} threads)"
+        timings = _walltime_timings(data)
+        for timing in timings:
+            row = {"machine": machine, "variant": timing["label"], "commit": timing["commit"], "runs": timing["runs"],
+                   "workers": timing["workers"], "wall_s": timing["wall_s"],
+                   "ratio_to_first": timing["wall_s"] / timings[0]["wall_s"]}
+            numbers.append(row)
+            rows.append([machine, row["variant"], str(row["commit"])[:7], str(row["runs"]), str(row["workers"]),
+                         f"{row['wall_s']:.0f}", f"{row['ratio_to_first']:.2f}x"])
+    header = ["machine", "variant", "commit", "runs", "workers", "wall s", "vs the first"]
+    caption = ("The quick study from scratch (scripts/study_walltime.py), each variant in worker processes that stay "
+               "up between seed groups, measured one after the other in one run; the last column is each wall time "
+               "over the first of its run.")
     return Table("study_walltime", caption, pd.DataFrame(numbers), header, rows)
 
 

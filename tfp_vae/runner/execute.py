@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from tfp_vae.compile_cache import worker_environment
 from tfp_vae.config import RunSpec
 from tfp_vae.errors import ConfigError, StoreError
 from tfp_vae.runner.store import ResultStore
@@ -43,9 +44,11 @@ DEFAULT_SEEDS_PER_GROUP = 16
 GROUPS_PER_WORKER = 64
 
 
-def worker_env(threads: int, concurrent: int) -> dict[str, str]:
-    """The environment of a worker process: its thread budget and how many runs share the machine."""
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(min(2, threads)),
+def worker_env(threads: int, concurrent: int, compile_cache: str | None = None) -> dict[str, str]:
+    """The environment of a worker process: its thread budget, how many runs share the machine and
+    where compiled programs persist (compile_cache.py; None: nowhere)."""
+    env = {**os.environ, **worker_environment(None if compile_cache is None else Path(compile_cache)),
+           "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(min(2, threads)),
            "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
            "TFP_VAE_CONCURRENT_RUNS": str(concurrent)}
     if threads == 1:  # XLA on CPU (the JAX backend) otherwise starts a thread per core in every run
@@ -57,11 +60,11 @@ def worker_env(threads: int, concurrent: int) -> dict[str, str]:
 class WorkerProcess:
     """One `python -m tfp_vae.runner.worker` process, fed one seed group at a time."""
 
-    def __init__(self, threads: int, concurrent: int):
+    def __init__(self, threads: int, concurrent: int, compile_cache: str | None = None):
         self.log = tempfile.TemporaryFile(mode="w+", prefix="tfp_vae_worker_")
         self.proc = subprocess.Popen([sys.executable, "-m", "tfp_vae.runner.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     env=worker_env(threads, concurrent))
+                                     env=worker_env(threads, concurrent, compile_cache))
         self.groups = 0
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -107,22 +110,23 @@ class WorkerProcess:
         self.log.close()
 
 
-#: Idle workers of this process, by (threads, concurrent): a thread of the local executor, or
+#: Idle workers of this process, by (threads, concurrent, compile_cache): a thread of the local executor, or
 #: a Dask worker process, takes one, feeds it a group and puts it back.
-_IDLE: dict[tuple[int, int], queue.SimpleQueue] = {}
+_IDLE: dict[tuple[int, int, str | None], queue.SimpleQueue] = {}
 _IDLE_LOCK = threading.Lock()
 
 
 def run_group_in_worker(spec_dicts: list[dict[str, Any]], run_ids: list[str], threads: int,
-                        concurrent: int = 1) -> list[dict[str, Any]]:
+                        concurrent: int = 1, compile_cache: str | None = None) -> list[dict[str, Any]]:
     """Run one seed group in an idle worker process of this machine (started if there is none);
-    never raises. `concurrent` (how many groups share the machine) goes into the records."""
+    never raises. `concurrent` (how many groups share the machine) goes into the records;
+    `compile_cache`: the directory compiled programs persist in (None: none)."""
     with _IDLE_LOCK:
-        idle = _IDLE.setdefault((threads, concurrent), queue.SimpleQueue())
+        idle = _IDLE.setdefault((threads, concurrent, compile_cache), queue.SimpleQueue())
     try:
         worker = idle.get_nowait()
     except queue.Empty:
-        worker = WorkerProcess(threads, concurrent)
+        worker = WorkerProcess(threads, concurrent, compile_cache)
     records, reusable = worker.run_group(spec_dicts, run_ids)
     if reusable:
         idle.put(worker)
@@ -147,16 +151,17 @@ def close_idle_workers() -> None:
 class LocalExecutor:
     """Runs on this machine: a thread per parallel worker, each feeding its own worker process."""
 
-    def __init__(self, workers: int, scheduler: str | None = None):
+    def __init__(self, workers: int, scheduler: str | None = None, compile_cache: str | None = None):
         if scheduler:
             raise ConfigError("--scheduler is for --executor dask; the local executor runs on this machine")
+        self.compile_cache = compile_cache
         self.pool = cf.ThreadPoolExecutor(max_workers=workers)
         self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.workers = workers
 
     def submit(self, group: list[RunSpec]) -> cf.Future:
         return self.pool.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
-                                self.threads, self.workers)
+                                self.threads, self.workers, self.compile_cache)
 
     def wait_any(self, futures: list) -> set:
         return cf.wait(futures, return_when=cf.FIRST_COMPLETED)[0]
@@ -170,10 +175,10 @@ class DaskExecutor:
     """Runs on Dask workers: a LocalCluster of `workers` single-threaded workers by default,
     or an existing scheduler (for SLURM or PBS, start one with dask-jobqueue)."""
 
-    def __init__(self, workers: int, scheduler: str | None = None):
+    def __init__(self, workers: int, scheduler: str | None = None, compile_cache: str | None = None):
         from distributed import Client, LocalCluster
 
-        self.cluster = None
+        self.cluster, self.compile_cache = None, compile_cache  # a path on the Dask workers' machines
         if scheduler:
             self.client = Client(scheduler)
             self.threads = 1
@@ -186,7 +191,7 @@ class DaskExecutor:
 
     def submit(self, group: list[RunSpec]):
         return self.client.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
-                                  self.threads, self.workers, pure=False)
+                                  self.threads, self.workers, self.compile_cache, pure=False)
 
     def wait_any(self, futures: list) -> set:
         from distributed import wait
@@ -202,12 +207,12 @@ class DaskExecutor:
 EXECUTORS: dict[str, type] = {"local": LocalExecutor, "dask": DaskExecutor}
 
 
-def make_executor(name: str, workers: int, scheduler: str | None = None):
+def make_executor(name: str, workers: int, scheduler: str | None = None, compile_cache: str | None = None):
     if name not in EXECUTORS:
         raise ConfigError(f"--executor {name!r} is not allowed; expected one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise ConfigError(f"--workers {workers} is not allowed; expected an integer >= 1")
-    return EXECUTORS[name](workers, scheduler)
+    return EXECUTORS[name](workers, scheduler, compile_cache)
 
 
 @dataclass
@@ -282,10 +287,12 @@ def seed_groups(specs: list[RunSpec], cap: int) -> list[list[RunSpec]]:
 
 def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str = "local", scheduler: str | None = None,
               force: bool = False, rerun_failed: bool = False, out: Callable[[str], None] | None = None,
-              seeds_per_group: int = DEFAULT_SEEDS_PER_GROUP, groups: list[list[RunSpec]] | None = None) -> Progress:
+              seeds_per_group: int = DEFAULT_SEEDS_PER_GROUP, groups: list[list[RunSpec]] | None = None,
+              compile_cache: Path | None = None) -> Progress:
     """Run every pending spec of `study`, seed groups of at most `seeds_per_group`, at most `workers`
     groups at a time. `groups` (e.g. the groups of committed records being reproduced) replaces
-    the grouping; its specs are run whatever their status."""
+    the grouping; its specs are run whatever their status. `compile_cache`: the directory the
+    workers keep compiled programs in (compile_cache.py; None: every worker compiles afresh)."""
     todo = [s for g in groups for s in g] if groups is not None else pending_specs(study, store, force, rerun_failed)
     force = force or groups is not None
     queue_ = groups if groups is not None else seed_groups(todo, seeds_per_group)
@@ -295,7 +302,7 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
     if not todo:
         progress.close()
         return progress
-    engine = make_executor(executor, workers, scheduler)
+    engine = make_executor(executor, workers, scheduler, None if compile_cache is None else str(compile_cache))
     running: dict[Any, list[RunSpec]] = {}
     try:
         queue_ = list(queue_)

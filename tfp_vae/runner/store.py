@@ -1,7 +1,8 @@
 """The result store: one JSON record per run under <root>/<study>/<run_id>.json.
 
 Records are written atomically (temporary file, fsync, rename), so a killed
-process leaves either a whole record or none. A run is claimed with a lock file
+process leaves either a whole record or none (and at most a temporary file, removed when the
+run is next claimed). A run is claimed with a lock file
 created by O_CREAT | O_EXCL, so two invocations of one study never run one spec
 twice; a lock whose process is gone is taken over.
 """
@@ -62,6 +63,9 @@ class ResultStore:
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(str(os.getpid()))
+            # a record half written when its writer was killed: nobody else can be writing it now
+            for partial in self.dir.glob(f".{run_id}.json.*"):
+                partial.unlink(missing_ok=True)
             return True
         return False
 
