@@ -281,3 +281,24 @@ def test_compiled_programs_persist_between_studies_and_change_no_record(tmp_path
         return {run_id: {k: v for k, v in r.items() if k not in VOLATILE_SECTIONS} for run_id, r in runs.items()}
 
     assert stable(records["afresh"]) == stable(records["first"]) == stable(records["second"])
+
+
+@pytest.mark.slow
+def test_a_long_group_reports_its_latest_epoch_while_it_runs(tmp_path, monkeypatch):
+    """While no group finishes, the runner prints each running group's latest epoch line, once per
+    new line; the group's records are the same as ever."""
+    import re
+
+    from tfp_vae.runner import execute
+
+    monkeypatch.setattr(execute, "HEARTBEAT_S", 0.2)
+    text = TINY.replace("epochs = 1", "epochs = 3").replace("[decoders.floor]\nxi = [0.05]\n", "")
+    study = load_study(write(tmp_path, text))
+    lines = []
+    progress = execute.run_study(study, ResultStore(tmp_path / "runs", study.name), workers=1, out=lines.append)
+    assert progress.done == 2 and progress.failed == 0
+    beats = [line.split(" | ", 1)[1] for line in lines if "(group of 2)" in line]
+    assert beats and all(re.search(r"/fixed/seed0/.* \(group of 2\): seed [01]: epoch [123]/3: train bound", b)
+                         for b in beats), lines
+    assert any("epoch 3/3" in b for b in beats)  # the last epoch's line, while the group evaluates
+    assert len(set(beats)) == len(beats)  # a line is printed once

@@ -42,6 +42,8 @@ DEFAULT_SEEDS_PER_GROUP = 16
 #: A worker is replaced after this many groups, which bounds what compiled functions and
 #: framework caches can accumulate in one process.
 GROUPS_PER_WORKER = 64
+#: While no group finishes for this long, the runner prints each running group's latest epoch.
+HEARTBEAT_S = 300.0
 
 
 def worker_env(threads: int, concurrent: int, compile_cache: str | None = None) -> dict[str, str]:
@@ -68,9 +70,15 @@ class WorkerProcess:
         self.groups = 0
 
     def log_tail(self, chars: int = 4000) -> str:
-        self.log.seek(0, os.SEEK_END)
-        self.log.seek(max(0, self.log.tell() - chars))
-        return self.log.read()
+        """The end of the worker's log; pread leaves the file offset, which the worker writes at, alone."""
+        fd = self.log.fileno()
+        size = os.fstat(fd).st_size
+        return os.pread(fd, chars, max(0, size - chars)).decode("utf-8", "replace")
+
+    def latest_epoch(self) -> str | None:
+        """The last epoch line the worker logged (train.py's "epoch e/E: ..."), stripped; None yet."""
+        lines = [line.strip() for line in self.log_tail().splitlines() if " epoch " in f" {line.strip()}"]
+        return lines[-1] if lines else None
 
     def run_group(self, spec_dicts: list[dict[str, Any]], run_ids: list[str],
                   timeout_s: float = WORKER_TIMEOUT_S) -> tuple[list[dict[str, Any]], bool]:
@@ -114,6 +122,8 @@ class WorkerProcess:
 #: a Dask worker process, takes one, feeds it a group and puts it back.
 _IDLE: dict[tuple[int, int, str | None], queue.SimpleQueue] = {}
 _IDLE_LOCK = threading.Lock()
+#: Busy workers of this process, by the run ids of the group each is running.
+_BUSY: dict[tuple[str, ...], WorkerProcess] = {}
 
 
 def run_group_in_worker(spec_dicts: list[dict[str, Any]], run_ids: list[str], threads: int,
@@ -127,7 +137,11 @@ def run_group_in_worker(spec_dicts: list[dict[str, Any]], run_ids: list[str], th
         worker = idle.get_nowait()
     except queue.Empty:
         worker = WorkerProcess(threads, concurrent, compile_cache)
-    records, reusable = worker.run_group(spec_dicts, run_ids)
+    _BUSY[tuple(run_ids)] = worker
+    try:
+        records, reusable = worker.run_group(spec_dicts, run_ids)
+    finally:
+        del _BUSY[tuple(run_ids)]
     if reusable:
         idle.put(worker)
     else:
@@ -163,8 +177,12 @@ class LocalExecutor:
         return self.pool.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
                                 self.threads, self.workers, self.compile_cache)
 
-    def wait_any(self, futures: list) -> set:
-        return cf.wait(futures, return_when=cf.FIRST_COMPLETED)[0]
+    def wait_any(self, futures: list, timeout: float | None = None) -> set:
+        return cf.wait(futures, timeout, return_when=cf.FIRST_COMPLETED)[0]
+
+    def latest_epoch(self, group: list[RunSpec]) -> str | None:
+        worker = _BUSY.get(tuple(s.run_id() for s in group))
+        return worker.latest_epoch() if worker is not None else None
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -193,10 +211,16 @@ class DaskExecutor:
         return self.client.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
                                   self.threads, self.workers, self.compile_cache, pure=False)
 
-    def wait_any(self, futures: list) -> set:
+    def wait_any(self, futures: list, timeout: float | None = None) -> set:
         from distributed import wait
 
-        return set(wait(futures, return_when="FIRST_COMPLETED").done)
+        try:
+            return set(wait(futures, timeout, return_when="FIRST_COMPLETED").done)
+        except TimeoutError:
+            return set()
+
+    def latest_epoch(self, group: list[RunSpec]) -> str | None:
+        return None  # the worker's log is on its own machine
 
     def close(self) -> None:
         self.client.close()
@@ -304,6 +328,7 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
         return progress
     engine = make_executor(executor, workers, scheduler, None if compile_cache is None else str(compile_cache))
     running: dict[Any, list[RunSpec]] = {}
+    heard: dict[int, str] = {}  # the epoch line last printed per running group
     try:
         queue_ = list(queue_)
         while queue_ or running:
@@ -323,7 +348,14 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
             progress.running = sum(len(g) for g in running.values())
             if not running:
                 break
-            for future in engine.wait_any(list(running)):
+            finished = engine.wait_any(list(running), HEARTBEAT_S)
+            if not finished:  # a long group: say where each running one is
+                for group in running.values():
+                    latest = engine.latest_epoch(group)
+                    if latest and latest != heard.get(id(group)):
+                        heard[id(group)] = latest
+                        progress.line(f"{describe(group[0])} (group of {len(group)}): {latest}")
+            for future in finished:
                 group = running.pop(future)
                 try:
                     records = future.result()
