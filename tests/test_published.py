@@ -89,3 +89,44 @@ def test_a_bad_published_file_names_the_file_and_the_key(tmp_path, text, needle)
     with pytest.raises(ConfigError) as info:
         load_published(path)
     assert str(path) in str(info.value) and needle in str(info.value)
+
+
+def test_for_one_fixed_sigma_the_rmse_predict_the_lppl_gap_that_scipy_densities_show(tmp_path):
+    """Residuals drawn at two sizes, scored by scipy's normal density at sigma: the gap between
+    the two mean log densities is the one the table predicts from the two rmse alone. A row whose
+    scale is not the published model's fixed sigma, or a model without one, gets none."""
+    sigma, dims, images = 0.03, 35, 3  # 7x5 pixels
+    rng = np.random.default_rng(0)
+
+    def scored(errors: np.ndarray) -> tuple[float, float]:
+        return float(stats.norm.logpdf(errors, 0.0, sigma).sum(1).mean()), float(np.sqrt(np.mean(errors**2)))
+
+    theirs = scored(rng.normal(0.0, 0.02, (images, dims)))
+    errors = rng.normal(0.0, 0.05, (images, dims))
+    ours = [scored(errors * (-1) ** s) for s in range(3)]  # three seeds with the same rmse
+    text = PUBLISHED.replace('decoder = "fixed"\ncorrespondence = "the same model"\nlppl = [-730.0, 0.1]\n'
+                             'rmse = [0.15, 0.002]',
+                             f'decoder = "fixed"\ncorrespondence = "the same model"\nfixed_sigma = {sigma}\n'
+                             f'lppl = [{theirs[0]!r}, 0.1]\nrmse = [{theirs[1]!r}, 0.002]')
+    path = tmp_path / "pub.toml"
+    path.write_text(text)
+    scale = {"sigma_min": sigma, "sigma_median": sigma, "dims": dims}
+    rows = [{"decoder": "fixed", "label": "fixed", "seed": s, "lppl": ll, "rmse": r, "learning_rate": 1e-3, **scale}
+            for s, (ll, r) in enumerate(ours)]
+    rows += [{"decoder": "learned", "label": "learned", "seed": s, "lppl": 2100.0 + s, "rmse": 0.2,
+              "learning_rate": 1e-3, **scale} for s in range(3)]
+    n = published_table(_frame(rows), load_published(path)).numbers.set_index("decoder")
+    assert n.loc["fixed", "observed_gap"] == pytest.approx(theirs[0] - ours[0][0], rel=1e-12)
+    assert n.loc["fixed", "rmse_predicted_gap"] == pytest.approx(n.loc["fixed", "observed_gap"], rel=1e-9)
+    assert n.loc["fixed", "observed_gap"] > 10  # far beyond the spreads (0.1 and 0), all of it the errors
+    assert pd.isna(n.loc["learned", "rmse_predicted_gap"])  # the published model has no fixed sigma
+    rows = [{**r, "sigma_min": 1.0, "sigma_median": 1.0} for r in rows]  # not the published model's sigma
+    assert pd.isna(published_table(_frame(rows), load_published(path)).numbers.set_index("decoder").loc[
+        "fixed", "rmse_predicted_gap"])
+
+
+def test_a_fixed_sigma_must_be_positive(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(PUBLISHED.replace('rmse = [0.15, 0.002]', 'rmse = [0.15, 0.002]\nfixed_sigma = 0'))
+    with pytest.raises(ConfigError, match="fixed_sigma = 0 is not allowed; expected a number > 0"):
+        load_published(path)

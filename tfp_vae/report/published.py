@@ -18,6 +18,7 @@ from tfp_vae.report.stats import ALPHA, mean_std
 from tfp_vae.report.tables import Table, _fmt, _order
 
 MODEL_KEYS = ("name", "decoder", "correspondence", "lppl", "rmse")
+OPTIONAL_MODEL_KEYS = ("fixed_sigma",)
 PROTOCOL_KEYS = ("learning_rate", "max_epochs", "patience", "trials", "validation")
 
 
@@ -28,6 +29,7 @@ class PublishedModel:
     correspondence: str
     lppl: tuple[float, float]  # mean, sd over the published trials
     rmse: tuple[float, float]
+    fixed_sigma: float | None = None  # a Gaussian decoder's one fixed standard deviation, where it has one
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,17 @@ def load_published(path: str | Path) -> Published:
     models = []
     for i, item in enumerate(data.get("model", [])):
         at = f"{where} [[model]] #{i + 1}"
-        unknown, missing = sorted(set(item) - set(MODEL_KEYS)), [k for k in MODEL_KEYS if k not in item]
+        unknown = sorted(set(item) - set(MODEL_KEYS) - set(OPTIONAL_MODEL_KEYS))
+        missing = [k for k in MODEL_KEYS if k not in item]
         if unknown or missing:
             raise ConfigError(f"{at}: keys {', '.join(unknown) or '-'} unknown, {', '.join(missing) or '-'} missing; "
-                              f"expected {', '.join(MODEL_KEYS)}")
+                              f"expected {', '.join(MODEL_KEYS)} (and optionally {', '.join(OPTIONAL_MODEL_KEYS)})")
+        sigma = item.get("fixed_sigma")
+        if sigma is not None and not (isinstance(sigma, (int, float)) and sigma > 0):
+            raise ConfigError(f"{at}: fixed_sigma = {sigma!r} is not allowed; expected a number > 0")
         models.append(PublishedModel(str(item["name"]), str(item["decoder"]), str(item["correspondence"]),
-                                     _pair(item["lppl"], at, "lppl"), _pair(item["rmse"], at, "rmse")))
+                                     _pair(item["lppl"], at, "lppl"), _pair(item["rmse"], at, "rmse"),
+                                     None if sigma is None else float(sigma)))
     if not models:
         raise ConfigError(f"{where}: no [[model]] given")
     return Published(data["source"], data["dataset"], data["scaling"], dict(protocol), tuple(models))
@@ -89,6 +96,20 @@ def _values(xs) -> str:
     return ", ".join(f"{x:g}" for x in sorted(set(float(v) for v in xs if v is not None and v == v)))
 
 
+def rmse_predicted_gap(model: PublishedModel, cell: pd.DataFrame, rmse_mean: float) -> float | None:
+    """Published minus our LPPL as the two rmse alone predict it, for a model with one fixed sigma
+    that our records share: a Gaussian's log density at one posterior sample is
+    -D/2 ln(2 pi sigma^2) - SSE / (2 sigma^2), SSE ~ D rmse^2, so the gap is
+    D (rmse_ours^2 - rmse_published^2) / (2 sigma^2). None where it does not apply."""
+    if model.fixed_sigma is None:
+        return None
+    scales = cell[["sigma_min", "sigma_median"]].to_numpy(float)
+    if not np.allclose(scales, model.fixed_sigma, rtol=1e-6):  # float32 records of the same sigma
+        return None
+    dims = float(cell["dims"].iloc[0])
+    return dims * (rmse_mean ** 2 - model.rmse[0] ** 2) / (2 * model.fixed_sigma ** 2)
+
+
 def published_table(df: pd.DataFrame, published: Published) -> Table:
     """For each published model, every label of its corresponding decoder (one per learning rate) in
     the published data set and scaling: our LPPL and rmse (mean ± sd over seeds) beside theirs, and
@@ -106,18 +127,21 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
             (lm, ls), (rm, rs) = mean_std(lppl), mean_std(rmse)
             p = _welch_p(lppl, model.lppl, trials)
             collapsed = int(cell["variance_collapse"].astype(bool).sum())
+            predicted = rmse_predicted_gap(model, cell, rm)
             numbers.append({"published": model.name, "decoder": lab, "correspondence": model.correspondence,
                             "n": len(lppl), "lppl_mean": lm, "lppl_std": ls, "published_lppl_mean": model.lppl[0],
                             "published_lppl_std": model.lppl[1], "lppl_p": p,
                             "lppl_differs": None if p is None else p < ALPHA, "rmse_mean": rm, "rmse_std": rs,
                             "published_rmse_mean": model.rmse[0], "published_rmse_std": model.rmse[1],
-                            "collapsed": collapsed})
+                            "collapsed": collapsed, "rmse_predicted_gap": predicted,
+                            "observed_gap": model.lppl[0] - lm})
             verdict = "n/a" if p is None else (f"differs (p = {p:.2g})" if p < ALPHA else f"consistent (p = {p:.2g})")
             rows.append([model.name, lab, model.correspondence, f"{collapsed}/{len(lppl)}",
                          f"{_fmt(lm)} ± {_fmt(ls)}", f"{_fmt(model.lppl[0])} ± {_fmt(model.lppl[1])}", verdict,
-                         f"{_fmt(rm, 4)} ± {_fmt(rs, 4)}", f"{model.rmse[0]:.3g} ± {model.rmse[1]:.2g}"])
+                         f"{_fmt(rm, 4)} ± {_fmt(rs, 4)}", f"{model.rmse[0]:.3g} ± {model.rmse[1]:.2g}",
+                         "n/a" if predicted is None else f"{predicted:+.1f} of {model.lppl[0] - lm:+.1f}"])
     header = ["published model", "ours", "correspondence", "collapsed", "LPPL (ours, nats)", "LPPL (published)",
-              "ours vs published", "rmse (ours)", "rmse (published)"]
+              "ours vs published", "rmse (ours)", "rmse (published)", "LPPL gap predicted by the rmse"]
     proto = published.protocol
     cells = ok[ok["config"].isin([m.decoder for m in published.models])]
     caption = (
@@ -131,5 +155,9 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
         f"{_values(cells['lppl_samples'])} posterior samples on {_values(cells['test_examples'])} test "
         f"images, rmse of the decoder mean at the posterior mean. 'differs': a Welch t-test from the two means and "
         f"sds rejects equal means at {ALPHA:g} (the protocol differences above are the first suspects). "
-        f"'collapsed': our seeds flagged by the collapse rules, whose LPPL is an unbounded density.")
+        f"'collapsed': our seeds flagged by the collapse rules, whose LPPL is an unbounded density. 'LPPL gap "
+        f"predicted by the rmse', for a model with one fixed sigma: D (rmse_ours^2 - rmse_published^2) / "
+        f"(2 sigma^2), the published minus our LPPL that the two reconstruction errors alone account for, beside "
+        f"the observed gap; where the two agree, the gap is how far the decoder mean was trained, not the "
+        f"likelihood.")
     return Table("published", caption, pd.DataFrame(numbers), header, rows)
