@@ -7,8 +7,9 @@ throughput benchmarks and compare them with the closest committed machine, and r
 the reports.
 
 `tox -e bench -- --all` reproduces every committed run; `-- --study-walltime` also times
-the quick study from scratch with and without seed batching; other arguments go to every
-`tfp-vae run` and `tfp-vae reproduce`, e.g. `tox -e bench -- --workers 1`.
+the quick study from scratch (scripts/study_walltime.py); other arguments go to every
+`tfp-vae run` and `tfp-vae reproduce`, e.g. `tox -e bench -- --workers 1` (without them,
+reproduce runs as many workers at a time as made the records, run 2).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     reproduce_all = "--all" in argv
     study_walltime = "--study-walltime" in argv
-    run_args = [a for a in argv if a not in ("--all", "--study-walltime")] or ["--workers", "2"]
+    # reproduce shares the machine as the records did unless told otherwise; run takes 2 workers
+    user_args = [a for a in argv if a not in ("--all", "--study-walltime")]
+    run_args = user_args or ["--workers", "2"]
     from tfp_vae.data import dataset_entry, store
     from tfp_vae.environment import machine_slug
 
@@ -49,7 +52,7 @@ def main(argv: list[str]) -> int:
     #    should be bit-identical is not)
     for study in [*studies, *samples]:
         which = samples.get(study, ["--all"] if reproduce_all else [])
-        failures += sh("tfp-vae", "reproduce", f"benchmarks/studies/{study}.toml", *which, *run_args) != 0
+        failures += sh("tfp-vae", "reproduce", f"benchmarks/studies/{study}.toml", *which, *user_args) != 0
     # 2. the quick studies themselves: only runs without a committed record
     for study in studies:
         failures += sh("tfp-vae", "run", f"benchmarks/studies/{study}.toml", *run_args) != 0
@@ -70,7 +73,7 @@ def main(argv: list[str]) -> int:
         if reference is not None:
             print("\n" + markdown(ratio_table(fresh, reference)))
         os.replace(fresh, out)
-    # 3b. on request, the quick study from scratch with and without seed batching (~15 min)
+    # 3b. on request, the quick study from scratch, with an empty and a filled compile cache (~15 min)
     if study_walltime:
         failures += sh(sys.executable, "scripts/study_walltime.py") != 0
     # 4. reports and the declared paper tables

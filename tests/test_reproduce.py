@@ -93,7 +93,7 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
 
     build_report(committed / "tiny", tmp_path / "report", warn=lambda s: None, reproductions=out)
     table = (tmp_path / "report" / "reproduction.md").read_text()
-    assert "bit-identical" in table and "same CPU model, versions and backend" in table
+    assert "bit-identical" in table and "same CPU model, versions, backend and threads" in table
 
     record_path = next((committed / "tiny").glob("*.json"))
     _edit(record_path, lambda r: r["metrics"].__setitem__("elbo", r["metrics"]["elbo"] + 1.0))
@@ -101,9 +101,39 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
     text = capsys.readouterr().out
     assert "different" in text and "metrics.elbo" in text and "should be bit-identical" in text
 
+    cores = json.loads(record_path.read_text())["environment"]["cpu_count"]
+    _edit(record_path, lambda r: r["environment"].__setitem__("cpu_count", 4 * cores))  # 4x the threads then
+    assert main(args) == 0  # explained by the threads (TensorFlow's reductions split by thread count)
+    assert f"worker threads {4 * cores} -> {cores}" in capsys.readouterr().out
+    _edit(record_path, lambda r: r["environment"].__setitem__("cpu_count", cores))
+
     _edit(record_path, lambda r: r["environment"].__setitem__("cpu_model", "Some Other CPU"))
     assert main(args) == 0  # now explained by the machine
     assert "CPU Some Other CPU ->" in capsys.readouterr().out
+
+
+def test_reruns_take_as_many_workers_as_the_records_were_made_with(study, tmp_path, capsys):
+    """Without --workers, a rerun shares the machine as its record did, so each worker has the
+    same threads (runs recorded 3 at a time are rerun 3 at a time)."""
+    from tfp_vae.runner.reproduce import recorded_workers, reproduce
+
+    assert recorded_workers([{"execution": {"concurrent_runs": 3}}] * 2 + [{"execution": {}}]) == 3
+    committed = tmp_path / "committed"
+    small = tmp_path / "small.toml"
+    small.write_text(STUDY.replace('scalings = ["raw", "dequantized"]', 'scalings = ["raw"]')
+                     .replace("seeds = [0, 1]", "seeds = [0]").replace('backends = ["tensorflow", "jax"]', 'backends = ["jax"]')
+                     .replace("[decoders.floor]\nxi = 0.05\n", ""))
+    assert main(["run", str(small), "--results", str(committed)]) == 0
+    record_path = next((committed / "tiny").glob("*.json"))
+    _edit(record_path, lambda r: r["execution"].__setitem__("concurrent_runs", 3))
+    asked = []
+    from tfp_vae.runner.study import load_study
+
+    reproduce(load_study(small), committed, tmp_path / "repro", 0, lambda *a: asked.append(a[-1]), log=lambda s: None)
+    assert asked == [3]
+    reproduce(load_study(small), committed, tmp_path / "repro", 0, lambda *a: asked.append(a[-1]), log=lambda s: None,
+              workers=1)
+    assert asked == [3, 1]
 
 
 def test_conclusions_hold_or_fail_cell_by_cell_on_planted_reruns():

@@ -199,11 +199,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if n is not None and n < 0:
         raise ConfigError(f"--sample {n} is not allowed; expected an integer >= 1")
 
-    def run_specs(sample, store, groups):
-        run_study(sample, store, args.workers, args.executor, args.scheduler, groups=groups,
+    def run_specs(sample, store, groups, workers):
+        run_study(sample, store, workers, args.executor, args.scheduler, groups=groups,
                   compile_cache=compile_cache.resolve(args.compile_cache))
 
-    found = reproduce(study, args.results, args.out, n, run_specs)
+    found = reproduce(study, args.results, args.out, n, run_specs, workers=args.workers)
     for line in verdict_lines(found.outcomes) + conclusion_lines(found.conclusions):
         print(line)
     return 1 if any(o.failed for o in found.outcomes) else 0
@@ -348,7 +348,8 @@ def make_parser() -> argparse.ArgumentParser:
     which = rq.add_mutually_exclusive_group()
     which.add_argument("--sample", type=int, help="rerun N runs (default: one per decoder and scaling)")
     which.add_argument("--all", action="store_true", help="rerun every committed run")
-    rq.add_argument("--workers", type=_count, default=2, help="parallel worker processes, each running a seed group")
+    rq.add_argument("--workers", type=_count, help="parallel worker processes, each running a seed group (default: as "
+                    "many as ran when the records were made, so each has the same threads)")
     rq.add_argument("--executor", default="local", help="local or dask")
     rq.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rq.add_argument("--results", default="results/runs", help="root of the committed records")

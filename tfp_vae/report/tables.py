@@ -16,6 +16,7 @@ import pandas as pd
 
 from tfp_vae.decoders import DECODERS
 from tfp_vae.records import SCALE_CONVERGENCE_RTOL
+from tfp_vae.runner.reproduce import SAME_ENVIRONMENT
 from tfp_vae.report.stats import (ALPHA, MIN_SEEDS_FOR_INTERVAL, MIN_SEEDS_FOR_IQM_INTERVAL, equivalence, iqm,
                                   iqm_interval, mean_std, tied_with_best, wilson, worse_than)
 
@@ -503,7 +504,7 @@ def reproduction_table(files: list) -> Table:
     for path in sorted(Path(f) for f in files):
         data = json.loads(path.read_text())
         for o in data.get("outcomes", []):
-            why = "; ".join(o["explanation"]) or "same CPU model, versions and backend"
+            why = "; ".join(o["explanation"]) or SAME_ENVIRONMENT
             different = ", ".join(f"{k}: {v}" for k, v in list((o["detail"].get("different") or {}).items())[:3])
             numbers.append({"machine": data["machine"], "cpu_model": data["cpu_model"], "run_id": o["run_id"],
                             "run": o["label"], "verdict": o["verdict"], "expected_identical": o["expected_identical"],

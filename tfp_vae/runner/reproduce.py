@@ -4,8 +4,11 @@ Runs are rerun into a separate store keyed by machine (never over the committed
 records) and compared with their committed record field by field, timing and
 environment apart: bit-identical, equal within the stated tolerance, or different
 (which fields, by how much). A difference is explained by what differs between the
-two environments: CPU model, library versions, backend. Where nothing differs, a
-record is expected to be bit-identical (determinism), and anything else is a failure.
+two environments: CPU model, library versions, backend, and the threads each worker had
+(TensorFlow's kernels split a reduction by thread count, so its last bits follow it). Where
+nothing differs, a record is expected to be bit-identical (determinism), and anything else
+is a failure. The reruns use as many parallel workers as the records were made with, so that
+each has the same threads, unless told otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from tfp_vae.records import write_record
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study
 
+#: Why a rerun is expected to be bit-identical, where nothing else is said.
+SAME_ENVIRONMENT = "same CPU model, versions, backend and threads"
 #: Floats equal within this relative (or, near zero, absolute) tolerance count as reproduced.
 RTOL, ATOL = 1e-3, 1e-4
 #: Sections that legitimately differ between two runs of one spec.
@@ -109,8 +114,22 @@ def compare(committed: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
             "different": {k: _size(a.get(k), b.get(k)) for k in beyond[:20]}, "different_count": len(beyond)}
 
 
+def worker_threads(record: dict[str, Any]) -> int | None:
+    """The threads the record's worker process had: the machine's cores over the runs sharing it."""
+    cores, sharing = (record.get("environment") or {}).get("cpu_count"), (record.get("execution") or {}).get(
+        "concurrent_runs")
+    return max(1, cores // sharing) if cores and sharing else None
+
+
+def recorded_workers(records: list[dict[str, Any]]) -> int:
+    """How many runs shared the machine when most of these records were made (1 if none says)."""
+    counts = [r.get("execution", {}).get("concurrent_runs") or 1 for r in records]
+    return max(set(counts), key=counts.count) if counts else 1
+
+
 def environment_differences(committed: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
-    """What differs between the environments of two records: CPU model, library versions, backend."""
+    """What differs between the environments of two records: CPU model, library versions, backend,
+    worker threads."""
     ea, eb = committed.get("environment") or {}, rerun.get("environment") or {}
     out = []
     if ea.get("cpu_model") != eb.get("cpu_model"):
@@ -122,6 +141,8 @@ def environment_differences(committed: dict[str, Any], rerun: dict[str, Any]) ->
                 out.append(f"{name} {va.get(name)} -> {vb.get(name)}")
     if (committed.get("execution") or {}).get("backend") != (rerun.get("execution") or {}).get("backend"):
         out.append("backend")
+    if worker_threads(committed) != worker_threads(rerun):
+        out.append(f"worker threads {worker_threads(committed)} -> {worker_threads(rerun)}")
     if (ea.get("git") or {}).get("commit") != (eb.get("git") or {}).get("commit"):
         out.append(f"code {str((ea.get('git') or {}).get('commit'))[:10]} -> {str((eb.get('git') or {}).get('commit'))[:10]}")
     return out
@@ -146,14 +167,16 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        """A run that should be bit-identical (same CPU model, versions, backend) and is not."""
+        """A run that should be bit-identical (same CPU model, versions, backend, threads) and is not."""
         return self.expected_identical and self.verdict != "bit-identical"
 
 
 def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n: int | None,
-              run_specs: Callable[[Study, ResultStore, list], Any], log: Callable[[str], None] = print) -> Reproduction:
+              run_specs: Callable[[Study, ResultStore, list, int], Any], log: Callable[[str], None] = print,
+              workers: int | None = None) -> Reproduction:
     """Rerun the sample of `study` into out_root/<machine>/<study>/ and compare, run by run and
-    table cell by table cell (report.conclusions); writes summary.json."""
+    table cell by table cell (report.conclusions); writes summary.json. `run_specs(sample, store,
+    groups, workers)` runs them, `workers` at a time (default: as many as when they were recorded)."""
     from tfp_vae.report.conclusions import conclusions
     from tfp_vae.runner.study import describe
 
@@ -162,9 +185,10 @@ def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n:
     specs = [spec for group in groups for spec in group]
     machine = machine_slug()
     fresh = ResultStore(Path(out_root) / machine, study.name)
+    workers = workers or recorded_workers([committed.read(spec.run_id()) or {} for spec in specs])
     log(f"reproducing {len(specs)} of {len(study.specs)} committed runs of {study.name} ({len(groups)} seed "
-        f"group(s), as recorded) on {cpu_model()} into {fresh.dir}")
-    run_specs(Study(study.name, study.path, tuple(specs)), fresh, groups)
+        f"group(s), as recorded) on {cpu_model()} into {fresh.dir}, {workers} at a time")
+    run_specs(Study(study.name, study.path, tuple(specs)), fresh, groups, workers)
     outcomes = []
     for spec in specs:
         old, new = committed.read(spec.run_id()), fresh.read(spec.run_id())
@@ -188,7 +212,7 @@ def verdict_lines(outcomes: list[Outcome]) -> list[str]:
     """The verdict table as text, one line per run, then the counts."""
     lines = []
     for o in outcomes:
-        why = "; ".join(o.explanation) or "same CPU model, versions and backend"
+        why = "; ".join(o.explanation) or SAME_ENVIRONMENT
         extra = "" if o.verdict != "different" else " (" + ", ".join(f"{k}: {v}" for k, v in
                                                                        list(o.detail["different"].items())[:3]) + ")"
         flag = "  <- should be bit-identical" if o.failed else ""
