@@ -7,8 +7,9 @@ programs (they take pixels already scaled), and a rerun compiles exactly what th
 program loaded from the cache is the executable a fresh compile gives, so records do not change;
 only the time of a group's first epoch and first evaluation (timing.compile_s) does. TensorFlow's
 graph (compiler "graph") compiles nothing with XLA and is not affected. Each framework keys its
-entries by the program, its own version and its compile options, so one directory serves every
-version and machine that shares it.
+entries by the program, its own version and its compile options (TensorFlow also compares the
+stored program with the one it is about to run), and writes an entry to a temporary file that it
+then renames, so one directory serves every version, machine and concurrent worker sharing it.
 """
 
 from __future__ import annotations
