@@ -46,6 +46,11 @@ GROUPS_PER_WORKER = 64
 HEARTBEAT_S = 300.0
 
 
+def threads_per_worker(cores: int, workers: int) -> int:
+    """The threads each of `workers` parallel worker processes gets on a machine of `cores`."""
+    return max(1, cores // workers)
+
+
 def worker_env(threads: int, concurrent: int, compile_cache: str | None = None) -> dict[str, str]:
     """The environment of a worker process: its thread budget, how many runs share the machine and
     where compiled programs persist (compile_cache.py; None: nowhere)."""
@@ -170,7 +175,7 @@ class LocalExecutor:
             raise ConfigError("--scheduler is for --executor dask; the local executor runs on this machine")
         self.compile_cache = compile_cache
         self.pool = cf.ThreadPoolExecutor(max_workers=workers)
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads_per_worker(os.cpu_count() or 1, workers)
         self.workers = workers
 
     def submit(self, group: list[RunSpec]) -> cf.Future:
@@ -204,7 +209,7 @@ class DaskExecutor:
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                         dashboard_address=None)
             self.client = Client(self.cluster)
-            self.threads = max(1, (os.cpu_count() or 1) // workers)
+            self.threads = threads_per_worker(os.cpu_count() or 1, workers)
         self.workers = 1 if scheduler else workers
 
     def submit(self, group: list[RunSpec]):

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from tfp_vae.environment import cpu_model, machine_slug
 from tfp_vae.records import write_record
+from tfp_vae.runner.execute import threads_per_worker
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study
 
@@ -118,7 +119,7 @@ def worker_threads(record: dict[str, Any]) -> int | None:
     """The threads the record's worker process had: the machine's cores over the runs sharing it."""
     cores, sharing = (record.get("environment") or {}).get("cpu_count"), (record.get("execution") or {}).get(
         "concurrent_runs")
-    return max(1, cores // sharing) if cores and sharing else None
+    return threads_per_worker(cores, sharing) if cores and sharing else None
 
 
 def recorded_workers(records: list[dict[str, Any]]) -> int:
