@@ -118,6 +118,10 @@ class Architecture:
                     h = xp.relu(h)
         if convs:
             return xp.reshape(h, (-1, *self.image_shape, self.outputs_per_pixel))
-        # outputs-major columns (_outputs_major): XLA fuses the likelihood with the moved view; with
-        # pixel-major columns its fused strided reads made decode + likelihood 2x slower on a CPU
-        return xp.moveaxis(xp.reshape(h, (-1, self.outputs_per_pixel, *self.image_shape)), 1, -1)
+        # outputs-major columns (_outputs_major), each output's block sliced and stacked: XLA folds
+        # raw[..., j] back to block j, a contiguous read. Pixel-major columns (fused strided reads)
+        # and a moved axis (a transposing copy that XLA:CPU fused into the likelihood as scalar
+        # code) each made decode + likelihood several times slower on a CPU.
+        pixels = int(np.prod(self.image_shape))
+        return xp.stack([xp.reshape(h[..., j * pixels:(j + 1) * pixels], (-1, *self.image_shape))
+                         for j in range(self.outputs_per_pixel)], -1)
