@@ -43,3 +43,35 @@ def test_compiled_programs_persist_between_studies_and_change_no_record(tmp_path
         return {run_id: {k: v for k, v in r.items() if k not in VOLATILE_SECTIONS} for run_id, r in runs.items()}
 
     assert stable(records["afresh"]) == stable(records["first"]) == stable(records["second"])
+
+
+def _jit_once_in_a_process(env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    code = "import jax, jax.numpy as jnp; jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(5)).block_until_ready()"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=300)
+
+
+def test_compile_cache_none_overrides_a_cache_the_user_switched_on(tmp_path):
+    """`--compile-cache none` compiles afresh even where the caller's environment names a JAX cache
+    directory or a TensorFlow one: with the inherited settings alone a program lands in the user's
+    directory (the check can fail), with the worker's settings for 'none' nothing does."""
+    import os
+
+    from tfp_vae.compile_cache import TF_FLAG, worker_environment
+
+    users = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "inherited"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+             "TF_XLA_FLAGS": f"--tf_xla_auto_jit=0 {TF_FLAG}={tmp_path / 'tf'}"}
+    inherited = {**os.environ, **users}
+    _jit_once_in_a_process(inherited)
+    assert list((tmp_path / "inherited").iterdir())
+    for entry in (tmp_path / "inherited").iterdir():
+        entry.unlink()
+    off = worker_environment(None, inherited)
+    assert off["TF_XLA_FLAGS"] == "--tf_xla_auto_jit=0"  # the user's other flags stay
+    _jit_once_in_a_process({**inherited, **off})
+    assert not list((tmp_path / "inherited").iterdir())
+    on = worker_environment(tmp_path / "ours", inherited)
+    assert on["TF_XLA_FLAGS"].split() == ["--tf_xla_auto_jit=0", f"{TF_FLAG}={tmp_path / 'ours' / 'tensorflow'}"]

@@ -44,14 +44,27 @@ def resolve(value: str | None) -> Path | None:
     return directory
 
 
-def worker_environment(directory: Path | None) -> dict[str, str]:
-    """The environment variables that switch both frameworks' caches on in a process that has not
-    loaded either yet (each framework reads them when it loads)."""
+#: TensorFlow's flag naming its persistent cache directory (in TF_XLA_FLAGS).
+TF_FLAG = "--tf_xla_persistent_cache_directory"
+
+
+def _tf_flags_without_cache(flags: str) -> str:
+    """TF_XLA_FLAGS with any cache directory of its own removed (the caller's flag then rules)."""
+    return " ".join(flag for flag in flags.split() if not flag.startswith(TF_FLAG + "=") and flag != TF_FLAG)
+
+
+def worker_environment(directory: Path | None, inherited: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment variables that switch both frameworks' caches on (or, for None, off, even
+    where the `inherited` environment, os.environ by default, switched one on) in a process that
+    has not loaded either yet (each framework reads them when it loads)."""
+    inherited = os.environ if inherited is None else inherited
+    tf_flags = _tf_flags_without_cache(inherited.get("TF_XLA_FLAGS", ""))
     if directory is None:
-        return {ENV: OFF}
-    tf_flags = f"{os.environ.get('TF_XLA_FLAGS', '')} --tf_xla_persistent_cache_directory={directory / 'tensorflow'}"
+        return {ENV: OFF, "JAX_ENABLE_COMPILATION_CACHE": "false", "TF_XLA_FLAGS": tf_flags}
+    tf_flags = f"{tf_flags} {TF_FLAG}={directory / 'tensorflow'}"
     return {
         ENV: str(directory),
+        "JAX_ENABLE_COMPILATION_CACHE": "true",
         "JAX_COMPILATION_CACHE_DIR": str(directory / "jax"),
         # every program, however quickly it compiles: a group compiles several of about a second each
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
