@@ -225,6 +225,29 @@ def test_a_study_runs_seed_groups_in_workers_that_stay_up(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_group_cut_short_keeps_the_seeds_it_finished(tmp_path):
+    """On a CPU a group's seeds run one after another and each record reaches the client when its
+    seed is done: the worker killed the moment the first record arrives leaves that record whole,
+    and only the seed it was still training becomes an error."""
+    from tfp_vae.runner.execute import WorkerProcess
+
+    study = load_study(write(tmp_path, TINY.replace("epochs = 1", "epochs = 40")))
+    group = [s for s in study.specs if s.decoder == "fixed"]
+    dicts, ids = [s.to_dict() for s in group], [s.run_id() for s in group]
+    worker, early = WorkerProcess(1, 1), []
+
+    def first_then_kill(record):
+        early.append(record)
+        worker.proc.kill()
+
+    records, reusable = worker.run_group(dicts, ids, timeout_s=300, on_record=first_then_kill, poll_s=0.05)
+    worker.close()
+    assert [r["run_id"] for r in early] == ids[:1] and early[0]["status"] == "ok"
+    assert records[0] == early[0] and records[1]["status"] == "error" and not reusable
+    assert early[0]["execution"]["seed_group"] == [0, 1]
+
+
+@pytest.mark.slow
 def test_a_worker_that_dies_costs_its_group_only(tmp_path):
     """A worker process killed before it answers: its group's runs become error records naming
     the exit; the next group gets a fresh worker and runs."""

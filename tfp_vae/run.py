@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 from tfp_vae import SCHEMA_VERSION, __version__
@@ -56,6 +56,14 @@ def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print
     """Train specs that differ only by seed together (`layout`, one of SEED_LAYOUTS) and evaluate
     each; one record per spec, each what that seed trained alone would give up to float rounding
     (docs/definitions.md)."""
+    return list(group_records(specs, log, layout))
+
+
+def group_records(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+                  layout: str = "auto") -> Iterator[dict[str, Any]]:
+    """run_group's records, in spec order, each as soon as it is ready: in the sequential layout a
+    seed is trained and evaluated before the next one starts, so a process killed part way through
+    a group has lost only the seed it was on."""
     if layout not in SEED_LAYOUTS:
         raise ValueError(f"seed layout {layout!r}: one of {', '.join(SEED_LAYOUTS)}")
     if not specs:
@@ -80,29 +88,28 @@ def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print
         f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, "
         f"{first.backend} on {device}, {first.precision}"
         + (f", seeds {layout}" if len(specs) > 1 else ""))
-    records = []
+    environment = None
     with backend.device_scope(device):
         model = build_model(first, entry.shape, data, backend)
         batched = layout == "vmap" and len(specs) > 1  # evaluation too takes the group's seeds in one call
         evals = EvalFunctions(backend, model, first.train.compiler, first.eval.iwae_k, first.eval.k_chunk,
                               first.eval.lppl_samples, batched)
         group_epoch = make_group_epoch(backend, model, first, data, batched)
-        parts = [specs] if batched else [[spec] for spec in specs]
-        trained_group = [trained for part in parts for trained in
-                         train_group(backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1)]
-        environment = {**capture(backend, device),
-                       "data_source": {"source": location.source, "directory": str(location.directory or "")}}
-        trained, trainings = [t for t, _ in trained_group], [r for _, r in trained_group]
-        evaluated = evaluate_group(backend, model, trained, specs, splits.test.images, splits.train.images, data,
-                                   evals, trainings, batched)
-        for spec, training, (metrics, eval_timing) in zip(specs, trainings, evaluated):
-            records.append(_record(spec, metrics, eval_timing, training, splits, backend, device, seeds, environment,
-                                   layout))
-    wall = time.perf_counter() - t_wall
-    for record in records:  # every seed waited for the whole group
-        record["timing"]["wall_s"] = wall
-        record["timing"]["peak_memory_mib"] = backend.peak_memory_mib(device)
-    return [jsonable(record) for record in records]
+        for part in [specs] if batched else [[spec] for spec in specs]:
+            trained_part = train_group(backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1)
+            environment = environment or {
+                **capture(backend, device),
+                "data_source": {"source": location.source, "directory": str(location.directory or "")}}
+            trained, trainings = [t for t, _ in trained_part], [r for _, r in trained_part]
+            evaluated = evaluate_group(backend, model, trained, part, splits.test.images, splits.train.images, data,
+                                       evals, trainings, batched)
+            for spec, training, (metrics, eval_timing) in zip(part, trainings, evaluated):
+                record = _record(spec, metrics, eval_timing, training, splits, backend, device, seeds, environment,
+                                 layout)
+                # from the group's start: the group's wall time for its last seed (for all, batched)
+                record["timing"]["wall_s"] = time.perf_counter() - t_wall
+                record["timing"]["peak_memory_mib"] = backend.peak_memory_mib(device)
+                yield jsonable(record)
 
 
 def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float], training, splits,

@@ -9,7 +9,8 @@ executor only decides where workers live: this machine (a thread per worker), or
 cluster (a LocalCluster by default, or `--scheduler ADDRESS`; each Dask worker process
 keeps its own worker process). Records travel back as values and are written by this
 (client) process as they arrive, so workers need no shared disk, and a Ctrl-C or a killed
-client loses no finished record: the next invocation resumes.
+client loses no finished record: the next invocation resumes. On the local executor a
+group's finished seeds arrive while its other seeds still run; from Dask, with the group.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ DEFAULT_SEEDS_PER_GROUP = 16
 #: A worker is replaced after this many groups, which bounds what compiled functions and
 #: framework caches can accumulate in one process.
 GROUPS_PER_WORKER = 64
-#: While no group finishes for this long, the runner prints each running group's latest epoch.
+#: While no run finishes for this long, the runner prints each running group's latest epoch.
 HEARTBEAT_S = 300.0
+#: How often the runner looks for records of a running group's finished seeds.
+POLL_S = 2.0
 
 
 def threads_per_worker(cores: int, workers: int) -> int:
@@ -85,30 +88,45 @@ class WorkerProcess:
         lines = [line.strip() for line in self.log_tail().splitlines() if " epoch " in f" {line.strip()}"]
         return lines[-1] if lines else None
 
-    def run_group(self, spec_dicts: list[dict[str, Any]], run_ids: list[str],
-                  timeout_s: float = WORKER_TIMEOUT_S) -> tuple[list[dict[str, Any]], bool]:
-        """(one record per spec, whether the worker is still usable); never raises."""
+    def run_group(self, spec_dicts: list[dict[str, Any]], run_ids: list[str], timeout_s: float = WORKER_TIMEOUT_S,
+                  on_record: Callable[[dict[str, Any]], None] | None = None, poll_s: float = POLL_S,
+                  ) -> tuple[list[dict[str, Any]], bool]:
+        """(one record per spec, whether the worker is still usable); never raises. `on_record` is
+        called with each record the worker has written while the group still runs (looked for
+        every `poll_s`), so that a client killed part way through a group keeps its finished seeds."""
         with tempfile.TemporaryDirectory(prefix="tfp_vae_group_") as out:
+            found: dict[str, dict[str, Any]] = {}
+
+            def collect(notify: bool) -> None:
+                for run_id in run_ids:
+                    path = Path(out) / f"{run_id}.json"
+                    if run_id not in found and path.is_file():  # written atomically: one that is there is whole
+                        found[run_id] = json.loads(path.read_text())
+                        if notify and on_record is not None:
+                            on_record(found[run_id])
+
             failure = None
             try:
                 self.proc.stdin.write(json.dumps({"specs": spec_dicts, "out": out}) + "\n")
                 self.proc.stdin.flush()
-                ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-                answer = self.proc.stdout.readline() if ready else None
+                deadline, answer = time.monotonic() + timeout_s, None
+                while answer is None and time.monotonic() < deadline:
+                    wait = min(poll_s, deadline - time.monotonic()) if on_record is not None else timeout_s
+                    ready, _, _ = select.select([self.proc.stdout], [], [], max(wait, 0.0))
+                    if ready:
+                        answer = self.proc.stdout.readline()
+                    else:
+                        collect(notify=True)
                 if answer is None:
                     failure = f"TimeoutExpired: seed group exceeded {timeout_s:.0f} s"
                 elif answer.strip() != DONE:
                     failure = f"worker process exited with code {self.proc.poll()}"
             except (BrokenPipeError, OSError) as exc:
                 failure = f"worker process unreachable ({exc}), exit code {self.proc.poll()}"
-            records = []
-            for spec_dict, run_id in zip(spec_dicts, run_ids):
-                path = Path(out) / f"{run_id}.json"
-                if path.is_file():  # written atomically: a record that is there is whole
-                    records.append(json.loads(path.read_text()))
-                else:
-                    records.append(error_record(spec_dict, run_id, failure or "worker wrote no record",
-                                                self.log_tail()))
+            collect(notify=False)
+            records = [found.get(run_id) or error_record(spec_dict, run_id, failure or "worker wrote no record",
+                                                         self.log_tail())
+                       for spec_dict, run_id in zip(spec_dicts, run_ids)]
         self.groups += 1
         return records, failure is None and self.groups < GROUPS_PER_WORKER
 
@@ -132,10 +150,12 @@ _BUSY: dict[tuple[str, ...], WorkerProcess] = {}
 
 
 def run_group_in_worker(spec_dicts: list[dict[str, Any]], run_ids: list[str], threads: int,
-                        concurrent: int = 1, compile_cache: str | None = None) -> list[dict[str, Any]]:
+                        concurrent: int = 1, compile_cache: str | None = None,
+                        on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run one seed group in an idle worker process of this machine (started if there is none);
     never raises. `concurrent` (how many groups share the machine) goes into the records;
-    `compile_cache`: the directory compiled programs persist in (None: none)."""
+    `compile_cache`: the directory compiled programs persist in (None: none); `on_record`: as in
+    WorkerProcess.run_group."""
     with _IDLE_LOCK:
         idle = _IDLE.setdefault((threads, concurrent, compile_cache), queue.SimpleQueue())
     try:
@@ -144,7 +164,7 @@ def run_group_in_worker(spec_dicts: list[dict[str, Any]], run_ids: list[str], th
         worker = WorkerProcess(threads, concurrent, compile_cache)
     _BUSY[tuple(run_ids)] = worker
     try:
-        records, reusable = worker.run_group(spec_dicts, run_ids)
+        records, reusable = worker.run_group(spec_dicts, run_ids, on_record=on_record)
     finally:
         del _BUSY[tuple(run_ids)]
     if reusable:
@@ -177,10 +197,20 @@ class LocalExecutor:
         self.pool = cf.ThreadPoolExecutor(max_workers=workers)
         self.threads = threads_per_worker(os.cpu_count() or 1, workers)
         self.workers = workers
+        self.finished: queue.SimpleQueue = queue.SimpleQueue()  # records of seeds whose group still runs
 
     def submit(self, group: list[RunSpec]) -> cf.Future:
         return self.pool.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
-                                self.threads, self.workers, self.compile_cache)
+                                self.threads, self.workers, self.compile_cache, self.finished.put)
+
+    def early_records(self) -> list[dict[str, Any]]:
+        """Records of finished seeds of groups that still run, each once."""
+        out = []
+        while True:
+            try:
+                out.append(self.finished.get_nowait())
+            except queue.Empty:
+                return out
 
     def wait_any(self, futures: list, timeout: float | None = None) -> set:
         return cf.wait(futures, timeout, return_when=cf.FIRST_COMPLETED)[0]
@@ -226,6 +256,9 @@ class DaskExecutor:
 
     def latest_epoch(self, group: list[RunSpec]) -> str | None:
         return None  # the worker's log is on its own machine
+
+    def early_records(self) -> list[dict[str, Any]]:
+        return []  # a group's records come back together, as the value of its task
 
     def close(self) -> None:
         self.client.close()
@@ -334,6 +367,29 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
     engine = make_executor(executor, workers, scheduler, None if compile_cache is None else str(compile_cache))
     running: dict[Any, list[RunSpec]] = {}
     heard: dict[int, str] = {}  # the epoch line last printed per running group
+    saved: set[str] = set()  # run ids whose records are written (a group's finished seeds come first)
+    claimed = {spec.run_id(): spec for spec in todo}
+    quiet_since = time.perf_counter()
+
+    def save(record: dict[str, Any]) -> None:
+        spec = claimed[record["run_id"]]
+        try:
+            store.write(record)
+        except OSError as exc:  # e.g. no space left: say so in one line, keep what is saved
+            done = sum(store.status(s.run_id()) == "done" for s in study.specs)
+            raise StoreError(
+                f"cannot write records to {store.dir} ({exc.strerror or exc}); {done} of "
+                f"{len(study.specs)} runs of {study.name} are saved there, intact; make room and run "
+                f"the same command again: it resumes from them") from None
+        saved.add(spec.run_id())
+        store.release(spec.run_id())
+        if record["status"] == "error":
+            progress.failed += 1
+        else:
+            progress.done += 1
+        progress.running = sum(s.run_id() not in saved for g in running.values() for s in g)
+        progress.line(f"{describe(spec)}: {summary(record)}", finished_one=True)
+
     try:
         queue_ = list(queue_)
         while queue_ or running:
@@ -350,41 +406,33 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
                         group.append(spec)
                 if group:
                     running[engine.submit(group)] = group
-            progress.running = sum(len(g) for g in running.values())
+            progress.running = sum(s.run_id() not in saved for g in running.values() for s in g)
             if not running:
                 break
-            finished = engine.wait_any(list(running), HEARTBEAT_S)
-            if not finished:  # a long group: say where each running one is
+            finished = engine.wait_any(list(running), POLL_S)
+            early = engine.early_records()
+            for record in early:
+                save(record)
+            if finished or early:
+                quiet_since = time.perf_counter()
+            elif time.perf_counter() - quiet_since >= HEARTBEAT_S:  # a long group: say where each running one is
+                quiet_since = time.perf_counter()
                 for group in running.values():
                     latest = engine.latest_epoch(group)
                     if latest and latest != heard.get(id(group)):
                         heard[id(group)] = latest
                         progress.line(f"{describe(group[0])} (group of {len(group)}): {latest}")
             for future in finished:
-                group = running.pop(future)
+                group = running[future]  # until its records are saved: if saving fails, its claims are released
                 try:
                     records = future.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. a Dask worker was lost
                     records = [error_record(s.to_dict(), s.run_id(), f"{type(exc).__name__}: {exc}", "")
                                for s in group]
-                progress.running = sum(len(g) for g in running.values())
-                for i, (spec, record) in enumerate(zip(group, records)):
-                    try:
-                        store.write(record)
-                    except OSError as exc:  # e.g. no space left: say so in one line, keep what is saved
-                        for unsaved in group[i:]:
-                            store.release(unsaved.run_id())
-                        saved = sum(store.status(s.run_id()) == "done" for s in study.specs)
-                        raise StoreError(
-                            f"cannot write records to {store.dir} ({exc.strerror or exc}); {saved} of "
-                            f"{len(study.specs)} runs of {study.name} are saved there, intact; make room and run "
-                            f"the same command again: it resumes from them") from None
-                    store.release(spec.run_id())
-                    if record["status"] == "error":
-                        progress.failed += 1
-                    else:
-                        progress.done += 1
-                    progress.line(f"{describe(spec)}: {summary(record)}", finished_one=True)
+                for record in engine.early_records() + records:
+                    if record["run_id"] not in saved:
+                        save(record)
+                del running[future]
     finally:
         for group in running.values():
             for spec in group:

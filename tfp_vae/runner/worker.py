@@ -2,8 +2,9 @@
 
 The study runner starts a few of these and sends each one seed group at a time, one
 JSON line on stdin: {"specs": [spec dicts], "out": directory}. The worker trains the
-group (seed batching), writes each record atomically to directory/<run_id>.json and
-answers with the line "done". End of input ends the process. A group that raises is
+group (seed batching), writes each record atomically to directory/<run_id>.json as soon
+as it is ready (in the sequential layout, seed by seed) and, when all are, answers with
+the line "done". End of input ends the process. A group that raises is
 retried one seed at a time, so one failing seed leaves the others' records intact;
 what still raises becomes an error record."""
 
@@ -14,7 +15,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 from tfp_vae import SCHEMA_VERSION, __version__
 
@@ -28,22 +29,28 @@ def error_record(spec_dict: dict[str, Any], run_id: str, error: str, tb: str) ->
             "spec": spec_dict, "status": "error", "error": error, "traceback": tb}
 
 
-def run_specs(spec_dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records of one seed group; never raises."""
+def run_specs(spec_dicts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Records of one seed group, each as soon as it is ready (run.group_records); never raises."""
     from tfp_vae.config import spec_from_dict
-    from tfp_vae.run import run_group
+    from tfp_vae.run import group_records
 
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     specs = [spec_from_dict(d) for d in spec_dicts]
+    recorded = set()
     try:
-        return run_group(specs, log)
+        for record in group_records(specs, log):
+            recorded.add(record["run_id"])
+            yield record
     except Exception:  # noqa: BLE001 - a failing run is recorded and the study goes on
+        rest = [d for d, spec in zip(spec_dicts, specs) if spec.run_id() not in recorded]
         if len(specs) > 1:
-            log(f"seed group failed:\n{traceback.format_exc()}retrying its seeds one at a time")
-            return [record for spec in spec_dicts for record in run_specs([spec])]
+            log(f"seed group failed:\n{traceback.format_exc()}retrying its seeds without a record one at a time")
+            for spec_dict in rest:
+                yield from run_specs([spec_dict])
+            return
         exc_type, exc, _ = sys.exc_info()
-        return [error_record(specs[0].to_dict(), specs[0].run_id(), f"{exc_type.__name__}: {exc}",
-                             traceback.format_exc())]
+        yield error_record(specs[0].to_dict(), specs[0].run_id(), f"{exc_type.__name__}: {exc}",
+                           traceback.format_exc())
 
 
 def serve(requests: TextIO, answers: TextIO) -> None:
