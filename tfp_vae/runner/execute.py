@@ -111,7 +111,7 @@ class WorkerProcess:
                 self.proc.stdin.flush()
                 deadline, answer = time.monotonic() + timeout_s, None
                 while answer is None and time.monotonic() < deadline:
-                    wait = min(poll_s, deadline - time.monotonic()) if on_record is not None else timeout_s
+                    wait = min(poll_s, deadline - time.monotonic())
                     ready, _, _ = select.select([self.proc.stdout], [], [], max(wait, 0.0))
                     if ready:
                         answer = self.proc.stdout.readline()
@@ -371,6 +371,9 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
     claimed = {spec.run_id(): spec for spec in todo}
     quiet_since = time.perf_counter()
 
+    def unsaved_running() -> int:
+        return sum(s.run_id() not in saved for g in running.values() for s in g)
+
     def save(record: dict[str, Any]) -> None:
         spec = claimed[record["run_id"]]
         try:
@@ -387,7 +390,7 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
             progress.failed += 1
         else:
             progress.done += 1
-        progress.running = sum(s.run_id() not in saved for g in running.values() for s in g)
+        progress.running = unsaved_running()
         progress.line(f"{describe(spec)}: {summary(record)}", finished_one=True)
 
     try:
@@ -406,7 +409,7 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
                         group.append(spec)
                 if group:
                     running[engine.submit(group)] = group
-            progress.running = sum(s.run_id() not in saved for g in running.values() for s in g)
+            progress.running = unsaved_running()
             if not running:
                 break
             finished = engine.wait_any(list(running), POLL_S)
