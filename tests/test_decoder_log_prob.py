@@ -203,3 +203,28 @@ def test_sum_image_sums_each_example_over_its_pixels_in_float32(backend, rng):
         expected = x.astype(np.float64).reshape(*lead, -1).sum(-1)
         assert got.shape == lead
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6 * np.abs(x).reshape(*lead, -1).sum(-1).max())
+
+
+def test_continuous_bernoulli_can_pass_the_excess_density_limit_only_at_exactly_0_and_1(backend):
+    """On 8-bit raw pixels its density at an interior level k / 255 is at most about
+    1 / (e min(x, 1 - x)) <= 255 / e over all logits, below 2 / bin = 510: so every pixel
+    such a run flags is exactly 0 or 1, where the density grows like |logit| without bound."""
+    ctx = DataContext(levels=256, scaling="raw")
+    limit = np.log(2.0 / ctx.bin_width)
+    dec = make_decoder("continuous_bernoulli", {}, ctx, backend)
+    logits = np.linspace(-3000.0, 3000.0, 60001, dtype=np.float32)
+    x = np.array([0, 1, 2, 128, 253, 254, 255], np.float32) / 255.0
+    y, raw = np.broadcast_arrays(x[:, None], logits[None, :])
+    b = backend
+    got = np.asarray(dec.pixel_log_density(b.asarray(np.ascontiguousarray(y)),
+                                           b.asarray(np.ascontiguousarray(raw)[..., None])), np.float64)
+    eta, xx = raw.astype(np.float64), y.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # eta = 0 is the uniform density, 1
+        closed = np.where(eta == 0, 0.0, np.log(np.abs(eta)) + eta * xx
+                          - np.maximum(eta, 0.0) - np.log(-np.expm1(-np.abs(eta))))
+    peak, interior = got.max(axis=1), (x > 0) & (x < 1)
+    np.testing.assert_allclose(peak, closed.max(axis=1), atol=0.02)
+    edge = np.minimum(x[interior], 1 - x[interior]).astype(np.float64)
+    assert np.all(peak[interior] <= np.maximum(-np.log(np.e * edge), 0.0) + 0.02)
+    assert np.all(peak[interior] < limit - 1.5)
+    assert np.all(peak[~interior] > limit + 1.0)
