@@ -134,6 +134,9 @@ def test_reruns_take_as_many_workers_as_the_records_were_made_with(study, tmp_pa
     reproduce(load_study(small), committed, tmp_path / "repro", 0, lambda *a: asked.append(a[-1]), log=lambda s: None,
               workers=1)
     assert asked == [3, 1]
+    said = []  # the whole study's spec has 16 runs, of which this one is committed
+    reproduce(load_study(study), committed, tmp_path / "repro", 0, lambda *a: None, log=said.append)
+    assert said[0].startswith("reproducing 1 of the 1 committed runs of tiny (16 in its spec;")
 
 
 def test_conclusions_hold_or_fail_cell_by_cell_on_planted_reruns():

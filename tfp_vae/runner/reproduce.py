@@ -187,8 +187,9 @@ def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n:
     machine = machine_slug()
     fresh = ResultStore(Path(out_root) / machine, study.name)
     workers = workers or recorded_workers([committed.read(spec.run_id()) or {} for spec in specs])
-    log(f"reproducing {len(specs)} of {len(study.specs)} committed runs of {study.name} ({len(groups)} seed "
-        f"group(s), as recorded) on {cpu_model()} into {fresh.dir}, {workers} at a time")
+    n_committed = sum(committed.status(spec.run_id()) == "done" for spec in study.specs)
+    log(f"reproducing {len(specs)} of the {n_committed} committed runs of {study.name} ({len(study.specs)} in its "
+        f"spec; {len(groups)} seed group(s), as recorded) on {cpu_model()} into {fresh.dir}, {workers} at a time")
     run_specs(Study(study.name, study.path, tuple(specs)), fresh, groups, workers)
     outcomes = []
     for spec in specs:
