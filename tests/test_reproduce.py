@@ -93,7 +93,7 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
 
     build_report(committed / "tiny", tmp_path / "report", warn=lambda s: None, reproductions=out)
     table = (tmp_path / "report" / "reproduction.md").read_text()
-    assert "bit-identical" in table and "same CPU model, versions, backend and threads" in table
+    assert "bit-identical" in table and "same CPU model, family and instruction set, versions, backend and threads" in table
 
     record_path = next((committed / "tiny").glob("*.json"))
     _edit(record_path, lambda r: r["metrics"].__setitem__("elbo", r["metrics"]["elbo"] + 1.0))
@@ -106,6 +106,14 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
     assert main(args) == 0  # explained by the threads (TensorFlow's reductions split by thread count)
     assert f"worker threads {4 * cores} -> {cores}" in capsys.readouterr().out
     _edit(record_path, lambda r: r["environment"].__setitem__("cpu_count", cores))
+
+    # one model name, another generation: the vector width changes the order of summation
+    _edit(record_path, lambda r: r["environment"]["cpu"].update(family=1, isa=["avx", "avx2", "sse4_2", "tile9"]))
+    assert main(args) == 0
+    assert "CPU family/model 1/" in (text := capsys.readouterr().out) and "instruction set " in text and "-tile9" in text
+    _edit(record_path, lambda r: r["environment"].pop("cpu"))  # a record from before records said it
+    assert main(args) == 0
+    assert "CPU family/model not recorded (this machine: family" in capsys.readouterr().out
 
     _edit(record_path, lambda r: r["environment"].__setitem__("cpu_model", "Some Other CPU"))
     assert main(args) == 0  # now explained by the machine
@@ -169,14 +177,26 @@ def test_conclusions_hold_or_fail_cell_by_cell_on_planted_reruns():
     assert not flipped["learned digits raw"]["holds"] and not flipped["learned digits raw"]["same_collapse"]
     outside = verdicts(rerun("floor-raw-2", iwae_ll=max(FLOOR) + 1.0))
     assert outside["floor(xi=0.02) digits raw"]["inside_committed_range"] is False
+    # the lowest seed's rerun, reproduced within the tolerance but just below it: inside
+    low = min(range(len(FLOOR)), key=FLOOR.__getitem__)
+    nudged = [rerun(f"floor-raw-{low}", iwae_ll=min(FLOOR) - 0.5 * 1e-3 * abs(min(FLOOR)))]
+    assert not conclusions(committed, nudged)[0]["inside_committed_range"]
+    assert conclusions(committed, nudged, rtol=1e-3)[0]["inside_committed_range"]
+    # every seed rerun as a fresh draw: one falls below the range, their mean does not
+    spread = max(FLOOR) - min(FLOOR)
+    fresh = [rerun(f"floor-raw-{s}", iwae_ll=v - 0.2 * spread if s == low else v + 0.1 * spread)
+             for s, v in enumerate(FLOOR)]
+    cell = conclusions(committed, fresh)[0]
+    assert min(r["metrics"]["iwae_ll"] for r in fresh) < min(FLOOR) and cell["inside_committed_range"]
     bpd = lambda ll: (-ll + 64 * np.log(17)) / (64 * np.log(2))  # noqa: E731
     better = [rerun(f"floor-dequantized-{s}", iwae_ll=b + 100, bpd=bpd(b + 100)) for s, b in enumerate(FLOOR)]
     ranked = verdicts(*better)
     assert ranked["floor(xi=0.02) digits dequantized"]["same_rank"] is False
 
 
-def _bench(path: Path, cpu: str, cores: int, medians: dict[str, float]) -> Path:
-    path.write_text(json.dumps({"machine_info": {"tfp_vae": {"cpu_model": cpu, "cpu_count": cores}},
+def _bench(path: Path, cpu: str, cores: int, medians: dict[str, float], family: int = 25, model: int = 1) -> Path:
+    path.write_text(json.dumps({"machine_info": {"tfp_vae": {"cpu_model": cpu, "cpu_count": cores},
+                                                 "cpu": {"family": family, "model": model}},
                                 "benchmarks": [{"name": n, "stats": {"median": m}} for n, m in medians.items()]}))
     return path
 
@@ -192,6 +212,9 @@ def test_benchmarks_are_compared_with_the_closest_machine_as_ratios(tmp_path):
     assert dict(zip(t.numbers["benchmark"], t.numbers["time_ratio"])) == pytest.approx({"eval": 0.5, "step": 0.25})
     new2 = _bench(tmp_path / "new2.json", "CPU C", 2, {"step": 0.1})
     assert closest_reference(json.loads(new2.read_text()), [b, a]) == a  # else the same core count (first by name)
+    b_zen5 = _bench(tmp_path / "b5.json", "CPU B", 2, {"step": 0.3}, family=26, model=2)
+    new5 = _bench(tmp_path / "new5.json", "CPU B", 2, {"step": 0.3}, family=26, model=2)
+    assert closest_reference(json.loads(new5.read_text()), [b, b_zen5]) == b_zen5  # one name, two generations
 
 
 def test_a_gpu_run_is_compared_with_the_cpus_best_at_the_same_benchmark(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -48,6 +50,14 @@ def test_record_is_strict_json_with_schema_and_every_metric(tmp_path):
     env = loaded["environment"]
     assert env["versions"]["tensorflow"].startswith("2.21") and env["op_determinism"] is True
     assert env["tf32"] is False
+    # the CPU beyond its model name: family and the code-generating extensions it has (lscpu agrees)
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    if "CPU family" in fields:
+        assert env["cpu"]["family"] == int(fields["CPU family"]) and env["cpu"]["model"] == int(fields["Model"])
+        flags = set(fields.get("Flags", "").split())
+        assert env["cpu"]["isa"] and set(env["cpu"]["isa"]) <= flags
+        assert ("avx512f" in env["cpu"]["isa"]) == ("avx512f" in flags)
 
 
 def test_raw_scaling_has_no_bpd_but_the_discretized_likelihood_does():

@@ -21,20 +21,54 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def cpu_model() -> str:
+#: Instruction-set extensions that change the code XLA and oneDNN generate for this CPU: the
+#: width of a vectorised reduction decides its order of summation, so the last bits of a result
+#: (and, through chaotic training, a collapse fraction) and its speed follow them.
+CODEGEN_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+               "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+               "asimd", "sve", "sve2")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                if fields:
+                    break
+                continue
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return fields
+
+
+def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or "unknown"
+
+
+def cpu_identity() -> dict[str, Any]:
+    """What a virtual machine's model name hides: vendor, family, model and stepping, and the
+    code-generating instruction-set extensions it has. Two CPUs both named "AMD EPYC" were an
+    AVX2 Zen 3 (family 25, model 1) and an AVX-512 Zen 5 (family 26, model 2)."""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    number = lambda key: int(info[key]) if info.get(key, "").strip().isdigit() else info.get(key)  # noqa: E731
+    return {"vendor": info.get("vendor_id") or info.get("CPU implementer"), "family": number("cpu family"),
+            "model": number("model"), "stepping": number("stepping"),
+            "isa": [flag for flag in CODEGEN_ISA if flag in flags]}
 
 
 def machine_slug() -> str:
-    """A file-name key for this machine: CPU model and core count (TFP_VAE_MACHINE overrides)."""
+    """A file-name key for this machine: CPU model name, family and model, and core count, e.g.
+    amd-epyc-f26m2-2cores (TFP_VAE_MACHINE overrides). The family and model are in it because
+    one model name covers CPUs of different speed and instruction sets."""
     slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:48]
-    return os.environ.get("TFP_VAE_MACHINE") or f"{slug}-{os.cpu_count()}cores"
+    ident = cpu_identity()
+    generation = f"-f{ident['family']}m{ident['model']}" if ident["family"] is not None else ""
+    return os.environ.get("TFP_VAE_MACHINE") or f"{slug}{generation}-{os.cpu_count()}cores"
 
 
 def git_commit() -> dict[str, Any]:
@@ -85,6 +119,7 @@ def capture(backend, device: str) -> dict[str, Any]:
                      ("tensorflow", "tfp-nightly", "tensorflow-probability", "jax", "jaxlib", "optax", "keras",
                       "tf-keras", "numpy", "scipy", "scikit-learn", "tfp-vae")},
         "cpu_model": cpu_model(),
+        "cpu": cpu_identity(),
         "cpu_count": os.cpu_count(),
         "device": device,
         **fields,

@@ -1,6 +1,7 @@
 """This run's benchmark JSON against the committed JSON of the closest machine: ratios
 (this machine / reference) of the median time of each benchmark both files hold, never
-absolute claims. Closest: the same CPU model, else the same core count, else any."""
+absolute claims. Closest: the same CPU model, family and model, else the same CPU model, else
+the same core count, else any."""
 
 from __future__ import annotations
 
@@ -19,12 +20,18 @@ def _info(data: dict) -> dict:
 def closest_reference(new: dict, candidates: list[Path]) -> Path | None:
     """The committed benchmark file of the machine most like the one that wrote `new`."""
     loaded = [(p, json.loads(p.read_text())) for p in sorted(candidates)]
-    me = _info(new)
-    for key in ("cpu_model", "cpu_count"):
-        same = [p for p, d in loaded if _info(d).get(key) == me.get(key)]
+    for key in (_generation, lambda d: _info(d).get("cpu_model"), lambda d: _info(d).get("cpu_count")):
+        same = [p for p, d in loaded if key(d) == key(new)]
         if same:
             return same[0]
     return loaded[0][0] if loaded else None
+
+
+def _generation(data: dict) -> tuple:
+    """CPU model name with family and model (pytest-benchmark's cpuinfo): one name covers CPUs
+    of different generations."""
+    cpu = data.get("machine_info", {}).get("cpu", {})
+    return _info(data).get("cpu_model"), cpu.get("family"), cpu.get("model")
 
 
 def ratio_table(new_path: Path, reference_path: Path) -> Table:

@@ -5,7 +5,11 @@ paper wants to know whether what the tables conclude still stands. For every cel
 log-likelihood table that holds a rerun seed (decoder x data set, scaling, backend,
 precision, device), three checks, all on the seeds that were rerun:
 - collapse: each rerun seed gets the collapse verdict its committed record has;
-- spread: each rerun's test iwae_ll lies within the committed seeds' range in that cell;
+- spread: the mean test iwae_ll of the rerun seeds lies within the committed seeds' range in
+  that cell, widened by the reproduction tolerance. The mean, not each rerun: on another CPU
+  (or instruction set) training takes another path, so every seed rerun is a fresh draw, and
+  of five fresh draws one often falls outside the range of five earlier ones while their
+  mean does not unless the distribution moved;
 - ranking: the cell keeps its mark (best, tied, or neither) when the reruns replace their
   committed records in the table.
 """
@@ -31,8 +35,10 @@ def _ranks(frame: pd.DataFrame) -> dict[tuple, str]:
             for r in numbers.to_dict("records")}
 
 
-def conclusions(committed: list[dict[str, Any]], reruns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per cell with a rerun: the three checks of the module docstring and `holds`."""
+def conclusions(committed: list[dict[str, Any]], reruns: list[dict[str, Any]], rtol: float = 0.0,
+                atol: float = 0.0) -> list[dict[str, Any]]:
+    """One entry per cell with a rerun: the three checks of the module docstring and `holds`;
+    the committed range is widened by max(rtol |end|, atol) at each end."""
     ok = lambda recs: [r for r in recs if r.get("status") != "error"]  # noqa: E731
     committed, reruns = ok(committed), ok(reruns)
     rerun_ids = {r["run_id"] for r in reruns}
@@ -52,7 +58,9 @@ def conclusions(committed: list[dict[str, Any]], reruns: list[dict[str, Any]]) -
         same_collapse = all(bool(old_by_run.loc[r, "variance_collapse"]) == bool(v)
                             for r, v in zip(cell["run_id"], cell["variance_collapse"]) if r in old_by_run.index)
         lo, hi = old["iwae_ll"].min(), old["iwae_ll"].max()
-        inside = bool(cell["iwae_ll"].between(lo, hi).all()) if old["iwae_ll"].notna().any() else None
+        slack = lambda v: max(rtol * abs(v), atol)  # noqa: E731
+        mean = cell["iwae_ll"].mean()
+        inside = bool(lo - slack(lo) <= mean <= hi + slack(hi)) if old["iwae_ll"].notna().any() else None
         rank_key = (label, dataset, scaling, backend, precision, device)
         same_rank = ranks_before.get(rank_key, "-") == ranks_after.get(rank_key, "-")
         out.append({"cell": f"{label} {dataset} {scaling} ({backend}, {precision}, {device})", "reruns": len(cell),
@@ -73,5 +81,5 @@ def conclusion_lines(cells: list[dict[str, Any]]) -> list[str]:
                                        (f"rank {c['rank']} changed", not c["same_rank"])) if failed]
             lines.append(f"does not hold     {c['cell']}: {', '.join(why)}")
     lines.append(f"conclusions: {sum(c['holds'] for c in cells)} of {len(cells)} table cells hold (same collapse "
-                 "verdicts, every rerun inside the committed range, same best and tied entries)")
+                 "verdicts, the reruns' mean inside the committed range, same best and tied entries)")
     return lines

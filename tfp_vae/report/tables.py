@@ -520,9 +520,11 @@ def reproduction_table(files: list) -> Table:
                      "table cells hold" for d in summaries if "conclusions" in d)
     caption = ("Reproduction: committed runs rerun from scratch (tfp-vae reproduce) and compared field by field, "
                f"timing and environment apart: bit-identical, within tolerance ({stated}), or "
-               "different. With the same CPU model, library versions and backend a run must be bit-identical."
+               "different. With the same CPU model, family and instruction set, library versions, backend and worker "
+               "threads a run must be bit-identical."
                + (f" Conclusions ({held}): a cell holds when each rerun seed keeps its collapse verdict, lies "
-                  "within the committed seeds' range of test iwae_ll, and the cell keeps its best or tied mark."
+                  "within the committed seeds' range of test iwae_ll on average (the mean of its reruns), and the "
+                  "cell keeps its best or tied mark."
                   if held else ""))
     return Table("reproduction", caption, pd.DataFrame(numbers), header, rows)
 

@@ -4,7 +4,8 @@ Runs are rerun into a separate store keyed by machine (never over the committed
 records) and compared with their committed record field by field, timing and
 environment apart: bit-identical, equal within the stated tolerance, or different
 (which fields, by how much). A difference is explained by what differs between the
-two environments: CPU model, library versions, backend, and the threads each worker had
+two environments: CPU model, family and instruction set (one model name covers CPUs of
+different generations), library versions, backend, and the threads each worker had
 (TensorFlow's kernels split a reduction by thread count, so its last bits follow it). Where
 nothing differs, a record is expected to be bit-identical (determinism), and anything else
 is a failure. The reruns use as many parallel workers as the records were made with, so that
@@ -19,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tfp_vae.environment import cpu_model, machine_slug
+from tfp_vae.environment import cpu_identity, cpu_model, machine_slug
 from tfp_vae.records import write_record
 from tfp_vae.runner.execute import threads_per_worker
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study
 
 #: Why a rerun is expected to be bit-identical, where nothing else is said.
-SAME_ENVIRONMENT = "same CPU model, versions, backend and threads"
+SAME_ENVIRONMENT = "same CPU model, family and instruction set, versions, backend and threads"
 #: Floats equal within this relative (or, near zero, absolute) tolerance count as reproduced.
 RTOL, ATOL = 1e-3, 1e-4
 #: Sections that legitimately differ between two runs of one spec.
@@ -128,13 +129,30 @@ def recorded_workers(records: list[dict[str, Any]]) -> int:
     return max(set(counts), key=counts.count) if counts else 1
 
 
+def _cpu_identity_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
+    """Family, model and instruction set of two CPUs of one model name; a record made before
+    records said them cannot be expected to match bit for bit (one name covers both AVX2 and
+    AVX-512 CPUs, whose vectorised reductions sum in different orders)."""
+    if not a or not b:
+        have = b or a or {}
+        return [f"CPU family/model not recorded (this machine: family {have.get('family')}, model {have.get('model')})"]
+    out = []
+    if (a.get("family"), a.get("model")) != (b.get("family"), b.get("model")):
+        out.append(f"CPU family/model {a.get('family')}/{a.get('model')} -> {b.get('family')}/{b.get('model')}")
+    gained, lost = sorted(set(b.get("isa", [])) - set(a.get("isa", []))), sorted(set(a.get("isa", [])) - set(b.get("isa", [])))
+    if gained or lost:
+        out.append("instruction set " + " ".join([f"+{f}" for f in gained] + [f"-{f}" for f in lost]))
+    return out
+
+
 def environment_differences(committed: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
-    """What differs between the environments of two records: CPU model, library versions, backend,
-    worker threads."""
+    """What differs between the environments of two records: CPU model, family and instruction set,
+    library versions, backend, worker threads."""
     ea, eb = committed.get("environment") or {}, rerun.get("environment") or {}
     out = []
     if ea.get("cpu_model") != eb.get("cpu_model"):
         out.append(f"CPU {ea.get('cpu_model')} -> {eb.get('cpu_model')}")
+    out += _cpu_identity_differences(ea.get("cpu"), eb.get("cpu"))
     for section in ("framework_versions", "versions"):
         va, vb = ea.get(section) or {}, eb.get(section) or {}
         for name in sorted(set(va) | set(vb)):
@@ -168,7 +186,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        """A run that should be bit-identical (same CPU model, versions, backend, threads) and is not."""
+        """A run that should be bit-identical (same CPU and instruction set, versions, backend, threads) and is not."""
         return self.expected_identical and self.verdict != "bit-identical"
 
 
@@ -203,8 +221,10 @@ def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n:
         code_only = all(e.startswith("code ") for e in env)
         outcomes.append(Outcome(spec.run_id(), describe(spec), diff["verdict"], code_only, env, diff))
     all_committed = [rec for spec in study.specs if (rec := committed.read(spec.run_id())) is not None]
-    cells = conclusions(all_committed, [rec for spec in specs if (rec := fresh.read(spec.run_id())) is not None])
-    summary = {"study": study.name, "machine": machine, "cpu_model": cpu_model(), "rtol": RTOL, "atol": ATOL,
+    cells = conclusions(all_committed, [rec for spec in specs if (rec := fresh.read(spec.run_id())) is not None],
+                        RTOL, ATOL)
+    summary = {"study": study.name, "machine": machine, "cpu_model": cpu_model(), "cpu": cpu_identity(),
+               "rtol": RTOL, "atol": ATOL,
                "outcomes": [o.__dict__ | {"failed": o.failed} for o in outcomes], "conclusions": cells}
     write_record(summary, fresh.dir / "summary.json")
     return Reproduction(outcomes, cells)
