@@ -40,7 +40,7 @@ def timed_study(label: str, code: Path, workers: int, extra: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from tfp_vae.environment import cpu_model, git_commit, machine_slug
+    from tfp_vae.environment import cpu_identity, cpu_model, git_commit, machine_slug
 
     workers = int(argv[argv.index("--workers") + 1]) if "--workers" in argv else 2
     baseline = argv[argv.index("--baseline") + 1] if "--baseline" in argv else None
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
             timings.append(timed_study(label, ROOT, workers, ["--compile-cache", str(cache)]))
     out = ROOT / "results" / "benchmarks" / "study_walltime" / f"{machine_slug()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"study": STUDY, "cpu_model": cpu_model(), "cores": os.cpu_count(), "git": git_commit(),
+    result = {"study": STUDY, "cpu_model": cpu_model(), "cpu": cpu_identity(), "cores": os.cpu_count(), "git": git_commit(),
               "timings": timings}
     out.write_text(json.dumps(result, indent=1) + "\n")
     first = timings[0]["wall_s"]

@@ -271,10 +271,14 @@ def test_benchmark_json_becomes_a_table_with_ceiling_fractions(runs, tmp_path):
                "benchmarks": [{"name": "test_train_step[learned-cpu]", "stats": {"median": 0.25, "iqr": 0.01},
                                "extra_info": {"examples_per_s": 10240.0, "ceiling_fraction": 0.87}}]}
     (bench / "m.json").write_text(json.dumps(payload))
+    # the same model name on another generation (pytest-benchmark's cpuinfo says which)
+    (bench / "m2.json").write_text(json.dumps({**payload, "machine_info": {**payload["machine_info"],
+                                                                          "cpu": {"family": 26, "model": 2}}}))
     build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
-    md = (tmp_path / "out" / "benchmarks.md").read_text()
-    assert ["test_train_step[learned-cpu]", "250.0", "10.0", "10240", "87%", "n/a", "n/a", "Test CPU (2 threads)"] \
-        in _md_rows(md)
+    rows = _md_rows((tmp_path / "out" / "benchmarks.md").read_text())
+    assert ["test_train_step[learned-cpu]", "250.0", "10.0", "10240", "87%", "n/a", "n/a", "Test CPU (2 threads)"] in rows
+    assert ["test_train_step[learned-cpu]", "250.0", "10.0", "10240", "87%", "n/a", "n/a",
+            "Test CPU, family 26 model 2 (2 threads)"] in rows
 
 
 def test_peer_ratios_and_study_wall_times_are_tabulated(runs, tmp_path):

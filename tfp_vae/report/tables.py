@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -392,9 +392,17 @@ def throughput_table(df: pd.DataFrame) -> Table:
 
 
 def benchmark_machine(data: dict, fallback: str) -> str:
-    """'CPU model (N threads)' of a pytest-benchmark JSON written with benchmarks/conftest.py."""
+    """'CPU model, family F model M (N threads)' of a pytest-benchmark JSON written with
+    benchmarks/conftest.py: one model name covers CPUs of different generations."""
     info = data.get("machine_info", {}).get("tfp_vae", {})
-    return f"{info.get('cpu_model', fallback)} ({info.get('cpu_count', '?')} threads)"
+    return machine_label(info.get("cpu_model", fallback), info.get("cpu_count", "?"),
+                         data.get("machine_info", {}).get("cpu"))
+
+
+def machine_label(cpu_model: str, threads: Any, cpu: dict | None) -> str:
+    """'AMD EPYC, family 26 model 2 (2 threads)'; without family and model where a file predates them."""
+    generation = f", family {cpu['family']} model {cpu['model']}" if (cpu or {}).get("family") is not None else ""
+    return f"{cpu_model}{generation} ({threads} threads)"
 
 
 def benchmark_table(files: list) -> Table:
@@ -478,7 +486,7 @@ def study_walltime_table(files: list) -> Table:
     numbers, rows = [], []
     for path in sorted(Path(f) for f in files):
         data = json.loads(path.read_text())
-        machine = f"{data['cpu_model']} ({data['cores']} threads)"
+        machine = machine_label(data["cpu_model"], data["cores"], data.get("cpu"))
         timings = _walltime_timings(data)
         for timing in timings:
             row = {"machine": machine, "variant": timing["label"], "commit": timing["commit"], "runs": timing["runs"],
