@@ -75,6 +75,10 @@ def test_published_models_meet_their_decoders_and_differences_are_welch_tests(tm
     for needle in ("5e-05", "1000 epochs", "patience 50", "the test set", "20 epochs", "10 %", "20 posterior samples",
                    "10000 test images", "0.0001, 0.001"):
         assert needle in t.caption, needle
+    # and the machines our rows ran on, from the records
+    machines = [{**r, "cpu_model": "CPU X" if r["seed"] else "CPU Y", "device": "cpu:0"} for r in rows]
+    assert "trained and evaluated on CPU X (cpu), CPU Y (cpu)." in published_table(_frame(machines),
+                                                                                 load_published(path)).caption
 
 
 @pytest.mark.parametrize("text,needle", [

@@ -96,6 +96,11 @@ def _values(xs) -> str:
     return ", ".join(f"{x:g}" for x in sorted(set(float(v) for v in xs if v is not None and v == v)))
 
 
+def _names(xs) -> str:
+    """The distinct strings in force, 'AMD EPYC (cpu)'."""
+    return ", ".join(sorted({x for x in xs if isinstance(x, str)}))
+
+
 def rmse_predicted_gap(model: PublishedModel, cell: pd.DataFrame, rmse_mean: float) -> float | None:
     """Published minus our LPPL as the two rmse alone predict it, for a model with one fixed sigma
     that our records share: a Gaussian's log density at one posterior sample is
@@ -144,6 +149,8 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
               "ours vs published", "rmse (ours)", "rmse (published)", "LPPL gap predicted by the rmse"]
     proto = published.protocol
     cells = ok[ok["config"].isin([m.decoder for m in published.models])]
+    machines = (f"; trained and evaluated on {_names(cells['cpu_model'] + ' (' + cells['device'].str.split(':').str[0] + ')')}"
+                if "cpu_model" in cells and cells["cpu_model"].notna().any() else "")
     caption = (
         f"Our records beside {published.source} ({published.dataset}, {published.scaling} pixels), mean ± sd: theirs "
         f"over {trials} trials, ours over the seeds of each row. Published protocol: Adam at learning rate "
@@ -153,7 +160,7 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
         f"(patience {_values(cells['patience'])}) on {_values(100 * cells['validation_fraction'])} "
         f"% of the training images, the test set evaluated once at the best validation epoch: LPPL with "
         f"{_values(cells['lppl_samples'])} posterior samples on {_values(cells['test_examples'])} test "
-        f"images, rmse of the decoder mean at the posterior mean. 'differs': a Welch t-test from the two means and "
+        f"images, rmse of the decoder mean at the posterior mean{machines}. 'differs': a Welch t-test from the two means and "
         f"sds rejects equal means at {ALPHA:g} (the protocol differences above are the first suspects). "
         f"'collapsed': our seeds flagged by the collapse rules, whose LPPL is an unbounded density. 'LPPL gap "
         f"predicted by the rmse', for a model with one fixed sigma: D (rmse_ours^2 - rmse_published^2) / "
