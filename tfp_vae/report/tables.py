@@ -530,9 +530,9 @@ def reproduction_table(files: list) -> Table:
                f"timing and environment apart: bit-identical, within tolerance ({stated}), or "
                "different. With the same CPU model, family and instruction set, library versions, backend and worker "
                "threads a run must be bit-identical."
-               + (f" Conclusions ({held}): a cell holds when each rerun seed keeps its collapse verdict, lies "
-                  "within the committed seeds' range of test iwae_ll on average (the mean of its reruns), and the "
-                  "cell keeps its best or tied mark."
+               + (f" Conclusions ({held}): a cell holds when each rerun seed keeps its collapse verdict, the mean "
+                  "test iwae_ll of its reruns lies within its committed seeds' range (widened by the tolerance), "
+                  "and the cell keeps its best or tied mark."
                   if held else ""))
     return Table("reproduction", caption, pd.DataFrame(numbers), header, rows)
 
