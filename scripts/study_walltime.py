@@ -59,8 +59,8 @@ def main(argv: list[str]) -> int:
             timings.append(timed_study(label, ROOT, workers, ["--compile-cache", str(cache)]))
     out = ROOT / "results" / "benchmarks" / "study_walltime" / f"{machine_slug()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"study": STUDY, "cpu_model": cpu_model(), "cpu": cpu_identity(), "cores": os.cpu_count(), "git": git_commit(),
-              "timings": timings}
+    result = {"study": STUDY, "cpu_model": cpu_model(), "cpu": cpu_identity(), "cores": os.cpu_count(),
+              "git": git_commit(), "timings": timings}
     out.write_text(json.dumps(result, indent=1) + "\n")
     first = timings[0]["wall_s"]
     for t in timings:

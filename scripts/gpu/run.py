@@ -25,8 +25,10 @@ JAX_TESTS = ["tests/test_jax_without_tensorflow.py", "tests/test_seed_batching.p
 #: What differs between the GPU run and its dry run on the CPU.
 PROFILES = {
     "gpu": {"device": "gpu", "platform": "cuda", "bench_seeds": "1,16,64,256,1024",
-            "bench_modes": "float32,tf32,bfloat16", "bench_steps": "32", "bench_layouts": "vmap", "pytest_k": None, "study": {}, "limits": (120, 150, 100, 50)},  # with the 60 s check: 8 minutes
-    "dry-run": {"device": "cpu", "platform": "cpu", "bench_seeds": "2", "bench_modes": "float32", "bench_steps": "4", "bench_layouts": "vmap,sequential",
+            "bench_modes": "float32,tf32,bfloat16", "bench_steps": "32", "bench_layouts": "vmap",
+            "pytest_k": None, "study": {}, "limits": (120, 150, 100, 50)},  # with the 60 s check: 8 minutes
+    "dry-run": {"device": "cpu", "platform": "cpu", "bench_seeds": "2", "bench_modes": "float32", "bench_steps": "4",
+                "bench_layouts": "vmap,sequential",
                 "pytest_k": "deterministic and learned", "limits": (300, 300, 300, 300),
                 "study": {"seeds": [0, 1], "scalings": ["raw"], "decoders": {"learned": {}, "floor": {"xi": 0.02}},
                           "train": {"epochs": 2}, "eval": {"iwae_k": 10}}},

@@ -50,6 +50,7 @@ def conclusions(committed: list[dict[str, Any]], reruns: list[dict[str, Any]], r
     for frame in (before, after, fresh):
         frame["device"] = frame["device"].str.split(":").str[0]
     ranks_before, ranks_after = _ranks(before), _ranks(after)
+    slack = lambda v: max(rtol * abs(v), atol)  # noqa: E731
     out = []
     for key, cell in fresh.groupby(list(CELL), sort=True):
         label, dataset, scaling, backend, precision, device = key
@@ -58,7 +59,6 @@ def conclusions(committed: list[dict[str, Any]], reruns: list[dict[str, Any]], r
         same_collapse = all(bool(old_by_run.loc[r, "variance_collapse"]) == bool(v)
                             for r, v in zip(cell["run_id"], cell["variance_collapse"]) if r in old_by_run.index)
         lo, hi = old["iwae_ll"].min(), old["iwae_ll"].max()
-        slack = lambda v: max(rtol * abs(v), atol)  # noqa: E731
         mean = cell["iwae_ll"].mean()
         inside = bool(lo - slack(lo) <= mean <= hi + slack(hi)) if old["iwae_ll"].notna().any() else None
         rank_key = (label, dataset, scaling, backend, precision, device)

@@ -149,8 +149,10 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
               "ours vs published", "rmse (ours)", "rmse (published)", "LPPL gap predicted by the rmse"]
     proto = published.protocol
     cells = ok[ok["config"].isin([m.decoder for m in published.models])]
-    machines = (f"; trained and evaluated on {_names(cells['cpu_model'] + ' (' + cells['device'].str.split(':').str[0] + ')')}"
-                if "cpu_model" in cells and cells["cpu_model"].notna().any() else "")
+    machines = ""
+    if "cpu_model" in cells and cells["cpu_model"].notna().any():
+        devices = cells["device"].str.split(":").str[0]
+        machines = f"; trained and evaluated on {_names(cells['cpu_model'] + ' (' + devices + ')')}"
     caption = (
         f"Our records beside {published.source} ({published.dataset}, {published.scaling} pixels), mean ± sd: theirs "
         f"over {trials} trials, ours over the seeds of each row. Published protocol: Adam at learning rate "

@@ -139,7 +139,8 @@ def _cpu_identity_differences(a: dict[str, Any] | None, b: dict[str, Any] | None
     out = []
     if (a.get("family"), a.get("model")) != (b.get("family"), b.get("model")):
         out.append(f"CPU family/model {a.get('family')}/{a.get('model')} -> {b.get('family')}/{b.get('model')}")
-    gained, lost = sorted(set(b.get("isa", [])) - set(a.get("isa", []))), sorted(set(a.get("isa", [])) - set(b.get("isa", [])))
+    isa_a, isa_b = set(a.get("isa", [])), set(b.get("isa", []))
+    gained, lost = sorted(isa_b - isa_a), sorted(isa_a - isa_b)
     if gained or lost:
         out.append("instruction set " + " ".join([f"+{f}" for f in gained] + [f"-{f}" for f in lost]))
     return out
