@@ -4,7 +4,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    """Add what pytest-benchmark leaves out: CPU model, GPU, library versions, flags."""
+    """Add what pytest-benchmark leaves out: CPU model and code-generating ISA, GPU, library
+    versions, flags."""
     from tfp_vae.backends import get_backend
     from tfp_vae.environment import capture
     from tfp_vae.errors import ConfigError
@@ -16,7 +17,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         except ConfigError:
             continue
         env = capture(backend, backend.configure("auto", False))
-        info.update({k: env[k] for k in ("cpu_model", "cpu_count", "gpus", "cuda_version", "cudnn_version",
+        info.update({k: env[k] for k in ("cpu_model", "cpu_count", "cpu", "gpus", "cuda_version", "cudnn_version",
                                          "versions", "tf32", "git")})
         info.setdefault("framework_versions", {}).update(env["framework_versions"])
     machine_info["tfp_vae"] = info
