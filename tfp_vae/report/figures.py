@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -168,8 +169,8 @@ def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
             ax.set_title(f"{dataset} {scaling}\n{what}", fontsize=8)
             if c == 0 and len(backends) > 1:
                 ax.legend(fontsize=6)
-        if c == 0:
-            ax.set_ylabel(lab, fontsize=7)
+        if c == 0:  # wrapped: a label with several parameters is taller than its row
+            ax.set_ylabel("\n".join(textwrap.wrap(lab, 24, break_long_words=False)), fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("epoch", fontsize=7)
