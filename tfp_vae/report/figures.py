@@ -135,10 +135,10 @@ def _curves(runs: pd.Series) -> np.ndarray:
 def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
     """The question of the suite, one row per decoder: its training bound and its validation
     excess-density fraction against epoch, mean (line) and range (band) over seeds, for each data
-    set and scaling, one colour per backend. Dashed on bound panels of a density on dequantized data: D ln L,
-    the most a model of the discrete levels can reach; dotted on excess panels: the collapse threshold.
-    A likelihood that climbs without bound on raw pixels climbs here while its excess-density
-    fraction leaves zero."""
+    set and scaling, one colour per backend. Dashed on the bound panels of a density of dequantized
+    data: D ln L, the most a model of the discrete levels can reach; dotted on excess panels: the
+    collapse threshold. A likelihood that climbs without bound on raw pixels climbs here while its
+    excess-density fraction leaves zero."""
     data_columns = sorted(set(zip(df["dataset"], df["scaling"])))
     labels, backends = _order(df["label"]), sorted(set(df["backend"]))
     panels = [(d, kind) for d in data_columns for kind in ("train_bound_curve", "val_excess_curve")]
@@ -163,7 +163,7 @@ def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
         if not drawn:
             ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, fontsize=8)
         elif (key == "train_bound_curve" and scaling == "dequantized" and cell["discrete_limit_nats"].notna().any()
-              and likelihood_kind(cell["decoder"].iloc[0]) == "density"):  # a probability's own limit is 0
+              and likelihood_kind(cell["decoder"].iloc[0]) == "density"):  # a probability is at most 0 nats already
             ax.axhline(float(cell["discrete_limit_nats"].dropna().iloc[0]), color="k", ls="--", lw=0.8)
         if r == 0:
             what = "training bound" if key == "train_bound_curve" else "val excess density"
