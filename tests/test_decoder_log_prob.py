@@ -228,3 +228,23 @@ def test_continuous_bernoulli_can_pass_the_excess_density_limit_only_at_exactly_
     assert np.all(peak[interior] <= np.maximum(-np.log(np.e * edge), 0.0) + 0.02)
     assert np.all(peak[interior] < limit - 1.5)
     assert np.all(peak[~interior] > limit + 1.0)
+
+
+def test_student_t_pixel_decodes_each_pixels_degrees_of_freedom(backend, rng):
+    raw, y = _inputs(rng, 3)
+    nu = 3.0 + np.logaddexp(0.0, raw[..., 1].astype(np.float64))
+    _check(make_decoder("student_t_pixel", {}, CTX, backend), raw, y,
+           stats.t.logpdf(y, df=nu, loc=raw[..., 0], scale=softplus(raw[..., 2])))
+
+
+def test_map_precision_trains_with_a_gamma_log_prior_on_each_precision(backend, rng):
+    """Training term: log N(y; mu, sigma) + log Gamma(sigma^-2; a, rate b), per pixel; evaluated
+    likelihood: the Normal alone."""
+    raw, y = _inputs(rng, 2)
+    dec = make_decoder("map_precision", {"prior_alpha": 3.0, "prior_beta": 0.002}, CTX, backend)
+    sigma = softplus(raw[..., 1]).astype(np.float64)
+    normal = stats.norm.logpdf(y, raw[..., 0], sigma)
+    _check(dec, raw, y, normal)
+    got = np.asarray(dec.training_terms(backend.asarray(y), backend.asarray(raw))[0].objective)
+    prior = stats.gamma.logpdf(sigma ** -2.0, a=3.0, scale=1.0 / 0.002)
+    np.testing.assert_allclose(got, _per_example(normal + prior), rtol=2e-5, atol=2e-3)

@@ -27,6 +27,10 @@ DEVICES = ("cpu", "gpu", "auto")
 #: likelihood, KL, reductions and the optimiser stay float32 (docs/definitions.md).
 PRECISIONS = ("float32", "bfloat16")
 NETWORK_KINDS = ("mlp", "conv")
+ACTIVATIONS = ("relu", "elu")
+#: What early stopping watches: the single-sample validation bound (ELBO) or the validation
+#: LPPL with eval.lppl_samples posterior samples (the published protocol; docs/paper-protocol.md).
+MONITORS = ("val_bound", "val_lppl")
 
 
 def memory_estimate_bytes(spec: "RunSpec", image_shape: tuple[int, int, int], outputs_per_pixel: int) -> int:
@@ -69,9 +73,18 @@ class NetworkSpec:
     hidden: tuple[int, ...] = (512, 512)
     latent: int = 16
     conv_channels: tuple[int, ...] = (32, 64)
+    activation: str = "relu"
+    #: One decoder network per output of a pixel (mean, scale, ...) instead of one network with
+    #: k outputs per pixel (the published VAE-Split, Student-VAE and V3AE).
+    split_decoder: bool = False
 
     def check(self, where: str) -> None:
         _require(self.kind in NETWORK_KINDS, where, "kind", self.kind, f"one of {', '.join(NETWORK_KINDS)}")
+        _require(self.activation in ACTIVATIONS, where, "activation", self.activation,
+                 f"one of {', '.join(ACTIVATIONS)}")
+        _require(isinstance(self.split_decoder, bool), where, "split_decoder", self.split_decoder, "true or false")
+        _require(not (self.split_decoder and self.kind == "conv"), where, "split_decoder", self.split_decoder,
+                 "false with kind = 'conv' (split decoders are MLPs)")
         _require(_positive_ints(self.hidden) or self.hidden == (), where, "hidden", self.hidden, "a list of positive integers")
         _require(isinstance(self.latent, int) and self.latent > 0, where, "latent", self.latent, "a positive integer")
         _require(_positive_ints(self.conv_channels) and len(self.conv_channels) > 0, where, "conv_channels", self.conv_channels, "a non-empty list of positive integers")
@@ -100,8 +113,19 @@ class TrainSpec:
     patience: int = 5
     validation_fraction: float = 0.1
     compiler: str = "xla"  # "xla" | "graph" (TensorFlow only): tfp_vae.backends.COMPILERS
+    #: Posterior samples per example in the training objective (its expected log-likelihood is
+    #: their mean); the published models train on 20.
+    mc_samples: int = 1
+    monitor: str = "val_bound"  # MONITORS
+    #: An epoch improves on the best only by more than this (Keras' EarlyStopping min_delta).
+    min_delta: float = 0.0
 
     def check(self, where: str) -> None:
+        _require(isinstance(self.mc_samples, int) and not isinstance(self.mc_samples, bool) and self.mc_samples >= 1,
+                 where, "mc_samples", self.mc_samples, "an integer >= 1")
+        _require(self.monitor in MONITORS, where, "monitor", self.monitor, f"one of {', '.join(MONITORS)}")
+        _require(isinstance(self.min_delta, float) and math.isfinite(self.min_delta) and self.min_delta >= 0, where,
+                 "min_delta", self.min_delta, "a finite float >= 0")
         _require(isinstance(self.epochs, int) and self.epochs >= 1, where, "epochs", self.epochs, "an integer >= 1")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, where, "batch_size", self.batch_size, "an integer >= 1")
         _require(isinstance(self.learning_rate, float) and math.isfinite(self.learning_rate) and self.learning_rate > 0,
@@ -139,6 +163,30 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class CheckpointSpec:
+    """How often a run saves its training state (tfp_vae/checkpoint.py): after every `every_epochs`
+    epochs (0: not by count) or when `every_minutes` have passed since the last save (0: not by time).
+    Not part of a run's identity: it cannot change a number."""
+
+    every_epochs: int = 0
+    every_minutes: float = 10.0
+
+    def check(self, where: str) -> None:
+        _require(isinstance(self.every_epochs, int) and not isinstance(self.every_epochs, bool)
+                 and self.every_epochs >= 0, where, "every_epochs", self.every_epochs, "an integer >= 0 (0 = off)")
+        _require(isinstance(self.every_minutes, float) and math.isfinite(self.every_minutes)
+                 and self.every_minutes >= 0, where, "every_minutes", self.every_minutes, "a float >= 0 (0 = off)")
+
+
+#: Keys added after records were committed, left out of a spec's dict at these values, so that a
+#: spec that does not use them keeps the run id (and the record) it had before they existed.
+LATER_DEFAULTS = {"network": {"activation": "relu", "split_decoder": False},
+                  "train": {"mc_samples": 1, "monitor": "val_bound", "min_delta": 0.0}}
+#: Sections of a spec that cannot change a number: in its dict, not in its run id.
+NOT_IDENTITY = ("checkpoint",)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """One run: (data set, scaling, decoder, network, training, evaluation, seed, device, backend, precision)."""
 
@@ -154,6 +202,7 @@ class RunSpec:
     backend: str = "tensorflow"
     tf32: bool = False
     precision: str = "float32"
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
 
     def check(self, where: str = "run spec") -> None:
         from tfp_vae.data import dataset_entry
@@ -181,6 +230,7 @@ class RunSpec:
         _require(not pool or self.train.batch_size <= n_train, f"{where} [train]", "batch_size", self.train.batch_size,
                  f"at most the {n_train} training images of {self.dataset}")
         self.eval.check(f"{where} [eval]")
+        self.checkpoint.check(f"{where} [checkpoint]")
         self.check_memory(entry.shape, decoder_class(self.decoder).outputs_per_pixel, where)
 
     def check_memory(self, image_shape: tuple[int, int, int], outputs_per_pixel: int, where: str) -> None:
@@ -200,15 +250,25 @@ class RunSpec:
 
         out = json.loads(json.dumps(dataclasses.asdict(self)))
         out["decoder_params"] = decoder_class(self.decoder).resolve(self.decoder_params)
+        for section, defaults in LATER_DEFAULTS.items():
+            for key, value in defaults.items():
+                if out[section][key] == value:
+                    del out[section][key]
+        if self.checkpoint == CheckpointSpec():
+            del out["checkpoint"]
         return out
+
+    def identity(self) -> dict[str, Any]:
+        """to_dict without what cannot change a number (NOT_IDENTITY)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
 
     def group_key(self) -> str:
         """What specs share to train in one seed group: everything but the seed."""
-        return json.dumps({**self.to_dict(), "seed": None}, sort_keys=True, separators=(",", ":"))
+        return json.dumps({**self.identity(), "seed": None}, sort_keys=True, separators=(",", ":"))
 
     def run_id(self) -> str:
         """Stable id: a hash of the canonical (sorted-key, defaults-filled) spec."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -40,6 +40,9 @@ class TrainingResult:
     steady_examples: int = 0
     steady_s: float = 0.0
     train_s: float = 0.0
+    #: Each stretch of epochs and the machine it ran on: one for a run never interrupted, one more
+    #: per resumption from a checkpoint ({"from_epoch", "machine", "cpu"}).
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def max_train_bound(self) -> float | None:

@@ -76,17 +76,22 @@ class VAE:
         xp = self.xp
         return xp.sum(-0.5 * xp.square((z - mu) / sigma) - xp.log(sigma) - HALF_LOG_2PI, -1)
 
-    def elbo_terms(self, params, dstate, y, seed, training: bool = True) -> tuple[ElboTerms, dict[str, Any]]:
-        """Single-sample estimate of E_q log p(y|z), with the KL term in closed form, and the
-        decoder's new state. With `training` the decoder's training terms are used."""
+    def elbo_terms(self, params, dstate, y, seed, training: bool = True, samples: int = 1
+                   ) -> tuple[ElboTerms, dict[str, Any]]:
+        """Estimate of E_q log p(y|z) from `samples` draws of z ~ q(z|y) (their mean), with the KL
+        term in closed form, and the decoder's new state. With `training` the decoder's training
+        terms are used."""
         q = self.posterior(params, y)
-        raw = self.decode(params, self.sample_z(q, None, seed))
+        # one draw keeps the (B, latent) shape of the draw every committed record was trained with
+        raw = self.decode(params, self.sample_z(q, None if samples == 1 else samples, seed))
         dp = self.dp(params, dstate)
         if training:
             terms, new_state = self.likelihood.training_terms(y, raw, dp)
         else:
             ll = self.likelihood.log_lik(y, raw, dp)
             terms, new_state = TrainingTerms(ll, ll), {}
+        if samples > 1:  # (samples, B) -> (B,): the Monte Carlo mean over the posterior draws
+            terms = TrainingTerms(self.xp.mean(terms.objective, 0), self.xp.mean(terms.log_lik, 0))
         kl = self.kl_to_standard_normal(q)
         kl_sum = self.xp.sum(kl, -1)
         return ElboTerms(terms.objective - kl_sum, terms.log_lik - kl_sum, kl), {**dstate, **new_state}

@@ -43,6 +43,10 @@ class Architecture:
     outputs_per_pixel: int
     precision: str = "float32"
 
+    def _act(self, xp, h):
+        """The hidden layers' nonlinearity (network.activation)."""
+        return getattr(xp, self.spec.activation)(h)
+
     def _dense(self, xp, h, layer: Params):
         """h @ w + b; under bfloat16 the matmul's inputs are bfloat16, its result and the bias float32."""
         matmul = xp.matmul_bf16 if self.precision == "bfloat16" else xp.matmul
@@ -75,6 +79,11 @@ class Architecture:
             dense_out, hidden_dec = h * w * c * k, tuple(reversed(spec.hidden))
         widths = (features, *hidden_enc, 2 * spec.latent)
         enc["dense"] = [_dense(a, b, seed, "enc_dense", i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+        if spec.split_decoder:  # one MLP per output of a pixel, each drawn from its own stream
+            widths = (spec.latent, *hidden_dec, h * w * c)
+            towers = [[_dense(a, b, seed, "dec_tower", j, i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+                      for j in range(k)]
+            return {"encoder": enc, "decoder": {"towers": towers}}
         widths = (spec.latent, *hidden_dec, dense_out)
         dec["dense"] = [_dense(a, b, seed, "dec_dense", i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
         if spec.kind != "conv":
@@ -90,32 +99,40 @@ class Architecture:
                                               ).reshape(a.shape)
         return {"w": move(layer["w"]), "b": move(layer["b"])}
 
+    def _mlp(self, xp, layers: list[Params], h):
+        """Dense layers with the activation between them, none after the last."""
+        for layer in layers[:-1]:
+            h = self._act(xp, self._dense(xp, h, layer))
+        return self._dense(xp, h, layers[-1])
+
     def encode(self, xp, p: Params, x) -> tuple[Any, Any]:
         """x (B, H, W, C) -> (mu, sigma) of q(z | x), each (B, latent)."""
         h = x
         for layer in p["conv"]:
-            h = xp.relu(xp.conv2d(h, layer["w"]) + layer["b"])
+            h = self._act(xp, xp.conv2d(h, layer["w"]) + layer["b"])
         h = xp.reshape(h, (x.shape[0], -1))
         for layer in p["dense"][:-1]:
-            h = xp.relu(self._dense(xp, h, layer))
+            h = self._act(xp, self._dense(xp, h, layer))
         out = self._dense(xp, h, p["dense"][-1])
         latent = self.spec.latent
         return out[:, :latent], xp.softplus(out[:, latent:]) + 1e-6
 
     def decode(self, xp, p: Params, z) -> Any:
         """z (B, latent) -> raw decoder outputs (B, H, W, C, k)."""
+        if "towers" in p:
+            return xp.stack([xp.reshape(self._mlp(xp, tower, z), (-1, *self.image_shape)) for tower in p["towers"]], -1)
         h = z
         n_dense, convs = len(p["dense"]), p["conv"]
         for i, layer in enumerate(p["dense"]):
             h = self._dense(xp, h, layer)
             if i < n_dense - 1 or convs:
-                h = xp.relu(h)
+                h = self._act(xp, h)
         if convs:
             h = xp.reshape(h, (-1, *self._conv_start))
             for i, layer in enumerate(convs):
                 h = xp.conv2d_transpose(h, layer["w"]) + layer["b"]
                 if i < len(convs) - 1:
-                    h = xp.relu(h)
+                    h = self._act(xp, h)
         if convs:
             return xp.reshape(h, (-1, *self.image_shape, self.outputs_per_pixel))
         # outputs-major columns (_outputs_major), each output's block sliced and stacked: XLA folds

@@ -8,7 +8,7 @@ import time
 from typing import Any, Callable, Iterator
 
 
-from tfp_vae import SCHEMA_VERSION, __version__
+from tfp_vae import SCHEMA_VERSION, __version__, checkpoint
 from tfp_vae.backends import Backend, get_backend
 from tfp_vae.config import RunSpec
 from tfp_vae.data import dataset_entry, load_pool, split_pool
@@ -96,7 +96,9 @@ def group_records(specs: list[RunSpec], log: Callable[[str], None] = lambda s: p
                               first.eval.lppl_samples, batched)
         group_epoch = make_group_epoch(backend, model, first, data, batched)
         for part in [specs] if batched else [[spec] for spec in specs]:
-            trained_part = train_group(backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1)
+            saved_at = checkpoint.path_for([spec.run_id() for spec in part])
+            trained_part = train_group(backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1,
+                                       saved_at)
             environment = environment or {
                 **capture(backend, device),
                 "data_source": {"source": location.source, "directory": str(location.directory or "")}}
@@ -109,7 +111,11 @@ def group_records(specs: list[RunSpec], log: Callable[[str], None] = lambda s: p
                 # from the group's start: the group's wall time for its last seed (for all, batched)
                 record["timing"]["wall_s"] = time.perf_counter() - t_wall
                 record["timing"]["peak_memory_mib"] = backend.peak_memory_mib(device)
+                # where it trained: one machine, or one per stretch between checkpoints
+                record["environment"] = {**record["environment"], "segments": training.segments}
                 yield jsonable(record)
+            # the caller has written the part's records (a generator resumes after its consumer)
+            checkpoint.remove(saved_at)
 
 
 def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float], training, splits,

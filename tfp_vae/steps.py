@@ -40,14 +40,14 @@ def init_carry(backend: Backend, model: VAE) -> dict[str, Any]:
 
 
 def _train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                multipliers: dict[str, Any]) -> tuple[Callable, Callable]:
+                multipliers: dict[str, Any], mc_samples: int = 1) -> tuple[Callable, Callable]:
     """(opt_init, step), the step not compiled: see make_train_step."""
     xp = backend.xp
     opt_init, opt_update = backend.adam(learning_rate)
 
     def loss_fn(params, dstate, x, seeds):
         y = scale_images(xp, x, scaling, levels, seeds[0])
-        terms, new_dstate = model.elbo_terms(params, dstate, y, seeds[1])
+        terms, new_dstate = model.elbo_terms(params, dstate, y, seeds[1], samples=mc_samples)
         loss = -xp.mean(terms.objective)
         return loss, (xp.mean(terms.elbo), new_dstate)
 
@@ -76,14 +76,15 @@ def _train_step(backend: Backend, model: VAE, scaling: str, levels: int, learnin
 
 
 def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                    multipliers: dict[str, Any], compiler: str, batched: bool = False) -> tuple[Callable, Callable]:
+                    multipliers: dict[str, Any], compiler: str, batched: bool = False, mc_samples: int = 1
+                    ) -> tuple[Callable, Callable]:
     """(opt_init(params), step). `step(params, opt_state, carry, x float32 (B,H,W,C), seeds int32 (2, 2))`
     returns the new (params, opt_state, carry) and {"objective", "bound"}, batch means.
     After the first non-finite loss or gradient nothing is updated again, and the step is kept.
 
     `batched`: every argument and result gains a leading seed axis (S models in one compiled step,
     each with its own batch, noise and guard); opt_init still takes one model's parameters."""
-    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers)
+    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers, mc_samples)
     return opt_init, backend.compile(backend.vmap(step) if batched else step, compiler)
 
 
@@ -92,7 +93,8 @@ STEP_METRICS = ("objective", "bound")
 
 
 def make_train_epoch(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                     multipliers: dict[str, Any], compiler: str, batched: bool = False) -> tuple[Callable, Callable]:
+                     multipliers: dict[str, Any], compiler: str, batched: bool = False, mc_samples: int = 1
+                     ) -> tuple[Callable, Callable]:
     """(opt_init(params), epoch): a whole epoch in one compiled call, the steps of make_train_step
     run in a compiled loop over data already on the device.
 
@@ -102,7 +104,7 @@ def make_train_epoch(backend: Backend, model: VAE, scaling: str, levels: int, le
     leading seed axis, rows become (T, S, B), seeds (T, S, 2, 2) and metrics (T, S); the images are
     shared by the seeds, each seed drawing its own rows."""
     xp = backend.xp
-    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers)
+    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers, mc_samples)
     mapped = backend.vmap(step) if batched else step
 
     def epoch(params, opt_state, carry, images, rows, seeds):

@@ -3,13 +3,16 @@ bound, per-epoch curves, and the non-finite guard that ends a run without raisin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
+from tfp_vae import checkpoint
 from tfp_vae.backends import Backend
 from tfp_vae.config import RunSpec
 from tfp_vae.data import Splits
@@ -31,6 +34,8 @@ class _SeedTrack:
         self.spec = spec
         self.tag = tag  # prefix of this seed's log lines
         self.result = TrainingResult()
+        if spec.train.monitor == "val_lppl":
+            self.result.curves["val_lppl"] = []
         self.best_val, self.best, self.since_best = -math.inf, None, 0
         self.active = True
 
@@ -56,10 +61,12 @@ class _SeedTrack:
         sigma_text = "" if min_sigma is None else (f"  min sd {min_sigma:.3g}  "
                                                    f"sd below tau {check['val_frac_below_tau']:.2%}")
         sigma_text += "" if excess is None else f"  excess density {excess:.2%}"
+        lppl_text = f"  val lppl {check['val_lppl']:.2f}" if "val_lppl" in check else ""
         log(f"  {self.tag}epoch {epoch + 1}/{cfg.epochs}: train bound {train_bound:.2f}  "
-            f"val bound {val_bound:.2f}{sigma_text}  ({elapsed:.1f} s)")
-        if math.isfinite(val_bound) and val_bound > self.best_val:
-            self.best_val, self.since_best, result.best_epoch = val_bound, 0, epoch
+            f"val bound {val_bound:.2f}{lppl_text}{sigma_text}  ({elapsed:.1f} s)")
+        monitored = check[cfg.monitor]
+        if monitored is not None and math.isfinite(monitored) and monitored - cfg.min_delta > self.best_val:
+            self.best_val, self.since_best, result.best_epoch = monitored, 0, epoch
             self.best = snapshot()  # arrays are immutable: keeping the pytree is a snapshot
         else:
             self.since_best += 1
@@ -83,15 +90,19 @@ def epoch_inputs(specs: list[RunSpec], epoch: int, n_train: int, batch_size: int
 
 def validate(backend: Backend, model: VAE, state: Trained, val: list[EvalData], specs: list[RunSpec],
              data: DataContext, evals: EvalFunctions, epoch: int, batched: bool) -> list[dict[str, float | None]]:
-    """Per seed: validation bound, smallest sd, fraction of sd below tau and excess-density fraction,
-    every seed of a group evaluated in one call per batch."""
+    """Per seed: validation bound, smallest sd, fraction of sd below tau and excess-density fraction
+    (and the validation LPPL where early stopping watches it), every seed of a group evaluated in
+    one call per batch."""
     spec, lik = specs[0], model.likelihood
     bounds = per_example_group(backend, evals.elbo, state, val, spec.eval.batch_size, ("val_z", epoch), specs,
                                batched)
     at_mean = per_example_group(backend, evals.at_mean, state, val, spec.eval.batch_size, None, specs, batched)
+    lppls = (per_example_group(backend, evals.lppl, state, val, spec.eval.batch_size, ("val_lppl_z", epoch), specs,
+                               batched) if spec.train.monitor == "val_lppl" else None)
     out = []
-    for (bound,), (_, std, log_density, _, _) in zip(bounds, at_mean):
+    for s, ((bound,), (_, std, log_density, _, _)) in enumerate(zip(bounds, at_mean)):
         out.append({
+            **({} if lppls is None else {"val_lppl": float(np.mean(lppls[s][0]))}),
             "val_bound": float(np.mean(bound)),
             "val_min_sigma": float(np.min(std)) if lik.has_scale else None,
             "val_frac_below_tau": float(np.mean(std < data.tau)) if lik.has_scale else None,
@@ -107,75 +118,179 @@ def make_group_epoch(backend: Backend, model: VAE, spec: RunSpec, data: DataCont
     and train every seed (or every seed batch) of the group with it, so that it compiles once."""
     multipliers = multiplier_tree(model, model.init(spec.seed))
     return make_train_epoch(backend, model, spec.scaling, data.levels, spec.train.learning_rate, multipliers,
-                            spec.train.compiler, batched)
+                            spec.train.compiler, batched, spec.train.mc_samples)
+
+
+@dataclass
+class TrainState:
+    """A part's whole training state after `epoch` epochs: what the loop carries from one epoch to
+    the next, so that a run stopped after any epoch and resumed from it gives the same record."""
+
+    epoch: int
+    params: Any  # backend pytrees, with a leading seed axis in the vmap layout
+    opt_state: Any
+    carry: Any
+    tracks: list[_SeedTrack]
+    epoch_s: list[float] = field(default_factory=list)  # training seconds of each epoch of this process
+    train_s: float = 0.0  # training seconds of earlier processes (a resumed run)
+    segments: list[dict[str, Any]] = field(default_factory=list)  # where each stretch of epochs ran
+
+
+def initial_state(backend: Backend, model: VAE, specs: list[RunSpec], opt_init: Callable, tagged: bool) -> TrainState:
+    """Epoch 0: each seed's initial weights, optimiser state and step carry."""
+    solo = [backend.tree_map(backend.asarray, model.init(spec.seed)) for spec in specs]
+    if len(specs) > 1:
+        params = stack_trees(backend, solo)
+        opt_state = stack_trees(backend, [opt_init(p) for p in solo])
+        carry = stack_trees(backend, [init_carry(backend, model)] * len(specs))
+    else:
+        params, opt_state, carry = solo[0], opt_init(solo[0]), init_carry(backend, model)
+    tracks = [_SeedTrack(spec, f"seed {spec.seed}: " if tagged else "") for spec in specs]
+    return TrainState(0, params, opt_state, carry, tracks)
+
+
+def _seed_view(backend: Backend, batched: bool) -> Callable:
+    return (lambda tree, s: take_tree(backend, tree, s)) if batched else (lambda tree, s: tree)
+
+
+def _state_trees(state: TrainState, template: TrainState, view: Callable) -> list[tuple[Any, Any]]:
+    """(tree, template tree) pairs of every array of a state, in a fixed order: the arrays a
+    checkpoint stores (best weights where a seed has them)."""
+    pairs = [(state.params, template.params), (state.opt_state, template.opt_state), (state.carry, template.carry)]
+    for s, track in enumerate(state.tracks):
+        if track.best is not None:
+            pairs.append(((track.best.params, track.best.dstate),
+                          (view(template.params, s), view(template.carry["dstate"], s))))
+    return pairs
+
+
+def save_state(backend: Backend, path, state: TrainState, specs: list[RunSpec]) -> None:
+    """Write `state` to the checkpoint file `path` (tfp_vae/checkpoint.py)."""
+    from tfp_vae.environment import git_commit
+
+    leaves = [backend.to_numpy(leaf) for tree in (state.params, state.opt_state, state.carry)
+              for leaf in backend.tree_leaves(tree)]
+    for track in state.tracks:
+        if track.best is not None:
+            leaves += [backend.to_numpy(leaf) for leaf in backend.tree_leaves((track.best.params, track.best.dstate))]
+    meta = {"run_ids": [spec.run_id() for spec in specs], "epoch": state.epoch,
+            "train_s": state.train_s + sum(state.epoch_s), "segments": state.segments,
+            "git_commit": git_commit().get("commit"),
+            "tracks": [{"best_val": track.best_val, "since_best": track.since_best, "active": track.active,
+                        "has_best": track.best is not None, "result": dataclasses.asdict(track.result)}
+                       for track in state.tracks]}
+    checkpoint.save(path, meta, leaves)
+
+
+def restore_state(backend: Backend, meta: dict[str, Any], leaves: list[np.ndarray], fresh: TrainState,
+                  batched: bool) -> TrainState:
+    """The state a checkpoint holds, rebuilt on the structure of a fresh one of the same specs."""
+    it = iter(leaves)
+    fill = lambda tree: backend.tree_map(lambda _: backend.asarray(next(it)), tree)  # noqa: E731
+    view = _seed_view(backend, batched)
+    params, opt_state, carry = fill(fresh.params), fill(fresh.opt_state), fill(fresh.carry)
+    for s, (track, saved) in enumerate(zip(fresh.tracks, meta["tracks"])):
+        track.best_val, track.since_best, track.active = saved["best_val"], saved["since_best"], saved["active"]
+        track.result = TrainingResult(**saved["result"])
+        if saved["has_best"]:
+            best_params, best_dstate = fill((view(fresh.params, s), view(fresh.carry["dstate"], s)))
+            track.best = Trained(best_params, best_dstate)
+    return TrainState(meta["epoch"], params, opt_state, carry, fresh.tracks, [], meta["train_s"],
+                      meta["segments"])
+
+
+class _Saver:
+    """When to write a checkpoint: every `every_epochs` epochs or `every_minutes` minutes."""
+
+    def __init__(self, spec: RunSpec, path):
+        self.path, self.cfg, self.last = path, spec.checkpoint, time.monotonic()
+
+    def due(self, epoch: int) -> bool:
+        cfg = self.cfg
+        by_count = cfg.every_epochs > 0 and epoch % cfg.every_epochs == 0
+        by_time = cfg.every_minutes > 0 and time.monotonic() - self.last >= 60.0 * cfg.every_minutes
+        return self.path is not None and (by_count or by_time)
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+
+def _segment(from_epoch: int) -> dict[str, Any]:
+    from tfp_vae.environment import cpu_model, machine_slug
+
+    return {"from_epoch": from_epoch, "machine": machine_slug(), "cpu": cpu_model()}
 
 
 def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Splits, data: DataContext,
                 evals: EvalFunctions, group_epoch: tuple[Callable, Callable],
                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), tag_seeds: bool | None = None,
-                ) -> list[tuple[Trained, TrainingResult]]:
+                checkpoint_path=None) -> list[tuple[Trained, TrainingResult]]:
     """Train specs that differ only in their seed together, one compiled epoch for all of them (seed
     batching, when there is more than one). Each seed keeps its own initial weights, data order,
     noise, non-finite guard, early stopping and best epoch, exactly as if it were trained alone;
     a seed that diverges or stops early leaves the others training. Returns one
     (best-epoch parameters, result) per spec, in order. `group_epoch` is make_group_epoch's, batched
     when there is more than one spec, and so is `evals`. `tag_seeds`: prefix log lines with the seed
-    (default: when there is more than one spec)."""
+    (default: when there is more than one spec). `checkpoint_path`: resume from the training state
+    there if there is one, and save it there as the specs' [checkpoint] says (None: never)."""
     cfg = specs[0].train
     batched = len(specs) > 1
-    inits = [model.init(spec.seed) for spec in specs]
     opt_init, run_epoch = group_epoch
-    solo = [backend.tree_map(backend.asarray, init) for init in inits]
-    if batched:
-        params = stack_trees(backend, solo)
-        opt_state = stack_trees(backend, [opt_init(p) for p in solo])
-        carry = stack_trees(backend, [init_carry(backend, model)] * len(specs))
-    else:
-        params, opt_state, carry = solo[0], opt_init(solo[0]), init_carry(backend, model)
-    seed_view = (lambda tree, s: take_tree(backend, tree, s)) if batched else (lambda tree, s: tree)
+    view = _seed_view(backend, batched)
     val = [EvalData(backend, splits.validation.images, spec, data.levels, "validation") for spec in specs]
     n_train = len(splits.train)
     steps_per_epoch = n_train // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n_train} training images")
     images = backend.asarray(splits.train.images.astype(np.float32))  # on the device once for the whole group
-    tagged = batched if tag_seeds is None else tag_seeds
-    tracks = [_SeedTrack(spec, f"seed {spec.seed}: " if tagged else "") for spec in specs]
-    epoch_s: list[float] = []
+    state = initial_state(backend, model, specs, opt_init, batched if tag_seeds is None else tag_seeds)
+    saved = None if checkpoint_path is None else checkpoint.load(checkpoint_path, {
+        "run_ids": [spec.run_id() for spec in specs]})
+    if saved is not None:
+        state = restore_state(backend, *saved, state, batched)
+        log(f"  resumed from {checkpoint_path} after epoch {state.epoch} "
+            f"(written on {state.segments[-1]['cpu'] if state.segments else 'unknown'})")
+    state.segments.append(_segment(state.epoch))
+    saver = _Saver(specs[0], checkpoint_path)
     t_start = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    while state.epoch < cfg.epochs and any(track.active for track in state.tracks):
+        epoch = state.epoch
         t_epoch = time.perf_counter()
         rows, seeds = epoch_inputs(specs, epoch, n_train, cfg.batch_size)
         if not batched:
             rows, seeds = rows[:, 0], seeds[:, 0]
-        params, opt_state, carry, metrics = run_epoch(params, opt_state, carry, images, backend.asarray(rows),
-                                                      backend.asarray(seeds))
+        params, opt_state, carry, metrics = run_epoch(state.params, state.opt_state, state.carry, images,
+                                                      backend.asarray(rows), backend.asarray(seeds))
+        state.params, state.opt_state, state.carry = params, opt_state, carry
         # (steps,) or (steps, seeds): per-seed means over the epoch
         train_objective = np.mean(backend.to_numpy(metrics["objective"]), 0).reshape(-1)
         train_bound = np.mean(backend.to_numpy(metrics["bound"]), 0).reshape(-1)
         bad_steps = backend.to_numpy(carry["bad_step"]).reshape(-1)
         elapsed = time.perf_counter() - t_epoch
-        epoch_s.append(elapsed)
+        state.epoch_s.append(elapsed)
         checks = validate(backend, model, Trained(params, carry["dstate"]), val, specs, data, evals, epoch, batched)
-        for s, track in enumerate(tracks):
+        for s, track in enumerate(state.tracks):
             if track.active:
-                snapshot = lambda s=s: Trained(seed_view(params, s), seed_view(carry["dstate"], s))  # noqa: E731
+                snapshot = lambda s=s: Trained(view(params, s), view(carry["dstate"], s))  # noqa: E731
                 track.end_epoch(epoch, steps_per_epoch, int(bad_steps[s]), float(train_objective[s]),
                                 float(train_bound[s]), checks[s], snapshot, elapsed, log)
         # a stopped seed keeps stepping with the others (its best epoch is already kept) until all stop
-        if not any(track.active for track in tracks):
-            break
-    train_s = time.perf_counter() - t_start
-    compile_s, steady_epoch_s = split_compile_time(epoch_s)
+        state.epoch = epoch + 1
+        if state.epoch < cfg.epochs and any(track.active for track in state.tracks) and saver.due(state.epoch):
+            save_state(backend, checkpoint_path, state, specs)
+            saver.saved()
+    train_s = state.train_s + time.perf_counter() - t_start
+    compile_s, steady_epoch_s = split_compile_time(state.epoch_s)
     out = []
-    for s, track in enumerate(tracks):
+    for s, track in enumerate(state.tracks):
         result = track.result
         result.train_s, result.compile_s = train_s, compile_s
-        # this seed's steady rate: its epochs after the first (the first call compiles)
-        steady_epochs = max(result.epochs_run - 1, 0) if steady_epoch_s > 0 else 0
+        # this seed's steady rate: its epochs after the first of this process (the first call compiles)
+        steady_epochs = max(min(result.epochs_run, len(state.epoch_s)) - 1, 0) if steady_epoch_s > 0 else 0
         result.steady_s = steady_epoch_s * steady_epochs
         result.steady_examples = steady_epochs * steps_per_epoch * cfg.batch_size
-        out.append((track.best or Trained(seed_view(params, s), seed_view(carry["dstate"], s)), result))
+        result.segments = state.segments
+        out.append((track.best or Trained(view(state.params, s), view(state.carry["dstate"], s)), result))
     return out
 
 

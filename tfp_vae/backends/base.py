@@ -19,6 +19,7 @@ class Ops:
     softplus: Callable
     sigmoid: Callable
     relu: Callable
+    elu: Callable
     floor: Callable
     round: Callable
     clip: Callable  # clip(x, low, high)

@@ -44,7 +44,7 @@ def _sum_image(x):
 
 OPS = Ops(
     exp=jnp.exp, log=jnp.log, sqrt=jnp.sqrt, square=jnp.square, softplus=jax.nn.softplus, sigmoid=jax.nn.sigmoid,
-    relu=jax.nn.relu, floor=jnp.floor, round=jnp.round, clip=jnp.clip, where=jnp.where,
+    relu=jax.nn.relu, elu=jax.nn.elu, floor=jnp.floor, round=jnp.round, clip=jnp.clip, where=jnp.where,
     stop_gradient=jax.lax.stop_gradient, digamma=jax.scipy.special.digamma, isfinite=jnp.isfinite,
     sum=lambda x, axis=None: jnp.sum(x, axis), sum_image=_sum_image,
     mean=lambda x, axis=None: jnp.mean(x, axis), all=jnp.all,

@@ -79,7 +79,7 @@ def _matmul_bf16(a, b):
 
 OPS = Ops(
     exp=tf.exp, log=tf.math.log, sqrt=tf.sqrt, square=tf.square, softplus=tf.math.softplus, sigmoid=tf.sigmoid,
-    relu=tf.nn.relu, floor=tf.floor, round=tf.round, clip=tf.clip_by_value, where=tf.where,
+    relu=tf.nn.relu, elu=tf.nn.elu, floor=tf.floor, round=tf.round, clip=tf.clip_by_value, where=tf.where,
     stop_gradient=tf.stop_gradient, digamma=tf.math.digamma, isfinite=tf.math.is_finite,
     sum=lambda x, axis=None: tf.reduce_sum(x, axis), sum_image=_sum_image,
     mean=lambda x, axis=None: tf.reduce_mean(x, axis),

@@ -140,3 +140,30 @@ class BetaNLL(GaussianDecoder):
         pixel_ll = self.tfd.Normal(raw[..., 0], sigma).log_prob(self.target(y))
         weight = xp.stop_gradient(sigma ** (2.0 * self.hyper["beta"]))
         return TrainingTerms(xp.sum_image(weight * pixel_ll), xp.sum_image(pixel_ll)), {}
+
+
+class MapPrecision(GaussianDecoder):
+    """A per-pixel learned Normal whose training objective adds the log density of each pixel's
+    precision sigma^-2 under a Gamma(a, b) prior (a MAP estimate of the precision); evaluated with
+    the Normal alone."""
+
+    name = "map_precision"
+    source = "Takahashi et al., IJCAI 2018 (MAP-VAE), as run by Stirn & Knowles 2020"
+    summary = "Normal(mu, sigma(z)) trained with + sum log Gamma(sigma^-2; a, b), the MAP-VAE"
+    params = (
+        Param("prior_alpha", 3.0, "shape a of the Gamma prior on each pixel's precision", low=0.0),
+        Param("prior_beta", 0.002, "rate b of the Gamma prior on each pixel's precision", low=0.0),
+        LINK,
+    )
+    outputs_per_pixel = 2
+
+    def _sigma(self, raw, dp):
+        return positive(self.xp, raw[..., 1], self.hyper["link"])
+
+    def training_terms(self, y, raw, dp=None):
+        xp = self.xp
+        sigma = self._sigma(raw, dp)
+        ll = xp.sum_image(self.tfd.Normal(raw[..., 0], sigma).log_prob(self.target(y)))
+        prior = self.tfd.Gamma(xp.full((), self.hyper["prior_alpha"]), xp.full((), self.hyper["prior_beta"]))
+        log_prior = xp.sum_image(prior.log_prob(1.0 / xp.square(sigma)))
+        return TrainingTerms(ll + log_prior, ll), {}

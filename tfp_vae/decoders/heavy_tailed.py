@@ -54,6 +54,36 @@ class StudentT(Decoder):
         return self.tfd.StudentT(df=self.nu(dp), loc=raw[..., 0], scale=self._scale(raw))
 
 
+class StudentTPixel(StudentT):
+    """Student-t with each pixel's degrees of freedom decoded from z, nu = 3 + softplus(.), as the
+    published Student-VAE (with network.split_decoder: separate mean, nu and scale networks)."""
+
+    name = "student_t_pixel"
+    source = "Takahashi et al., IJCAI 2018 (Student-VAE), as run by Stirn & Knowles 2020"
+    summary = "StudentT(nu(z), mu(z), sigma(z)) per pixel, nu(z) = 3 + softplus(.)"
+    params = ()
+    outputs_per_pixel = 3
+
+    @classmethod
+    def check_together(cls, hyper):
+        pass
+
+    def init_params(self):
+        return {}
+
+    def _nu(self, raw):
+        return NU_LEARNED_MIN + self.xp.softplus(raw[..., 1])
+
+    def _scale(self, raw):
+        return positive(self.xp, raw[..., 2])
+
+    def stddev(self, raw, dp=None):
+        return t_stddev(self.xp, self._nu(raw), self._scale(raw))
+
+    def _distribution(self, raw, dp):
+        return self.tfd.StudentT(df=self._nu(raw), loc=raw[..., 0], scale=self._scale(raw))
+
+
 class VariationalVariance(Decoder):
     """Gamma(alpha, beta) posterior over each pixel's precision lambda, Gamma prior.
 

@@ -357,7 +357,12 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
     workers keep compiled programs in (compile_cache.py; None: every worker compiles afresh)."""
     todo = [s for g in groups for s in g] if groups is not None else pending_specs(study, store, force, rerun_failed)
     force = force or groups is not None
-    queue_ = groups if groups is not None else seed_groups(todo, seeds_per_group)
+    if groups is not None:
+        queue_ = groups
+    elif study.order == "seed-major":
+        queue_ = [[spec] for spec in todo]  # one seed a group, in the study's seed-major order
+    else:
+        queue_ = seed_groups(todo, seeds_per_group)
     progress = Progress(total=len(study.specs), skipped=len(study.specs) - len(todo), out=out)
     progress.start(f"{len(todo)} to run in {len(queue_)} seed group(s), {progress.skipped} already recorded, "
                    f"executor {executor}")

@@ -18,7 +18,11 @@ from tfp_vae.config import RunSpec, read_toml, spec_from_dict
 from tfp_vae.errors import ConfigError
 
 STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "backends", "network", "train", "eval",
-              "tf32", "compilers")
+              "tf32", "compilers", "checkpoint", "order")
+#: The order runs are taken in: "grid" (the seeds of a configuration together, in seed groups) or
+#: "seed-major" (every configuration's seed 0 first, then every seed 1, ..., one seed a group), so
+#: that a study stopped part way covers every cell.
+ORDERS = ("grid", "seed-major")
 #: Keys of a decoder's table that set [train] for that decoder, not a decoder parameter.
 TRAIN_SWEEP_KEYS = ("learning_rate",)
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -29,6 +33,7 @@ class Study:
     name: str
     path: Path
     specs: tuple[RunSpec, ...]
+    order: str = "grid"
 
 
 def _list(data: Mapping[str, Any], key: str, where: str, default: list[Any] | None = None) -> list[Any]:
@@ -75,7 +80,10 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
     if not isinstance(decoders, Mapping) or not decoders:
         raise ConfigError(f"{where}: decoders must be a non-empty table, e.g. [decoders.learned]")
     seeds = _list(data, "seeds", where)
-    shared = {k: data[k] for k in ("network", "train", "eval", "tf32") if k in data}
+    shared = {k: data[k] for k in ("network", "train", "eval", "tf32", "checkpoint") if k in data}
+    order = data.get("order", "grid")
+    if order not in ORDERS:
+        raise ConfigError(f"{where}: order = {order!r} is not allowed; expected one of {', '.join(ORDERS)}")
     compilers = _compilers(data.get("compilers", {}), where)
     specs, seen = [], set()
     for dataset, scaling, decoder, device, backend in itertools.product(
@@ -94,7 +102,9 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
                 if spec.run_id() not in seen:
                     seen.add(spec.run_id())
                     specs.append(spec)
-    return Study(name, path, tuple(specs))
+    if order == "seed-major":
+        specs.sort(key=lambda spec: seeds.index(spec.seed))  # stable: the grid order within each seed
+    return Study(name, path, tuple(specs), order)
 
 
 def load_study(path: str | Path) -> Study:
