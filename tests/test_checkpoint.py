@@ -139,3 +139,22 @@ def test_the_checkpoint_directory_is_outside_git_by_default(monkeypatch, tmp_pat
     monkeypatch.delenv(checkpoint.ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert checkpoint.directory() == Path(tmp_path) / "tfp-vae" / "checkpoints"
+
+
+def test_status_shows_a_run_in_progress_with_its_epoch(tmp_path, capsys):
+    pytest.importorskip("jax")
+    from tfp_vae.cli import main
+    from tfp_vae.runner.study import load_study
+
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text('name = "tiny"\ndatasets = ["digits"]\nseeds = [0]\nbackends = ["jax"]\n'
+                          '[decoders.learned]\n[network]\nhidden = [32]\nlatent = 5\n'
+                          '[train]\nepochs = 6\nbatch_size = 64\npatience = 0\n'
+                          '[eval]\niwae_k = 20\nk_chunk = 7\nlppl_samples = 5\n'
+                          '[checkpoint]\nevery_epochs = 1\nevery_minutes = 0.0\n')
+    spec = load_study(study_file).specs[0]
+    with pytest.raises(Killed):
+        run(spec, log=_kill_after(3))
+    assert main(["status", str(study_file), "--results", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert f"[{spec.run_id()}]: epoch 3 of 6 checkpointed" in out and "0 done, 0 failed, 1 pending" in out

@@ -65,7 +65,9 @@ def test_version_and_help_list_every_command(capsys):
 def test_json_outputs_parse(capsys):
     assert main(["list", "decoders", "--json"]) == 0
     decoders = json.loads(capsys.readouterr().out)
-    assert len(decoders) == 11 and decoders[0]["name"] == "fixed" and "sigma0" in decoders[0]["params"]
+    from tfp_vae.decoders import DECODERS
+
+    assert [d["name"] for d in decoders] == list(DECODERS) and decoders[0]["name"] == "fixed" and "sigma0" in decoders[0]["params"]
     assert main(["data", "list", "--json"]) == 0
     data = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
     assert data["digits"]["present"] is True and data["digits"]["levels"] == 17

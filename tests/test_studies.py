@@ -89,6 +89,24 @@ def test_a_decoder_table_sweeps_its_learning_rate_over_train(tmp_path):
     assert len({s.run_id() for s in specs}) == 6
 
 
+def test_a_decoder_table_sets_any_dotted_key_and_tables_add_up(tmp_path):
+    """[[decoders.x]] twice: each table's combinations; a dotted key or scaling sets the spec."""
+    text = ('name = "dotted"\ndatasets = ["digits"]\nseeds = [0, 1]\norder = "seed-major"\n'
+            '[decoders.fixed]\n[[decoders.learned]]\n[[decoders.learned]]\n"network.split_decoder" = true\n'
+            '"network.activation" = ["relu", "elu"]\n[[decoders.learned]]\nscaling = "dequantized"\n'
+            '[network]\nhidden = [8]\nlatent = 3\n')
+    specs = load_study(write(tmp_path, text)).specs
+    cells = [(s.decoder, s.scaling, s.network.split_decoder, s.network.activation) for s in specs if s.seed == 0]
+    assert cells == [("fixed", "raw", False, "relu"), ("learned", "raw", False, "relu"),
+                     ("learned", "raw", True, "relu"), ("learned", "raw", True, "elu"),
+                     ("learned", "dequantized", False, "relu")]
+    assert [s.seed for s in specs] == [0] * 5 + [1] * 5, "seed-major: every cell's seed 0 first"
+    with pytest.raises(ConfigError, match="'network.depth'.*network, train, eval, checkpoint|unknown key"):
+        load_study(write(tmp_path, text.replace('"network.activation"', '"network.depth"')))
+    with pytest.raises(ConfigError, match="order = 'random'"):
+        load_study(write(tmp_path, text.replace('"seed-major"', '"random"')))
+
+
 def _run_cli(args, cwd, **kw):
     return subprocess.Popen([sys.executable, "-m", "tfp_vae.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kw)

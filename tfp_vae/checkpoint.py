@@ -102,5 +102,15 @@ def load(path: Path, identity: dict[str, Any]) -> tuple[dict[str, Any], list[np.
     return meta, leaves
 
 
+def peek(path: Path) -> dict[str, Any] | None:
+    """The bookkeeping of the checkpoint at `path` (epoch, segments, ...) without its arrays; None
+    if there is none or it cannot be read."""
+    try:
+        with np.load(path) as data:
+            return json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def remove(path: Path) -> None:
     path.unlink(missing_ok=True)

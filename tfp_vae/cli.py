@@ -210,6 +210,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from tfp_vae import checkpoint
     from tfp_vae.runner.store import ResultStore
     from tfp_vae.runner.study import describe, load_study
 
@@ -221,9 +222,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = store.status(spec.run_id())
         counts[status] += 1
         error = store.read(spec.run_id())["error"] if status == "failed" else None
-        runs.append({"run_id": spec.run_id(), "run": describe(spec), "status": status, "error": error})
+        saved = checkpoint.peek(checkpoint.path_for([spec.run_id()])) if status == "pending" else None
+        epoch = None if saved is None else saved.get("epoch")
+        runs.append({"run_id": spec.run_id(), "run": describe(spec), "status": status, "error": error,
+                     "checkpoint_epoch": epoch})
         if status == "failed" and not args.json:
             print(f"failed  {describe(spec)} [{spec.run_id()}]: {error}")
+        if epoch is not None and not args.json:
+            print(f"in progress  {describe(spec)} [{spec.run_id()}]: epoch {epoch} of {spec.train.epochs} "
+                  f"checkpointed ({checkpoint.path_for([spec.run_id()])})")
     if args.json:
         print(json.dumps({"study": study.name, "directory": str(store.dir), **counts, "total": len(study.specs),
                           "runs": runs}, indent=1))

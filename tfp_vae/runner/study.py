@@ -1,6 +1,8 @@
 """A study is a TOML grid: data sets x scalings x decoders (with per-decoder
 hyperparameter sweeps) x seeds x devices x backends, plus shared network/train/eval settings.
-A decoder's table may also sweep `learning_rate` (TRAIN_SWEEP_KEYS), over [train]'s.
+A decoder's table may also set or sweep the spec for that decoder: `learning_rate`, `scaling` or any
+dotted key ("network.activation"), over the shared sections' values; an array of tables
+([[decoders.learned]] twice) runs each table's combinations.
 
 Loading validates the whole file before anything runs; every error names the
 file, the key and what is allowed.
@@ -23,8 +25,11 @@ STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "b
 #: "seed-major" (every configuration's seed 0 first, then every seed 1, ..., one seed a group), so
 #: that a study stopped part way covers every cell.
 ORDERS = ("grid", "seed-major")
-#: Keys of a decoder's table that set [train] for that decoder, not a decoder parameter.
+#: Keys of a decoder's table that set the spec for that decoder, not a decoder parameter: these, and
+#: any dotted key of a section ("network.split_decoder"). learning_rate is train.learning_rate.
 TRAIN_SWEEP_KEYS = ("learning_rate",)
+SPEC_SWEEP_KEYS = ("scaling",)
+SPEC_SECTIONS = ("network", "train", "eval", "checkpoint")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -43,16 +48,50 @@ def _list(data: Mapping[str, Any], key: str, where: str, default: list[Any] | No
     return value
 
 
-def _sweep(params: Any, decoder: str, where: str, train: bool = False) -> list[dict[str, Any]]:
-    """{'xi': [0.01, 0.1], 'link': 'exp'} -> one dict per combination (scalars are single values):
-    of the decoder's own parameters, or with `train` of its TRAIN_SWEEP_KEYS."""
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"{where}: decoders.{decoder} must be a table of parameter values, got {params!r}")
-    names = sorted(k for k in params if (k in TRAIN_SWEEP_KEYS) == train)
-    values = [v if isinstance(v, list) else [v] for v in (params[n] for n in names)]
+def _is_override(key: str) -> bool:
+    """Whether a key of a decoder's table sets the spec (a dotted key such as "network.activation",
+    "scaling", or the learning rate) rather than one of the decoder's own parameters."""
+    return "." in key or key in TRAIN_SWEEP_KEYS or key in SPEC_SWEEP_KEYS
+
+
+def _combinations(table: Mapping[str, Any], names: list[str], decoder: str, where: str) -> list[dict[str, Any]]:
+    values = [v if isinstance(v, list) else [v] for v in (table[n] for n in names)]
     if any(not v for v in values):
         raise ConfigError(f"{where}: decoders.{decoder}: an empty list sweeps nothing")
     return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def _sweep(params: Any, decoder: str, where: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A decoder's table -> (decoder parameters, spec overrides) per combination, lists swept and
+    scalars single values: {'xi': [0.01, 0.1], 'network.activation': 'elu'} gives two. An array of
+    tables ([[decoders.learned]] twice) is the union of each table's combinations."""
+    tables = params if isinstance(params, list) else [params]
+    out = []
+    for table in tables:
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: decoders.{decoder} must be a table of parameter values, got {params!r}")
+        own = sorted(k for k in table if not _is_override(k))
+        overrides = sorted(k for k in table if _is_override(k))
+        out += list(itertools.product(_combinations(table, own, decoder, where),
+                                      _combinations(table, overrides, decoder, where)))
+    return out
+
+
+def _with_overrides(spec: dict[str, Any], overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`spec` (a plain dict) with each override set: "learning_rate" is train.learning_rate, a
+    dotted key its section's key, "scaling" the top-level key."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in spec.items()}
+    for key, value in overrides.items():
+        path = ("train", key) if key in TRAIN_SWEEP_KEYS else tuple(key.split("."))
+        if len(path) == 1:
+            out[path[0]] = value
+        elif len(path) == 2 and path[0] in SPEC_SECTIONS:
+            out.setdefault(path[0], {})[path[1]] = value
+        else:
+            raise ConfigError(f"{where}: {key!r} is not allowed in a decoder's table; expected a decoder "
+                              f"parameter, scaling or a key of one of {', '.join(SPEC_SECTIONS)} such as "
+                              f"'network.activation'")
+    return out
 
 
 def _compilers(table: Any, where: str) -> dict[str, str]:
@@ -91,14 +130,11 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
         _list(data, "devices", where, ["cpu"]), _list(data, "backends", where, ["tensorflow"]),
     ):
         base_train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
-        for params, train_params in itertools.product(_sweep(decoders[decoder], decoder, where),
-                                                      _sweep(decoders[decoder], decoder, where, train=True)):
-            train = {**base_train, **train_params}
+        for params, overrides in _sweep(decoders[decoder], decoder, where):
+            base = {**shared, "train": base_train, "dataset": dataset, "scaling": scaling, "decoder": decoder,
+                    "decoder_params": params, "device": device, "backend": backend}
             for seed in seeds:
-                spec = spec_from_dict({**shared, "train": train, "dataset": dataset, "scaling": scaling,
-                                       "decoder": decoder,
-                                       "decoder_params": params, "seed": seed, "device": device,
-                                       "backend": backend}, where)
+                spec = spec_from_dict({**_with_overrides(base, overrides, where), "seed": seed}, where)
                 if spec.run_id() not in seen:
                     seen.add(spec.run_id())
                     specs.append(spec)
