@@ -36,7 +36,10 @@ from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study, describe
 from tfp_vae.runner.worker import DONE, error_record
 
-WORKER_TIMEOUT_S = 6 * 3600
+#: A seed group still running after this long is taken for hung. Runs of the published protocol
+#: take up to 1000 epochs of 10-30 s each on one core of a 2-core CPU (over 8 hours), and a group
+#: trains its seeds one after another.
+WORKER_TIMEOUT_S = 72 * 3600
 #: Seeds trained in one compiled step at most, unless the command line says otherwise: the
 #: group's parameters, optimiser state and batches are this many times one run's.
 DEFAULT_SEEDS_PER_GROUP = 16
