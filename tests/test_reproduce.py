@@ -66,6 +66,10 @@ def test_compare_tells_identical_tolerance_and_different_apart():
     assert result["verdict"] == "different" and list(result["different"]) == ["metrics.curve"]
     flipped = {**base, "metrics": {**base["metrics"], "collapse": True}}
     assert compare(base, flipped)["verdict"] == "different"
+    added = {**base, "metrics": {**base["metrics"], "new_field": 1.0}}  # later code records more
+    assert compare(base, added)["verdict"] == "bit-identical"
+    lost = {**base, "metrics": {"elbo": -50.0, "curve": [1.0, 2.0]}}  # but never less
+    assert compare(base, lost)["verdict"] == "different"
 
 
 def _edit(record_path: Path, change) -> None:

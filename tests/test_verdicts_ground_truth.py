@@ -65,6 +65,8 @@ def test_learned_sigma_collapses_on_constant_pixels_of_raw_images(constant_pixel
     m = _train(constant_pixels, "learned", seed)
     assert m["variance_collapse"] and m["collapse_reason"].startswith("excess_density")
     assert m["excess_density_frac"] > 0.05
+    by_c = m["excess_density_frac_by_c"]  # a higher limit flags no more pixels; c = 2 is the verdict's
+    assert by_c["2"] == m["excess_density_frac"] and by_c["1.5"] >= by_c["2"] >= by_c["3"] >= by_c["4"]
 
 
 @pytest.mark.slow

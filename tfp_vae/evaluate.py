@@ -12,8 +12,8 @@ from tfp_vae.backends import Backend
 from tfp_vae.config import RunSpec
 from tfp_vae.decoders import DataContext
 from tfp_vae.model import VAE
-from tfp_vae.records import (CONVERGENCE_WINDOW, SCALE_CONVERGENCE_RTOL, SIGMA_LOG10_EDGES, collapse_onset_epoch,
-                             converged, window_change)
+from tfp_vae.records import (CONVERGENCE_WINDOW, SCALE_CONVERGENCE_RTOL, SENSITIVITY_C, SIGMA_LOG10_EDGES,
+                             collapse_onset_epoch, converged, window_change)
 from tfp_vae.steps import EvalFunctions, stack_trees
 from tfp_vae.eval_data import EvalData, Trained, TrainingResult, excess_density_frac, per_example_group
 
@@ -186,12 +186,16 @@ def _metrics(model: VAE, spec: RunSpec, o: dict[str, np.ndarray], dims: int, dat
         metrics.update({"sigma_min": None, "sigma_p01": None, "sigma_median": None, "frac_below_tau": None,
                         "sigma_log10_hist": None})
     excess = excess_density_frac(log_density, data, cfg.density_c) if likelihood.has_density else None
+    # the same fraction at other limits c, so a table can show which verdicts hang on the chosen c
+    excess_by_c = ({f"{c:g}": excess_density_frac(log_density, data, c) for c in SENSITIVITY_C}
+                   if likelihood.has_density else None)
     collapsed, reason = collapse_verdict(training, excess, cfg.collapse_threshold, cfg.density_c, dims, data, likelihood)
     unit_activity = np.var(mu_q, axis=0)
     scale = scale_convergence(likelihood, dp, o["train_sq_err"])
     change = window_change(training.curves["val_bound"])
     metrics.update({
         "excess_density_frac": excess,
+        "excess_density_frac_by_c": excess_by_c,
         "density_c": cfg.density_c,
         "variance_collapse": collapsed,
         "collapse_reason": reason,
