@@ -227,7 +227,7 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     assert rows == [["learned", "digits dequantized"], ["learned", "digits raw"],
                     ["floor(xi=0.02)", "digits dequantized"], ["floor(xi=0.02)", "digits raw"]]
     decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
-    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, faithfulness, convergence, backends, throughput, published"):
+    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, sensitivity, faithfulness, convergence, backends, throughput, published"):
         build_declared(decl, root, tmp_path / "out")
     # a declared table whose decoders have no records yet (a study in progress) is skipped, with a warning
     decl.write_text('[[table]]\nname = "f0"\nstudy = "demo"\nkind = "faithfulness"\n')
@@ -394,3 +394,28 @@ def test_a_decoder_trained_at_two_learning_rates_gets_two_cells():
     t = loglik_table(frame)
     means = dict(zip(t.numbers["decoder"], t.numbers["iwae_ll_mean"]))
     assert means["learned(lr=0.001)"] == pytest.approx(51.0) and means["learned(lr=0.0001)"] == pytest.approx(50.1)
+
+
+def test_sensitivity_and_endings_count_the_planted_fractions(tmp_path):
+    """Excess fractions 0.3 %, 1.5 % and 3 % of one cell: flagged at 1, 2 and 3 thresholds of
+    0.1-5 %; at c = 3 only the record whose fraction there is above 1 % counts. Two runs capped
+    at their 3-epoch budget, one stopped early."""
+    from tfp_vae.report.tables import sensitivity_table
+
+    d = tmp_path / "runs"
+    d.mkdir()
+    for seed, (frac, at_3) in enumerate([(0.003, 0.0), (0.015, 0.002), (0.03, 0.02)]):
+        rec = record("learned", seed, 50.0, frac > 0.01)
+        rec["metrics"].update(excess_density_frac=frac, collapse_threshold=0.01, density_c=2.0,
+                              excess_density_frac_by_c={"1.5": frac * 2, "2": frac, "3": at_3, "4": at_3 / 2})
+        rec["spec"]["train"] = {"epochs": 3}
+        rec["training"].update(epochs_run=3 if seed else 2, stopped_early=not seed, nonfinite=None)
+        (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    frame = load_records(d).frame
+    t = sensitivity_table(frame)
+    (row,) = t.rows
+    # c = 1.5 doubles the fractions here: 0.6 %, 3 % and 6 %, two above 1 %
+    assert row[2:] == ["3/3", "2/3", "2/3", "1/3", "0/3", "2/3", "2/3", "1/3", "0/3"]
+    collapse = collapse_table(frame)
+    assert collapse.rows[0][collapse.header.index("runs ended")] == "1 stopped, 2 capped"
+    assert "3 epochs" in collapse.caption

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfp_vae.data import readers
+import tfp_vae.data.readers as readers
 from tfp_vae.data.types import DatasetEntry, FileSpec, ImageData
 
 SPLIT_SEED = 20140101  # splits never depend on the run's seed

@@ -70,7 +70,30 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "tensorflow": (env.get("versions") or {}).get("tensorflow"),
         "jax": (env.get("versions") or {}).get("jax"),
         "cpu_model": env.get("cpu_model"),
+        "cpu_generation": cpu_generation(env.get("cpu")),
+        "ending": ending(rec.get("training") or {}, (spec.get("train") or {}).get("epochs")),
+        "excess_by_c": m.get("excess_density_frac_by_c"),
     }
+
+
+def cpu_generation(cpu: dict | None) -> str:
+    """'family 26 model 2' of a record's environment.cpu; 'unrecorded' for records made before
+    records said it (one model name, such as "AMD EPYC", covers several generations)."""
+    if not cpu or cpu.get("family") is None:
+        return "unrecorded"
+    return f"family {cpu['family']} model {cpu['model']}"
+
+
+def ending(training: dict, epochs: int | None) -> str | None:
+    """How training ended (docs/definitions.md, How a run ends): 'diverged' (a non-finite loss),
+    'stopped' (early stopping fired) or 'capped' (the epoch budget ran out first)."""
+    if not training:
+        return None
+    if training.get("nonfinite"):
+        return "diverged"
+    if training.get("stopped_early"):
+        return "stopped"
+    return "capped" if epochs is not None and training.get("epochs_run", 0) >= epochs else "stopped"
 
 
 def load_records(directory: str | Path, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Loaded:

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tfp_vae.decoders import DECODERS
-from tfp_vae.records import SCALE_CONVERGENCE_RTOL
-from tfp_vae.runner.reproduce import SAME_ENVIRONMENT
+from tfp_vae.records import SAME_ENVIRONMENT, SCALE_CONVERGENCE_RTOL, SENSITIVITY_C
 from tfp_vae.report.stats import (ALPHA, MIN_SEEDS_FOR_INTERVAL, MIN_SEEDS_FOR_IQM_INTERVAL, equivalence, iqm,
                                   iqm_interval, mean_std, tied_with_best, wilson, worse_than)
 
@@ -198,13 +197,18 @@ def collapse_table(df: pd.DataFrame) -> Table:
                "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
                "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
                "active_units_mean": float(cell["active_units"].mean())}
+        row.update({f"ended_{e}": int((cell["ending"] == e).sum()) for e in ENDINGS},
+                   cpu_generations="; ".join(sorted(set(cell["cpu_generation"]))))
         numbers.append(row)
         onset = f"{len(onsets)}/{n}" + (f", epoch {row['onset_epoch_median']:g}" if len(onsets) else "")
-        rows.append([lab, col.title(ok), f"{k}/{n}", _interval(ci), onset, row["top_reason"] or "-",
+        rule = row["top_reason"] or "-"
+        if rule == "excess_density" and col.fields().get("scaling") == "dequantized":
+            rule = "excess_density (local concentration)"  # bounded there: density <= D ln L on average
+        rows.append([lab, col.title(ok), f"{k}/{n}", _interval(ci), onset, rule,
                      _fmt(row["excess_density_frac_mean"], 4), _fmt(row["frac_below_tau_mean"], 4),
-                     _fmt(row["active_units_mean"], 1)])
+                     _fmt(row["active_units_mean"], 1), _endings(row), row["cpu_generations"]])
     header = ["decoder", "data", "collapsed", "Wilson 95 %", "validation onset (seeds, median epoch)", "most common rule", "excess density frac (seed mean)",
-              "sd below tau frac (seed mean)", "active units (seed mean)"]
+              "sd below tau frac (seed mean)", "active units (seed mean)", "runs ended", "CPU"]
     thresholds = " or ".join(f"{t:.2%}".replace(".00%", " %") for t in sorted(set(ok["collapse_threshold"].dropna())))
     cs = " or ".join(f"{c:g}" for c in sorted(set(ok["density_c"].dropna())))
     caption = ("Variance collapse: runs flagged over runs, with the Wilson 95 % interval (only with "
@@ -217,8 +221,62 @@ def collapse_table(df: pd.DataFrame) -> Table:
                "of the first such epoch (collapse_onset_epoch); a seed can pass it and come back below by the epoch "
                "the verdict is judged at, the best validation epoch. The fraction of decoder standard "
                "deviations below tau describes the fit and is not the verdict: a healthy fit of dequantized data "
-               "sits at tau.")
+               "sits at tau. On dequantized pixels the expected log density cannot exceed D ln L, so density above "
+               "c / bin there is local concentration of a bounded density (named so), not an unbounded likelihood. "
+               f"Runs ended: {ENDING_WORDS}; a verdict of capped runs describes their epoch budget "
+               f"({_budgets(ok)}), not the decoder. CPU: the generations the cell's runs ran on (one model name "
+               "covers several); cells of different generations are not bit-for-bit comparable.")
     return Table("collapse", caption, pd.DataFrame(numbers), header, rows)
+
+
+#: How a run ends (report.load.ending), in the order tables list them.
+ENDINGS = ("stopped", "capped", "diverged")
+ENDING_WORDS = ("stopped (early stopping fired: converged by the stopping rule), capped (the epoch budget ran "
+                "out first) or diverged (a non-finite loss)")
+
+
+def _endings(row: dict) -> str:
+    return ", ".join(f"{row[f'ended_{e}']} {e}" for e in ENDINGS if row[f"ended_{e}"])
+
+
+def _budgets(ok: pd.DataFrame) -> str:
+    epochs = sorted(set(int(e) for e in ok["epochs"].dropna()))
+    return " or ".join(map(str, epochs)) + " epochs" if epochs else "unknown"
+
+
+#: The collapse threshold (fraction of test pixels) and limit c the sensitivity table varies.
+SENSITIVITY_THRESHOLDS = (0.001, 0.005, 0.01, 0.02, 0.05)
+
+
+def sensitivity_table(df: pd.DataFrame) -> Table:
+    """Each cell's collapse verdict k/n as the threshold runs over SENSITIVITY_THRESHOLDS (at the
+    records' c) and as c runs over SENSITIVITY_C (at the records' threshold; records made before
+    they stated the fraction at other c show n/a). The rules that do not depend on either
+    (nonfinite, bound_above_discrete_limit) count at every value."""
+    ok = df[(df["status"] != "error") & df["excess_density_frac"].notna()]
+    numbers, rows = [], []
+    for lab, col, cell in _cells(ok):
+        fixed = cell["collapse_reason"].fillna("").str.contains("nonfinite|bound_above_discrete_limit")
+        row = {"decoder": lab, **col.fields(), "n": len(cell)}
+        for t in SENSITIVITY_THRESHOLDS:
+            row[f"threshold_{t:g}"] = int((fixed | (cell["excess_density_frac"] > t)).sum())
+        for c in SENSITIVITY_C:
+            fracs = [None if not by_c else by_c.get(f"{c:g}") for by_c in cell["excess_by_c"]]
+            row[f"c_{c:g}"] = (None if any(f is None for f in fracs) else
+                               int(sum(bool(x) or f > t for x, f, t in zip(fixed, fracs, cell["collapse_threshold"]))))
+        numbers.append(row)
+        n = len(cell)
+        rows.append([lab, col.title(ok), *(f"{row[f'threshold_{t:g}']}/{n}" for t in SENSITIVITY_THRESHOLDS),
+                     *("n/a" if row[f"c_{c:g}"] is None else f"{row[f'c_{c:g}']}/{n}" for c in SENSITIVITY_C)])
+    header = ["decoder", "data", *(f"threshold {t:.1%}" for t in SENSITIVITY_THRESHOLDS),
+              *(f"c = {c:g}" for c in SENSITIVITY_C)]
+    cs = " or ".join(f"{c:g}" for c in sorted(set(ok["density_c"].dropna())))
+    thresholds = " or ".join(f"{t:.2%}" for t in sorted(set(ok["collapse_threshold"].dropna())))
+    caption = ("Sensitivity of the collapse verdict: runs flagged over runs as the fraction of test pixels that "
+               f"must exceed c / bin varies (at c = {cs or 'n/a'}), and as c varies (at the threshold "
+               f"{thresholds or 'n/a'}); n/a where the records predate the fractions at other c. A verdict that "
+               "changes across a row hangs on the chosen value.")
+    return Table("sensitivity", caption, pd.DataFrame(numbers), header, rows)
 
 
 #: The faithfulness test's default reference: the homoscedastic decoder whose one scale is learned.
@@ -540,6 +598,7 @@ def reproduction_table(files: list) -> Table:
 TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {
     "loglik": loglik_table,
     "collapse": collapse_table,
+    "sensitivity": sensitivity_table,
     "faithfulness": faithfulness_table,
     "convergence": convergence_table,
     "backends": backend_agreement_table,

@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tfp_vae.environment import cpu_identity, cpu_model, machine_slug
-from tfp_vae.records import write_record
+from tfp_vae.records import SAME_ENVIRONMENT, write_record
 from tfp_vae.runner.execute import threads_per_worker
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study
 
-#: Why a rerun is expected to be bit-identical, where nothing else is said.
-SAME_ENVIRONMENT = "same CPU model, family and instruction set, versions, backend and threads"
 #: Floats equal within this relative (or, near zero, absolute) tolerance count as reproduced.
 RTOL, ATOL = 1e-3, 1e-4
 #: Sections that legitimately differ between two runs of one spec.
