@@ -1,4 +1,4 @@
-"""Keep the README's copies of generated tables equal to the files they copy:
+"""Keep the copies of generated tables in README.md and docs/*.md equal to the files they copy:
 `python scripts/readme_copies.py` rewrites them (tox -e report runs it after regenerating the
 reports), `--check` only says which are stale and exits 1 (tests/test_readme_copies.py).
 
@@ -65,16 +65,24 @@ def refreshed(readme: str, root: Path) -> tuple[str, list[str]]:
     return "\n".join(out) + "\n", stale
 
 
+def documents(root: Path = ROOT) -> list[Path]:
+    """The files that hold copies: the README and the pages under docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
 def main(argv: list[str]) -> int:
-    readme = ROOT / "README.md"
-    text, stale = refreshed(readme.read_text(), ROOT)
-    if "--check" in argv:
-        for path in stale:
-            print(f"README.md: the copy of {path} is stale (python scripts/readme_copies.py refreshes it)")
-        return 1 if stale else 0
-    readme.write_text(text)
-    print(f"README.md: {len(stale)} cop{'y' if len(stale) == 1 else 'ies'} refreshed")
-    return 0
+    failed = 0
+    for doc in documents():
+        text, stale = refreshed(doc.read_text(), ROOT)
+        name = doc.relative_to(ROOT)
+        if "--check" in argv:
+            for path in stale:
+                print(f"{name}: the copy of {path} is stale (python scripts/readme_copies.py refreshes it)")
+            failed |= bool(stale)
+            continue
+        doc.write_text(text)
+        print(f"{name}: {len(stale)} cop{'y' if len(stale) == 1 else 'ies'} refreshed")
+    return int(failed)
 
 
 if __name__ == "__main__":
