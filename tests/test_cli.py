@@ -167,3 +167,67 @@ def test_a_network_larger_than_the_machine_is_refused_at_load(tmp_path, capsys):
     line = _one_error_line(capsys)
     assert "latent = 100000" in line and f"this machine has {total / 2**30:.1f} GiB" in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_bare_command_prints_the_help(capsys):
+    assert main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_command():
+    proc = subprocess.run([sys.executable, "-m", "tfp_vae", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("tfp-vae ")
+
+
+def test_json_output_survives_a_closed_pipe():
+    proc = subprocess.run(f"{sys.executable} -m tfp_vae list decoders --json | head -n 1", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "[" and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_every_train_option_says_what_it_does_and_its_default():
+    parser = make_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    for action in train._actions:
+        if action.dest in ("help",):
+            continue
+        assert action.help, f"--{action.dest} has no help"
+    text = train.format_help()
+    for flag in ("--dataset", "--seed", "--epochs", "--batch-size", "--lr", "--iwae-k", "--backend"):
+        assert flag in text
+    assert text.count("default") >= 10
+
+
+def test_a_misspelt_name_gets_a_suggestion_and_every_bad_value_is_reported(capsys, tmp_path):
+    assert main(["train", "--decoder", "studentt", "--epochs", "0", "--lr", "-1", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'student_t'" in err and "3 bad values" in err
+    assert "epochs = 0" in err and "learning_rate = -1.0" in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["reproduce", "s.toml", "--sample", "0"], "'0' is not allowed; expected an integer >= 1"),
+    (["run", "s.toml", "--executor", "slurm"], "invalid choice: 'slurm'"),
+])
+def test_argparse_refuses_bad_choices(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_the_default_backend_is_an_installed_one(monkeypatch):
+    import importlib.util
+
+    from tfp_vae.cli import default_backend
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    assert default_backend() == "jax"  # a GPU machine: JAX without TensorFlow
+
+
+def test_a_cpu_record_names_no_cuda():
+    pytest.importorskip("tensorflow")
+    from tfp_vae.backends import get_backend
+
+    env = get_backend("tensorflow").environment("/CPU:0")
+    assert env["cuda_version"] is None and env["cudnn_version"] is None

@@ -34,7 +34,7 @@ def _parse_param(text: str) -> tuple[str, Any]:
 def _spec_from_args(args: argparse.Namespace):
     from tfp_vae.config import RunSpec, spec_from_dict, spec_from_toml
 
-    base = spec_from_toml(args.spec) if args.spec else RunSpec()
+    base = spec_from_toml(args.spec) if args.spec else RunSpec(backend=default_backend())
     top = {k: v for k, v in (("dataset", args.dataset), ("scaling", args.scaling), ("decoder", args.decoder),
                              ("seed", args.seed), ("device", args.device), ("backend", args.backend),
                              ("precision", args.precision)) if v is not None}
@@ -299,27 +299,40 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_backend() -> str:
+    """The first backend whose framework is installed here (a JAX-only GPU machine has no TensorFlow)."""
+    import importlib.util
+
+    from tfp_vae.backends import BACKENDS
+
+    return next((name for name in BACKENDS if importlib.util.find_spec(name) is not None), "tensorflow")
+
+
 def make_parser() -> argparse.ArgumentParser:
     from tfp_vae import __version__
+    from tfp_vae.config import RunSpec
 
     parser = argparse.ArgumentParser(prog="tfp-vae", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"tfp-vae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tr = sub.add_parser("train", help="train and evaluate one VAE, write its JSON record")
-    tr.add_argument("--spec", help="a run spec TOML file; flags override its values")
-    tr.add_argument("--dataset")
-    tr.add_argument("--scaling", help="raw or dequantized")
-    tr.add_argument("--decoder", help="a decoder name (tfp-vae list decoders)")
-    tr.add_argument("--param", action="append", metavar="NAME=VALUE", help="decoder hyperparameter, repeatable")
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--iwae-k", type=int)
-    tr.add_argument("--device", help="cpu, gpu or auto")
-    tr.add_argument("--backend", help="tensorflow or jax (TFP's JAX substrate)")
-    tr.add_argument("--precision", help="float32, or bfloat16 (dense-layer matmuls in bfloat16)")
+    d = RunSpec()  # the defaults each flag names: the spec file's value, where --spec gives one, else these
+    tr.add_argument("--spec", help="a run spec TOML file (docs/usage.md); the flags below override its values")
+    tr.add_argument("--dataset", help=f"a data set (tfp-vae list datasets; default {d.dataset})")
+    tr.add_argument("--scaling", help=f"raw (x / (L - 1)) or dequantized ((x + u) / L) (default {d.scaling})")
+    tr.add_argument("--decoder", help=f"a decoder (tfp-vae list decoders; default {d.decoder})")
+    tr.add_argument("--param", action="append", metavar="NAME=VALUE",
+                    help="a decoder hyperparameter, repeatable (tfp-vae list decoders shows each one's default)")
+    tr.add_argument("--seed", type=int, help=f"the run's seed: weights, data order and noise (default {d.seed})")
+    tr.add_argument("--epochs", type=int, help=f"the most epochs to train (default {d.train.epochs})")
+    tr.add_argument("--batch-size", type=int, help=f"training batch size (default {d.train.batch_size})")
+    tr.add_argument("--lr", type=float, help=f"Adam's learning rate (default {d.train.learning_rate:g})")
+    tr.add_argument("--iwae-k", type=int, help=f"importance samples of the test bound (default {d.eval.iwae_k})")
+    tr.add_argument("--device", help=f"cpu, gpu or auto (default {d.device})")
+    tr.add_argument("--backend", help=f"tensorflow or jax, TFP's JAX substrate (default: {default_backend()}, "
+                                      "the first of them installed here)")
+    tr.add_argument("--precision", help=f"float32, or bfloat16 for the dense layers' matmuls (default {d.precision})")
     tr.add_argument("--compiler", choices=sorted({c for names in COMPILERS.values() for c in names}),
                     help="xla (both backends) or graph (TensorFlow's own kernels without XLA)")
     tr.add_argument("--out", help="record path (default runs/<dataset>-<scaling>-<decoder>-s<seed>-<id>.json)")
@@ -335,7 +348,7 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files>")
         p.add_argument("--json", action="store_true", help="machine-readable output (list)")
     da.set_defaults(func=cmd_data)
-    from tfp_vae.runner.execute import DEFAULT_SEEDS_PER_GROUP
+    from tfp_vae.runner.execute import DEFAULT_SEEDS_PER_GROUP, EXECUTORS
 
     rn = sub.add_parser("run", help="run a study (a TOML grid of runs), resuming where it stopped")
     rn.add_argument("study")
@@ -343,7 +356,8 @@ def make_parser() -> argparse.ArgumentParser:
     rn.add_argument("--seeds-per-group", type=_count, default=DEFAULT_SEEDS_PER_GROUP,
                     help=f"most seeds trained in one compiled step (seed batching; 1 = none; default "
                          f"{DEFAULT_SEEDS_PER_GROUP}); lower it if a group does not fit in memory")
-    rn.add_argument("--executor", default="local", help="local (worker processes here) or dask")
+    rn.add_argument("--executor", default="local", choices=list(EXECUTORS),
+                    help="local (worker processes here) or dask (default local)")
     rn.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rn.add_argument("--force", action="store_true", help="run every spec again, even those with a record")
     rn.add_argument("--rerun-failed", action="store_true", help="run again the specs whose record is an error")
@@ -353,11 +367,11 @@ def make_parser() -> argparse.ArgumentParser:
     rq = sub.add_parser("reproduce", help="rerun committed runs from scratch and compare them with their records")
     rq.add_argument("study", help="the study TOML whose committed records are reproduced")
     which = rq.add_mutually_exclusive_group()
-    which.add_argument("--sample", type=int, help="rerun N runs (default: one per decoder and scaling)")
+    which.add_argument("--sample", type=_count, help="rerun N >= 1 runs (default: one per decoder and scaling)")
     which.add_argument("--all", action="store_true", help="rerun every committed run")
     rq.add_argument("--workers", type=_count, help="parallel worker processes, each running a seed group (default: as "
                     "many as ran when the records were made, so each has the same threads)")
-    rq.add_argument("--executor", default="local", help="local or dask")
+    rq.add_argument("--executor", default="local", choices=list(EXECUTORS), help="local or dask (default local)")
     rq.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rq.add_argument("--results", default="results/runs", help="root of the committed records")
     rq.add_argument("--out", default="results/reproductions", help="root of the reruns, keyed by machine")
@@ -387,7 +401,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # bare `tfp-vae`: what it can do, not an error
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
         os.environ["TFP_VAE_DATA_DIR"] = args.data_dir
     try:
@@ -395,6 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TfpVaeError as exc:
         print(f"tfp-vae: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tfp-vae list decoders --json | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit flush does not fail again
+        return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ what is allowed; nothing runs until the whole spec is valid.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import math
@@ -56,9 +57,17 @@ def machine_memory_bytes() -> int | None:
         return None
 
 
+#: While a whole spec is checked, the bad values found so far (RunSpec.check reports them all at once).
+_FOUND: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_FOUND", default=None)
+
+
 def _require(ok: bool, where: str, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{where}: {key} = {value!r} is not allowed; expected {allowed}")
+        message = f"{where}: {key} = {value!r} is not allowed; expected {allowed}"
+        found = _FOUND.get()
+        if found is None:
+            raise ConfigError(message)
+        found.append(message)
 
 
 def _positive_ints(values: Any) -> bool:
@@ -205,33 +214,70 @@ class RunSpec:
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
 
     def check(self, where: str = "run spec") -> None:
+        """Every check of the spec; all its bad values are reported at once, in one ConfigError."""
+        errors: list[str] = []
+        token = _FOUND.set(errors)
+        try:
+            *checks, memory = self._checks(where)
+            for check in checks:
+                try:
+                    check()
+                except ConfigError as exc:
+                    errors.append(str(exc))
+                except (TypeError, ValueError, KeyError, AttributeError):
+                    if not errors:  # else a check that depends on a value already reported as bad
+                        raise
+        finally:
+            _FOUND.reset(token)
+        if not errors:
+            memory()  # only a spec whose values are all valid can be sized
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        if errors:
+            raise ConfigError(f"{len(errors)} bad values:\n  " + "\n  ".join(errors))
+
+    def _checks(self, where: str) -> list:
+        """The spec's checks, each a callable that raises ConfigError; later ones may need earlier ones' values."""
         from tfp_vae.data import dataset_entry
         from tfp_vae.decoders import decoder_class
 
-        try:  # registry errors say what is known; prefix them with where the value came from
-            entry = dataset_entry(self.dataset)
-            decoder_class(self.decoder).resolve(self.decoder_params)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        _require(self.scaling in SCALINGS, where, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}")
-        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31, where,
-                 "seed", self.seed, "an integer in [0, 2^31)")
-        _require(self.device in DEVICES, where, "device", self.device, f"one of {', '.join(DEVICES)}")
-        _require(self.backend in BACKENDS, where, "backend", self.backend, f"one of {', '.join(BACKENDS)}")
-        _require(isinstance(self.tf32, bool), where, "tf32", self.tf32, "true or false")
-        _require(self.precision in PRECISIONS, where, "precision", self.precision, f"one of {', '.join(PRECISIONS)}")
-        self.network.check(f"{where} [network]")
-        self.network.check_shape(entry.shape, f"{where} [network] on {self.dataset}")
-        self.train.check(f"{where} [train]")
-        _require(self.train.compiler in COMPILERS[self.backend], f"{where} [train]", "compiler", self.train.compiler,
-                 f"on backend {self.backend!r} one of {', '.join(map(repr, COMPILERS[self.backend]))}")
-        pool = entry.sizes[0]
-        n_train = pool - max(1, round(self.train.validation_fraction * pool))
-        _require(not pool or self.train.batch_size <= n_train, f"{where} [train]", "batch_size", self.train.batch_size,
-                 f"at most the {n_train} training images of {self.dataset}")
-        self.eval.check(f"{where} [eval]")
-        self.checkpoint.check(f"{where} [checkpoint]")
-        self.check_memory(entry.shape, decoder_class(self.decoder).outputs_per_pixel, where)
+        def registry(lookup):  # registry errors say what is known; prefix them with where the value came from
+            def check():
+                try:
+                    lookup()
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+            return check
+
+        def require(ok, *args):
+            return lambda: _require(ok(), *args)
+
+        entry = lambda: dataset_entry(self.dataset)  # noqa: E731 - looked up again by each check that needs it
+        pool = lambda: entry().sizes[0]  # noqa: E731
+        n_train = lambda: pool() - max(1, round(self.train.validation_fraction * pool()))  # noqa: E731
+        train = f"{where} [train]"
+        return [
+            registry(entry),
+            registry(lambda: decoder_class(self.decoder).resolve(self.decoder_params)),
+            require(lambda: self.scaling in SCALINGS, where, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}"),
+            require(lambda: isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31,
+                    where, "seed", self.seed, "an integer in [0, 2^31)"),
+            require(lambda: self.device in DEVICES, where, "device", self.device, f"one of {', '.join(DEVICES)}"),
+            require(lambda: self.backend in BACKENDS, where, "backend", self.backend, f"one of {', '.join(BACKENDS)}"),
+            require(lambda: isinstance(self.tf32, bool), where, "tf32", self.tf32, "true or false"),
+            require(lambda: self.precision in PRECISIONS, where, "precision", self.precision,
+                    f"one of {', '.join(PRECISIONS)}"),
+            lambda: self.network.check(f"{where} [network]"),
+            lambda: self.network.check_shape(entry().shape, f"{where} [network] on {self.dataset}"),
+            lambda: self.train.check(train),
+            lambda: _require(self.train.compiler in COMPILERS[self.backend], train, "compiler", self.train.compiler,
+                             f"on backend {self.backend!r} one of {', '.join(map(repr, COMPILERS[self.backend]))}"),
+            lambda: _require(not pool() or self.train.batch_size <= n_train(), train, "batch_size",
+                             self.train.batch_size, f"at most the {n_train()} training images of {self.dataset}"),
+            lambda: self.eval.check(f"{where} [eval]"),
+            lambda: self.checkpoint.check(f"{where} [checkpoint]"),
+            lambda: self.check_memory(entry().shape, decoder_class(self.decoder).outputs_per_pixel, where),
+        ]
 
     def check_memory(self, image_shape: tuple[int, int, int], outputs_per_pixel: int, where: str) -> None:
         """Refuse, before any work, a CPU run whose network and batches cannot fit in this machine's memory."""

@@ -15,3 +15,13 @@ class DataError(TfpVaeError):
 
 class StoreError(TfpVaeError):
     """Records cannot be written (e.g. the disk is full); those already written are intact."""
+
+
+def unknown_name(what: str, name: object, known: list[str] | tuple[str, ...]) -> str:
+    """"unknown decoder 'studentt' (did you mean 'student_t'?); known decoders: ...": the message for a
+    name that is not in a registry, with the closest known names."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(known), n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    return f"unknown {what} {name!r}{hint}; known {what}s: {', '.join(known)}"

@@ -96,6 +96,8 @@ def group_records(specs: list[RunSpec], log: Callable[[str], None] = lambda s: p
                               first.eval.lppl_samples, batched)
         group_epoch = make_group_epoch(backend, model, first, data, batched)
         for part in [specs] if batched else [[spec] for spec in specs]:
+            log(f"  compiling and training (the first epoch's time includes compiling), up to {first.train.epochs} "
+                f"epochs of {len(splits.train) // first.train.batch_size} steps")
             saved_at = checkpoint.path_for([spec.run_id() for spec in part])
             trained_part = train_group(backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1,
                                        saved_at)
@@ -103,6 +105,9 @@ def group_records(specs: list[RunSpec], log: Callable[[str], None] = lambda s: p
                 **capture(backend, device),
                 "data_source": {"source": location.source, "directory": str(location.directory or "")}}
             trained, trainings = [t for t, _ in trained_part], [r for _, r in trained_part]
+            n_test = min(len(splits.test), first.eval.max_test_examples or len(splits.test))
+            log(f"  evaluating on {n_test} test images: bound, LPPL ({first.eval.lppl_samples} samples) and the "
+                f"importance-weighted bound (K = {first.eval.iwae_k}, the longest part)")
             evaluated = evaluate_group(backend, model, trained, part, splits.test.images, splits.train.images, data,
                                        evals, trainings, batched)
             for spec, training, (metrics, eval_timing) in zip(part, trainings, evaluated):

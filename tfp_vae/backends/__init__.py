@@ -12,7 +12,7 @@ import importlib
 from functools import lru_cache
 
 from tfp_vae.backends.base import Backend
-from tfp_vae.errors import ConfigError
+from tfp_vae.errors import ConfigError, unknown_name
 
 BACKENDS: dict[str, str] = {
     "tensorflow": "tfp_vae.backends.tensorflow",
@@ -34,7 +34,7 @@ def get_backend(name: str) -> Backend:
     try:
         module = BACKENDS[name]
     except KeyError:
-        raise ConfigError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}") from None
+        raise ConfigError(unknown_name("backend", name, list(BACKENDS))) from None
     try:
         return importlib.import_module(module).BACKEND
     except ImportError as exc:

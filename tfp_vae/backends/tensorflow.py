@@ -174,13 +174,15 @@ def environment(device: str) -> dict[str, Any]:
 
     build = tf.sysconfig.get_build_info()
     gpus = tf.config.list_physical_devices("GPU")
+    on_gpu = bool(gpus) and "gpu" in device.lower()
     return {
         "framework_versions": {"tensorflow": tf.__version__, "tensorflow_probability": tfp.__version__},
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         "gpus": [tf.config.experimental.get_device_details(g).get("device_name") for g in gpus],
-        "cuda_version": build.get("cuda_version"),
-        "cudnn_version": build.get("cudnn_version"),
+        # the build's CUDA says nothing about a run on a CPU: only a GPU run names it
+        "cuda_version": build.get("cuda_version") if on_gpu else None,
+        "cudnn_version": build.get("cudnn_version") if on_gpu else None,
         "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
         "op_determinism": bool(tf_config.is_op_determinism_enabled()),
     }

@@ -7,7 +7,7 @@ import numpy as np
 from tfp_vae.data import store
 from tfp_vae.data.catalog import DATASETS, SPLIT_SEED
 from tfp_vae.data.types import DatasetEntry, FileSpec, ImageData, Splits
-from tfp_vae.errors import ConfigError, DataError
+from tfp_vae.errors import ConfigError, DataError, unknown_name
 
 
 def dataset_entry(name: str) -> DatasetEntry:
@@ -15,7 +15,7 @@ def dataset_entry(name: str) -> DatasetEntry:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ConfigError(f"unknown data set {name!r}; known data sets: {', '.join(DATASETS)}") from None
+        raise ConfigError(unknown_name("data set", name, list(DATASETS))) from None
 
 
 def load_pool(name: str, download: bool = True) -> tuple[ImageData, ImageData, store.Location]:

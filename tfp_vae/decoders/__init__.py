@@ -11,7 +11,7 @@ from tfp_vae.decoders.base import DataContext, Decoder, Param, TrainingTerms
 from tfp_vae.decoders.discrete import Bernoulli, ContinuousBernoulli, DiscretizedLogistic
 from tfp_vae.decoders.gaussian import BetaNLL, Fixed, Floor, Learned, MapPrecision, Shared, SigmaVAE
 from tfp_vae.decoders.heavy_tailed import StudentT, StudentTPixel, VariationalVariance
-from tfp_vae.errors import ConfigError
+from tfp_vae.errors import ConfigError, unknown_name
 
 DECODERS: dict[str, type[Decoder]] = {
     cls.name: cls
@@ -27,7 +27,7 @@ def decoder_class(name: str) -> type[Decoder]:
     try:
         return DECODERS[name]
     except KeyError:
-        raise ConfigError(f"unknown decoder {name!r}; known decoders: {', '.join(DECODERS)}") from None
+        raise ConfigError(unknown_name("decoder", name, list(DECODERS))) from None
 
 
 def make_decoder(name: str, hyper: Mapping[str, Any], data: DataContext, backend: Any = "tensorflow") -> Decoder:

@@ -1,0 +1,7 @@
+"""`python -m tfp_vae`: the tfp-vae command."""
+
+import sys
+
+from tfp_vae.cli import main
+
+sys.exit(main())
