@@ -61,6 +61,12 @@ def machine_memory_bytes() -> int | None:
 _FOUND: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_FOUND", default=None)
 
 
+def _decoders() -> dict:
+    from tfp_vae.decoders import DECODERS
+
+    return DECODERS
+
+
 def _require(ok: bool, where: str, key: str, value: Any, allowed: str) -> None:
     if not ok:
         message = f"{where}: {key} = {value!r} is not allowed; expected {allowed}"
@@ -128,11 +134,18 @@ class TrainSpec:
     monitor: str = "val_bound"  # MONITORS
     #: An epoch improves on the best only by more than this (Keras' EarlyStopping min_delta).
     min_delta: float = 0.0
+    #: Epochs at the start whose objective is log N(y; mean, 1): the mean learns under a fixed unit
+    #: variance and the variance outputs get no gradient, then the decoder's own objective takes over
+    #: (a variance warm-up; decoders whose `warmup` says they can).
+    variance_warmup_epochs: int = 0
 
     def check(self, where: str) -> None:
         _require(isinstance(self.mc_samples, int) and not isinstance(self.mc_samples, bool) and self.mc_samples >= 1,
                  where, "mc_samples", self.mc_samples, "an integer >= 1")
         _require(self.monitor in MONITORS, where, "monitor", self.monitor, f"one of {', '.join(MONITORS)}")
+        _require(isinstance(self.variance_warmup_epochs, int) and not isinstance(self.variance_warmup_epochs, bool)
+                 and self.variance_warmup_epochs >= 0, where, "variance_warmup_epochs", self.variance_warmup_epochs,
+                 "an integer >= 0 (0 = none)")
         _require(isinstance(self.min_delta, float) and math.isfinite(self.min_delta) and self.min_delta >= 0, where,
                  "min_delta", self.min_delta, "a finite float >= 0")
         _require(isinstance(self.epochs, int) and self.epochs >= 1, where, "epochs", self.epochs, "an integer >= 1")
@@ -190,7 +203,7 @@ class CheckpointSpec:
 #: Keys added after records were committed, left out of a spec's dict at these values, so that a
 #: spec that does not use them keeps the run id (and the record) it had before they existed.
 LATER_DEFAULTS = {"network": {"activation": "relu", "split_decoder": False},
-                  "train": {"mc_samples": 1, "monitor": "val_bound", "min_delta": 0.0}}
+                  "train": {"mc_samples": 1, "monitor": "val_bound", "min_delta": 0.0, "variance_warmup_epochs": 0}}
 #: Sections of a spec that cannot change a number: in its dict, not in its run id.
 NOT_IDENTITY = ("checkpoint",)
 
@@ -270,6 +283,10 @@ class RunSpec:
             lambda: self.network.check(f"{where} [network]"),
             lambda: self.network.check_shape(entry().shape, f"{where} [network] on {self.dataset}"),
             lambda: self.train.check(train),
+            lambda: _require(not self.train.variance_warmup_epochs or decoder_class(self.decoder).warmup, train,
+                             "variance_warmup_epochs", self.train.variance_warmup_epochs,
+                             f"0 for decoder {self.decoder!r}, which has no per-pixel variance to hold fixed (decoders "
+                             f"that can: {', '.join(n for n, c in _decoders().items() if c.warmup)})"),
             lambda: _require(self.train.compiler in COMPILERS[self.backend], train, "compiler", self.train.compiler,
                              f"on backend {self.backend!r} one of {', '.join(map(repr, COMPILERS[self.backend]))}"),
             lambda: _require(not pool() or self.train.batch_size <= n_train(), train, "batch_size",

@@ -76,16 +76,18 @@ class VAE:
         xp = self.xp
         return xp.sum(-0.5 * xp.square((z - mu) / sigma) - xp.log(sigma) - HALF_LOG_2PI, -1)
 
-    def elbo_terms(self, params, dstate, y, seed, training: bool = True, samples: int = 1
+    def elbo_terms(self, params, dstate, y, seed, training: bool = True, samples: int = 1, warmup: bool = False
                    ) -> tuple[ElboTerms, dict[str, Any]]:
         """Estimate of E_q log p(y|z) from `samples` draws of z ~ q(z|y) (their mean), with the KL
         term in closed form, and the decoder's new state. With `training` the decoder's training
-        terms are used."""
+        terms are used, or with `warmup` its warm-up terms (Decoder.warmup_terms)."""
         q = self.posterior(params, y)
         # one draw keeps the (B, latent) shape of the draw every committed record was trained with
         raw = self.decode(params, self.sample_z(q, None if samples == 1 else samples, seed))
         dp = self.dp(params, dstate)
-        if training:
+        if training and warmup:  # the variance held fixed: the mean learns under a unit variance
+            terms, new_state = self.likelihood.warmup_terms(y, raw, dp), {}
+        elif training:
             terms, new_state = self.likelihood.training_terms(y, raw, dp)
         else:
             ll = self.likelihood.log_lik(y, raw, dp)

@@ -42,6 +42,9 @@ class Architecture:
     image_shape: tuple[int, int, int]
     outputs_per_pixel: int
     precision: str = "float32"
+    #: Outputs of a pixel after the first whose head sees the decoder's features through a stop-gradient
+    #: (the faithful decoder): their loss then trains their own head and nothing upstream.
+    detach_heads: bool = False
 
     def _act(self, xp, h):
         """The hidden layers' nonlinearity (network.activation)."""
@@ -99,6 +102,14 @@ class Architecture:
                                               ).reshape(a.shape)
         return {"w": move(layer["w"]), "b": move(layer["b"])}
 
+    def _detached_last(self, xp, h, layer: Params):
+        """The MLP's last layer with its first output block (the mean) on the features h and the other
+        blocks (outputs-major columns) on stop_gradient(h)."""
+        pixels = int(np.prod(self.image_shape))
+        head = {"w": layer["w"][:, :pixels], "b": layer["b"][:pixels]}
+        rest = {"w": layer["w"][:, pixels:], "b": layer["b"][pixels:]}
+        return xp.concat([self._dense(xp, h, head), self._dense(xp, xp.stop_gradient(h), rest)], -1)
+
     def _mlp(self, xp, layers: list[Params], h):
         """Dense layers with the activation between them, none after the last."""
         for layer in layers[:-1]:
@@ -120,10 +131,17 @@ class Architecture:
     def decode(self, xp, p: Params, z) -> Any:
         """z (B, latent) -> raw decoder outputs (B, H, W, C, k)."""
         if "towers" in p:
-            return xp.stack([xp.reshape(self._mlp(xp, tower, z), (-1, *self.image_shape)) for tower in p["towers"]], -1)
+            inputs = [z] + [xp.stop_gradient(z) if self.detach_heads else z] * (len(p["towers"]) - 1)
+            return xp.stack([xp.reshape(self._mlp(xp, tower, x), (-1, *self.image_shape))
+                             for tower, x in zip(p["towers"], inputs)], -1)
         h = z
         n_dense, convs = len(p["dense"]), p["conv"]
+        if self.detach_heads and convs:
+            raise ValueError("a decoder with detached heads (faithful) needs an MLP network, not kind = 'conv'")
         for i, layer in enumerate(p["dense"]):
+            if i == n_dense - 1 and self.detach_heads and not convs:
+                h = self._detached_last(xp, h, layer)
+                break
             h = self._dense(xp, h, layer)
             if i < n_dense - 1 or convs:
                 h = self._act(xp, h)

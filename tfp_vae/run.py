@@ -28,7 +28,8 @@ VOLATILE_SECTIONS = ("timing", "environment")
 def build_model(spec: RunSpec, image_shape: tuple[int, int, int], data: DataContext, backend: Backend) -> VAE:
     """The VAE of a spec on a backend (structure only; parameters come from `VAE.init(seed)`)."""
     likelihood = make_decoder(spec.decoder, spec.decoder_params, data, backend)
-    return VAE(Architecture(spec.network, image_shape, likelihood.outputs_per_pixel, spec.precision), likelihood)
+    return VAE(Architecture(spec.network, image_shape, likelihood.outputs_per_pixel, spec.precision,
+                            likelihood.detach_heads), likelihood)
 
 
 def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:

@@ -40,14 +40,14 @@ def init_carry(backend: Backend, model: VAE) -> dict[str, Any]:
 
 
 def _train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                multipliers: dict[str, Any], mc_samples: int = 1) -> tuple[Callable, Callable]:
+                multipliers: dict[str, Any], mc_samples: int = 1, warmup: bool = False) -> tuple[Callable, Callable]:
     """(opt_init, step), the step not compiled: see make_train_step."""
     xp = backend.xp
     opt_init, opt_update = backend.adam(learning_rate)
 
     def loss_fn(params, dstate, x, seeds):
         y = scale_images(xp, x, scaling, levels, seeds[0])
-        terms, new_dstate = model.elbo_terms(params, dstate, y, seeds[1], samples=mc_samples)
+        terms, new_dstate = model.elbo_terms(params, dstate, y, seeds[1], samples=mc_samples, warmup=warmup)
         loss = -xp.mean(terms.objective)
         return loss, (xp.mean(terms.elbo), new_dstate)
 
@@ -93,8 +93,8 @@ STEP_METRICS = ("objective", "bound")
 
 
 def make_train_epoch(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                     multipliers: dict[str, Any], compiler: str, batched: bool = False, mc_samples: int = 1
-                     ) -> tuple[Callable, Callable]:
+                     multipliers: dict[str, Any], compiler: str, batched: bool = False, mc_samples: int = 1,
+                     warmup: bool = False) -> tuple[Callable, Callable]:
     """(opt_init(params), epoch): a whole epoch in one compiled call, the steps of make_train_step
     run in a compiled loop over data already on the device.
 
@@ -102,9 +102,10 @@ def make_train_epoch(backend: Backend, model: VAE, scaling: str, levels: int, le
     takes step t on images[rows[t]] with seeds[t] and returns the new (params, opt_state, carry) and
     {"objective", "bound"} of every step, each (T,). `batched`: params, opt_state and carry gain a
     leading seed axis, rows become (T, S, B), seeds (T, S, 2, 2) and metrics (T, S); the images are
-    shared by the seeds, each seed drawing its own rows."""
+    shared by the seeds, each seed drawing its own rows. `warmup`: the steps of a variance warm-up
+    (VAE.elbo_terms)."""
     xp = backend.xp
-    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers, mc_samples)
+    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers, mc_samples, warmup)
     mapped = backend.vmap(step) if batched else step
 
     def epoch(params, opt_state, carry, images, rows, seeds):

@@ -8,7 +8,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -112,13 +112,27 @@ def validate(backend: Backend, model: VAE, state: Trained, val: list[EvalData], 
     return out
 
 
-def make_group_epoch(backend: Backend, model: VAE, spec: RunSpec, data: DataContext, batched: bool
-                     ) -> tuple[Callable, Callable]:
-    """(opt_init, compiled epoch) for the specs of a group (they differ only by seed); build it once
-    and train every seed (or every seed batch) of the group with it, so that it compiles once."""
+class GroupEpoch(NamedTuple):
+    """A group's compiled epochs: `run` trains with the decoder's objective, `warm` (None without a
+    variance warm-up) with the warm-up objective; both share `opt_init`'s optimiser state."""
+
+    opt_init: Callable
+    run: Callable
+    warm: Callable | None = None
+
+
+def make_group_epoch(backend: Backend, model: VAE, spec: RunSpec, data: DataContext, batched: bool) -> GroupEpoch:
+    """The compiled epochs for the specs of a group (they differ only by seed); build them once
+    and train every seed (or every seed batch) of the group with them, so that they compile once."""
     multipliers = multiplier_tree(model, model.init(spec.seed))
-    return make_train_epoch(backend, model, spec.scaling, data.levels, spec.train.learning_rate, multipliers,
-                            spec.train.compiler, batched, spec.train.mc_samples)
+    cfg = spec.train
+    opt_init, run = make_train_epoch(backend, model, spec.scaling, data.levels, cfg.learning_rate, multipliers,
+                                     cfg.compiler, batched, cfg.mc_samples)
+    warm = None
+    if cfg.variance_warmup_epochs:
+        warm = make_train_epoch(backend, model, spec.scaling, data.levels, cfg.learning_rate, multipliers,
+                                cfg.compiler, batched, cfg.mc_samples, warmup=True)[1]
+    return GroupEpoch(opt_init, run, warm)
 
 
 @dataclass
@@ -222,7 +236,7 @@ def _segment(from_epoch: int) -> dict[str, Any]:
 
 
 def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Splits, data: DataContext,
-                evals: EvalFunctions, group_epoch: tuple[Callable, Callable],
+                evals: EvalFunctions, group_epoch: GroupEpoch,
                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), tag_seeds: bool | None = None,
                 checkpoint_path=None) -> list[tuple[Trained, TrainingResult]]:
     """Train specs that differ only in their seed together, one compiled epoch for all of them (seed
@@ -235,7 +249,7 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
     there if there is one, and save it there as the specs' [checkpoint] says (None: never)."""
     cfg = specs[0].train
     batched = len(specs) > 1
-    opt_init, run_epoch = group_epoch
+    opt_init = group_epoch.opt_init
     view = _seed_view(backend, batched)
     val = [EvalData(backend, splits.validation.images, spec, data.levels, "validation") for spec in specs]
     n_train = len(splits.train)
@@ -259,6 +273,7 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
         rows, seeds = epoch_inputs(specs, epoch, n_train, cfg.batch_size)
         if not batched:
             rows, seeds = rows[:, 0], seeds[:, 0]
+        run_epoch = group_epoch.warm if epoch < cfg.variance_warmup_epochs else group_epoch.run
         params, opt_state, carry, metrics = run_epoch(state.params, state.opt_state, state.carry, images,
                                                       backend.asarray(rows), backend.asarray(seeds))
         state.params, state.opt_state, state.carry = params, opt_state, carry

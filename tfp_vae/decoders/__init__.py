@@ -9,15 +9,17 @@ from typing import Any, Mapping
 
 from tfp_vae.decoders.base import DataContext, Decoder, Param, TrainingTerms
 from tfp_vae.decoders.discrete import Bernoulli, ContinuousBernoulli, DiscretizedLogistic
+from tfp_vae.decoders.faithful import Faithful
 from tfp_vae.decoders.gaussian import BetaNLL, Fixed, Floor, Learned, MapPrecision, Shared, SigmaVAE
 from tfp_vae.decoders.heavy_tailed import StudentT, StudentTPixel, VariationalVariance
+from tfp_vae.decoders.natural import Natural
 from tfp_vae.errors import ConfigError, unknown_name
 
 DECODERS: dict[str, type[Decoder]] = {
     cls.name: cls
     for cls in (
         Fixed, Learned, Shared, SigmaVAE, Floor, StudentT, BetaNLL, MapPrecision, StudentTPixel,
-        VariationalVariance, Bernoulli, ContinuousBernoulli, DiscretizedLogistic,
+        VariationalVariance, Faithful, Natural, Bernoulli, ContinuousBernoulli, DiscretizedLogistic,
     )
 }
 

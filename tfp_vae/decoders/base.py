@@ -124,6 +124,11 @@ class Decoder:
     #: Whether the decoder assigns a density (or a pmf per bin) to an observed pixel value,
     #: so that the excess-density collapse rule applies (Bernoulli on grey levels does not).
     has_density: ClassVar[bool] = True
+    #: Whether the network's heads after the mean see its features through a stop-gradient (networks.py).
+    detach_heads: ClassVar[bool] = False
+    #: Whether raw[..., 0] is the mean and the other outputs only shape the spread, so that a variance
+    #: warm-up (train.variance_warmup_epochs) can train the mean alone under a unit variance.
+    warmup: ClassVar[bool] = False
 
     def __init__(self, hyper: Mapping[str, Any] | None, data: DataContext, backend: Any = "tensorflow"):
         from tfp_vae.backends import get_backend
@@ -187,6 +192,12 @@ class Decoder:
         decoder's new state (empty for stateless decoders)."""
         ll = self.log_lik(y, raw, dp)
         return TrainingTerms(ll, ll), {}
+
+    def warmup_terms(self, y: Array, raw: Array, dp: Mapping[str, Array] | None = None) -> TrainingTerms:
+        """The objective while the variance is held fixed: log N(y; mean, 1), which trains the mean
+        alone (the other outputs get no gradient), and the true log-likelihood."""
+        unit = self.xp.sum_image(self.tfd.Normal(raw[..., 0], self.xp.full((), 1.0)).log_prob(self.target(y)))
+        return TrainingTerms(unit, self.log_lik(y, raw, dp))
 
     def mean(self, raw: Array) -> Array:
         """Decoder mean on the [0, 1] scale, shape (..., H, W, C)."""

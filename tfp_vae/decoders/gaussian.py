@@ -33,6 +33,7 @@ class Fixed(GaussianDecoder):
 
 
 class Learned(GaussianDecoder):
+    warmup = True
     name = "learned"
     source = "Kingma & Welling 2014, Appendix C.2"
     summary = "Normal(mu, sigma(z)) per pixel, no floor but dtype eps"
@@ -112,6 +113,7 @@ class SigmaVAE(GaussianDecoder):
 
 
 class Floor(GaussianDecoder):
+    warmup = True
     name = "floor"
     source = "Mattei & Frellsen 2018 (bounded eigenvalues)"
     summary = "Normal(mu, xi + softplus(.)) per pixel"
@@ -125,6 +127,7 @@ class Floor(GaussianDecoder):
 class BetaNLL(GaussianDecoder):
     """Per-pixel NLL weighted by stop_gradient(sigma^(2 beta)); evaluated with the true likelihood."""
 
+    warmup = True
     name = "beta_nll"
     source = "Seitzer et al., ICLR 2022"
     summary = "Normal(mu, sigma(z)) trained with NLL weighted by sg(sigma^(2 beta))"
@@ -147,6 +150,7 @@ class MapPrecision(GaussianDecoder):
     precision sigma^-2 under a Gamma(a, b) prior (a MAP estimate of the precision); evaluated with
     the Normal alone."""
 
+    warmup = True
     name = "map_precision"
     source = "Takahashi et al., IJCAI 2018 (MAP-VAE), as run by Stirn & Knowles 2020"
     summary = "Normal(mu, sigma(z)) trained with + sum log Gamma(sigma^-2; a, b), the MAP-VAE"

@@ -17,6 +17,7 @@ def t_stddev(xp, df, scale):
 
 
 class StudentT(Decoder):
+    warmup = True
     name = "student_t"
     source = "Takahashi et al., IJCAI 2018"
     summary = "StudentT(nu, mu, sigma) per pixel; nu fixed (> 2) or one learned nu >= 3"
@@ -58,6 +59,7 @@ class StudentTPixel(StudentT):
     """Student-t with each pixel's degrees of freedom decoded from z, nu = 3 + softplus(.), as the
     published Student-VAE (with network.split_decoder: separate mean, nu and scale networks)."""
 
+    warmup = True
     name = "student_t_pixel"
     source = "Takahashi et al., IJCAI 2018 (Student-VAE), as run by Stirn & Knowles 2020"
     summary = "StudentT(nu(z), mu(z), sigma(z)) per pixel, nu(z) = 3 + softplus(.)"
@@ -92,6 +94,7 @@ class VariationalVariance(Decoder):
     Predictive (used for every evaluated likelihood): StudentT(2 alpha, mu, sqrt(beta / alpha)).
     """
 
+    warmup = True
     name = "variational_variance"
     source = "Stirn & Knowles 2020"
     summary = "Gamma posterior over per-pixel precision; predictive StudentT(2a, mu, sqrt(b/a))"
