@@ -17,7 +17,21 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         except ConfigError:
             continue
         env = capture(backend, backend.configure("auto", False))
-        info.update({k: env[k] for k in ("cpu_model", "cpu_count", "cpu", "gpus", "cuda_version", "cudnn_version",
-                                         "versions", "tf32", "git")})
+        info.update(
+            {
+                k: env[k]
+                for k in (
+                    "cpu_model",
+                    "cpu_count",
+                    "cpu",
+                    "gpus",
+                    "cuda_version",
+                    "cudnn_version",
+                    "versions",
+                    "tf32",
+                    "git",
+                )
+            }
+        )
         info.setdefault("framework_versions", {}).update(env["framework_versions"])
     machine_info["tfp_vae"] = info

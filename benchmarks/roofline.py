@@ -16,7 +16,9 @@ from typing import Sequence
 import numpy as np
 
 
-def mlp_layers(image_pixels: int, hidden: Sequence[int], latent: int, outputs_per_pixel: int) -> list[tuple[int, int, bool]]:
+def mlp_layers(
+    image_pixels: int, hidden: Sequence[int], latent: int, outputs_per_pixel: int
+) -> list[tuple[int, int, bool]]:
     """(n_in, n_out, is_first) of every dense layer of the VAE: encoder then decoder."""
     enc = (image_pixels, *hidden, 2 * latent)
     dec = (latent, *reversed(hidden), image_pixels * outputs_per_pixel)
@@ -31,7 +33,7 @@ def train_step_flops(batch: int, layers) -> float:
 
 def decoder_forward_flops(rows: int, layers) -> float:
     """Forward matmul FLOPs of the decoder only (what one importance sample costs)."""
-    dec = [(a, b) for a, b, _ in layers][-(len(layers) // 2):]
+    dec = [(a, b) for a, b, _ in layers][-(len(layers) // 2) :]
     return float(sum(2 * rows * a * b for a, b in dec))
 
 
@@ -47,8 +49,9 @@ def _time_jitted(fn, args, reps: int = 20, rounds: int = 5) -> float:
     return float(np.median(best))
 
 
-def matmul_ceiling(backend, shapes: list[tuple[int, int, int]], precision: str = "float32",
-                   compiler: str = "xla") -> float:
+def matmul_ceiling(
+    backend, shapes: list[tuple[int, int, int]], precision: str = "float32", compiler: str = "xla"
+) -> float:
     """FLOP/s of matmuls (m, k) @ (k, n) for all `shapes` on `backend`, each timed compiled by
     `compiler` (the step's: a ceiling of another compiler's kernels is no ceiling of this step),
     total FLOPs over total median time; in bfloat16 as the networks run them under that
@@ -76,4 +79,4 @@ def train_step_shapes(batch: int, layers) -> list[tuple[int, int, int]]:
 
 
 def decoder_forward_shapes(rows: int, layers) -> list[tuple[int, int, int]]:
-    return [(rows, a, b) for a, b, _ in layers[-(len(layers) // 2):]]
+    return [(rows, a, b) for a, b, _ in layers[-(len(layers) // 2) :]]

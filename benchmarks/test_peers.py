@@ -29,9 +29,10 @@ from tfp_vae.train import make_group_epoch, train_group
 
 HIDDEN, LATENT, BATCH, LR = (512, 512), 16, 128, 1e-3
 
-pytestmark = pytest.mark.skipif(store.locate(dataset_entry("fashion_mnist")) is None,
-                                reason="Fashion-MNIST is not present (apt-get install dataset-fashion-mnist)")
-
+pytestmark = pytest.mark.skipif(
+    store.locate(dataset_entry("fashion_mnist")) is None,
+    reason="Fashion-MNIST is not present (apt-get install dataset-fashion-mnist)",
+)
 
 
 def _splits():
@@ -50,8 +51,9 @@ def _pythae_model():
     class Encoder(BaseEncoder):
         def __init__(self):
             super().__init__()
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN[0]), nn.ReLU(),
-                                      nn.Linear(HIDDEN[0], HIDDEN[1]), nn.ReLU())
+            self.body = nn.Sequential(
+                nn.Flatten(), nn.Linear(784, HIDDEN[0]), nn.ReLU(), nn.Linear(HIDDEN[0], HIDDEN[1]), nn.ReLU()
+            )
             self.mu, self.log_var = nn.Linear(HIDDEN[1], LATENT), nn.Linear(HIDDEN[1], LATENT)
 
         def forward(self, x):
@@ -61,8 +63,13 @@ def _pythae_model():
     class Decoder(BaseDecoder):
         def __init__(self):
             super().__init__()
-            self.body = nn.Sequential(nn.Linear(LATENT, HIDDEN[1]), nn.ReLU(), nn.Linear(HIDDEN[1], HIDDEN[0]),
-                                      nn.ReLU(), nn.Linear(HIDDEN[0], 784))
+            self.body = nn.Sequential(
+                nn.Linear(LATENT, HIDDEN[1]),
+                nn.ReLU(),
+                nn.Linear(HIDDEN[1], HIDDEN[0]),
+                nn.ReLU(),
+                nn.Linear(HIDDEN[0], 784),
+            )
 
         def forward(self, z):
             return ModelOutput(reconstruction=self.body(z).reshape(-1, 1, 28, 28))
@@ -81,21 +88,34 @@ def test_peer_pythae_training_pipeline(benchmark):
     from pythae.trainers import BaseTrainerConfig
 
     splits = _splits()
-    to_torch = lambda x: x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0  # noqa: E731 - NCHW in [0, 1]
+    to_torch = lambda x: x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     train, val = to_torch(splits.train.images), to_torch(splits.validation.images)
 
     def once():
         with tempfile.TemporaryDirectory() as out:
-            config = BaseTrainerConfig(output_dir=out, num_epochs=1, learning_rate=LR, no_cuda=True,
-                                       per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH)
+            config = BaseTrainerConfig(
+                output_dir=out,
+                num_epochs=1,
+                learning_rate=LR,
+                no_cuda=True,
+                per_device_train_batch_size=BATCH,
+                per_device_eval_batch_size=BATCH,
+            )
             TrainingPipeline(training_config=config, model=_pythae_model())(train_data=train, eval_data=val)
 
     benchmark.pedantic(once, rounds=3, iterations=1)
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update({"peer": "pythae", "peer_version": pythae.__version__ if hasattr(pythae, "__version__")
-                                 else "0.1.2", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                                 "examples_per_s": len(train) / median, "train_examples": len(train),
-                                 "measures": "whole TrainingPipeline call, one epoch, evaluation included"})
+    benchmark.extra_info.update(
+        {
+            "peer": "pythae",
+            "peer_version": pythae.__version__ if hasattr(pythae, "__version__") else "0.1.2",
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "examples_per_s": len(train) / median,
+            "train_examples": len(train),
+            "measures": "whole TrainingPipeline call, one epoch, evaluation included",
+        }
+    )
 
 
 @pytest.mark.parametrize("backend,compiler", [(b, c) for b in installed_backends() for c in COMPILERS[b]])
@@ -104,10 +124,23 @@ def test_peer_tfp_vae_training(benchmark, backend, compiler, precision):
     """tfp-vae, the same network and data: `fixed` on raw Fashion-MNIST, two epochs, so that the
     second gives the steady rate and the first (compilation and its validation pass included)
     the whole-epoch rate that stands beside pythae's one epoch; every compiler of the backend."""
-    spec = spec_from_dict({"dataset": "fashion_mnist", "decoder": "fixed", "backend": backend, "precision": precision,
-                           "network": {"hidden": list(HIDDEN), "latent": LATENT},
-                           "train": {"epochs": 2, "batch_size": BATCH, "learning_rate": LR, "patience": 0,
-                                     "validation_fraction": 0.1, "compiler": compiler}})
+    spec = spec_from_dict(
+        {
+            "dataset": "fashion_mnist",
+            "decoder": "fixed",
+            "backend": backend,
+            "precision": precision,
+            "network": {"hidden": list(HIDDEN), "latent": LATENT},
+            "train": {
+                "epochs": 2,
+                "batch_size": BATCH,
+                "learning_rate": LR,
+                "patience": 0,
+                "validation_fraction": 0.1,
+                "compiler": compiler,
+            },
+        }
+    )
     b = get_backend(backend)
     device = b.configure("cpu", False)
     entry = dataset_entry("fashion_mnist")
@@ -130,9 +163,18 @@ def test_peer_tfp_vae_training(benchmark, backend, compiler, precision):
     # what the call took beyond its two epochs)
     first = [r.compile_s + r.steady_s + (s - r.compile_s - 2 * r.steady_s) / 2 for r, s in results]
     whole = float(np.median([len(splits.train) / f for f in first]))
-    benchmark.extra_info.update({"peer": "tfp-vae", "backend": backend, "compiler": compiler, "precision": precision,
-                                 "examples_per_s": steady, "steady_examples_per_s": steady,
-                                 "whole_train_examples_per_s": whole, "train_examples": len(splits.train),
-                                 "threads": os.cpu_count(),
-                                 "measures": "steady training rate (second epoch); whole_train: the first epoch with compilation and "
-                                             "its validation pass"})
+    benchmark.extra_info.update(
+        {
+            "peer": "tfp-vae",
+            "backend": backend,
+            "compiler": compiler,
+            "precision": precision,
+            "examples_per_s": steady,
+            "steady_examples_per_s": steady,
+            "whole_train_examples_per_s": whole,
+            "train_examples": len(splits.train),
+            "threads": os.cpu_count(),
+            "measures": "steady training rate (second epoch); whole_train: the first epoch with compilation and "
+            "its validation pass",
+        }
+    )

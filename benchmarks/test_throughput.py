@@ -18,8 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-
 import roofline
+
 from tfp_vae.backends import COMPILERS, get_backend, installed_backends
 from tfp_vae.config import spec_from_dict
 from tfp_vae.decoders import DECODERS, DataContext
@@ -29,7 +29,6 @@ from tfp_vae.steps import EvalFunctions, init_carry, make_train_epoch, make_trai
 
 SHAPE, LEVELS, BATCH, STEPS = (28, 28, 1), 256, 128, 20
 HIDDEN, LATENT = (512, 512), 16
-
 
 
 INSTALLED = installed_backends()
@@ -55,17 +54,35 @@ def ceiling_decoder(backend: str, rows: int, k: int) -> float:
     return roofline.matmul_ceiling(get_backend(backend), roofline.decoder_forward_shapes(rows, layers))
 
 
-def _model(backend_name: str, decoder: str, scaling: str, device: str, precision: str = "float32",
-           hidden: tuple[int, ...] = HIDDEN, latent: int = LATENT, tf32: bool = False):
-    spec = spec_from_dict({"decoder": decoder, "scaling": scaling, "device": device, "backend": backend_name,
-                           "network": {"hidden": list(hidden), "latent": latent}, "precision": precision,
-                           "tf32": tf32})
+def _model(
+    backend_name: str,
+    decoder: str,
+    scaling: str,
+    device: str,
+    precision: str = "float32",
+    hidden: tuple[int, ...] = HIDDEN,
+    latent: int = LATENT,
+    tf32: bool = False,
+):
+    spec = spec_from_dict(
+        {
+            "decoder": decoder,
+            "scaling": scaling,
+            "device": device,
+            "backend": backend_name,
+            "network": {"hidden": list(hidden), "latent": latent},
+            "precision": precision,
+            "tf32": tf32,
+        }
+    )
     backend = get_backend(backend_name)
     dev = backend.configure(device, tf32)
     return backend, build_model(spec, SHAPE, DataContext(LEVELS, scaling), backend), dev
 
 
-def _steps(backend_name: str, decoder: str, scaling: str, batch: int = BATCH, compiler: str = "xla", device: str = "cpu"):
+def _steps(
+    backend_name: str, decoder: str, scaling: str, batch: int = BATCH, compiler: str = "xla", device: str = "cpu"
+):
     """A closure running STEPS training steps (the step's state threaded through), and the compile time."""
     backend, model, dev = _model(backend_name, decoder, scaling, device)
     with backend.device_scope(dev):
@@ -78,8 +95,9 @@ def _steps(backend_name: str, decoder: str, scaling: str, batch: int = BATCH, co
         seeds = [backend.asarray(np.stack([derive_seed(0, "d", i), derive_seed(0, "z", i)])) for i in range(STEPS)]
 
     def one(i):
-        state["params"], state["opt"], state["carry"], m = step(state["params"], state["opt"], state["carry"],
-                                                                batches[i % 4], seeds[i])
+        state["params"], state["opt"], state["carry"], m = step(
+            state["params"], state["opt"], state["carry"], batches[i % 4], seeds[i]
+        )
         return m
 
     t0 = time.perf_counter()
@@ -103,9 +121,18 @@ def _record_step(benchmark, backend, decoder, batch, compile_s, **extra):
     k = DECODERS[decoder].outputs_per_pixel
     achieved = roofline.train_step_flops(batch, roofline.mlp_layers(784, HIDDEN, LATENT, k)) * STEPS / median
     ceiling = ceiling_train(backend, batch, k, extra.get("mode", "xla"))
-    benchmark.extra_info.update({"examples_per_s": STEPS * batch / median, "compile_s": compile_s, "batch": batch,
-                                 "backend": backend, "matmul_gflops": achieved / 1e9, "ceiling_gflops": ceiling / 1e9,
-                                 "ceiling_fraction": achieved / ceiling, **extra})
+    benchmark.extra_info.update(
+        {
+            "examples_per_s": STEPS * batch / median,
+            "compile_s": compile_s,
+            "batch": batch,
+            "backend": backend,
+            "matmul_gflops": achieved / 1e9,
+            "ceiling_gflops": ceiling / 1e9,
+            "ceiling_fraction": achieved / ceiling,
+            **extra,
+        }
+    )
 
 
 @pytest.mark.parametrize("backend,device", TARGETS)
@@ -128,7 +155,9 @@ def test_train_step_batch_sweep(benchmark, backend, batch):
 def test_train_step_tensorflow_without_xla(benchmark):
     run_steps, compile_s = _steps("tensorflow", "learned", "dequantized", compiler="graph")
     benchmark.pedantic(run_steps, rounds=5, iterations=1)
-    _record_step(benchmark, "tensorflow", "learned", BATCH, compile_s, scaling="dequantized", device="cpu", mode="graph")
+    _record_step(
+        benchmark, "tensorflow", "learned", BATCH, compile_s, scaling="dequantized", device="cpu", mode="graph"
+    )
 
 
 @lru_cache(maxsize=None)
@@ -142,27 +171,35 @@ def _seed_batched_steps(backend_name: str, precision: str, seeds: int, steps: in
     backend, model, dev = _model(backend_name, "learned", "dequantized", device, precision)
     with backend.device_scope(dev):
         inits = [model.init(s) for s in range(seeds)]
-        opt_init, step = make_train_step(backend, model, "dequantized", LEVELS, 1e-3, multiplier_tree(model, inits[0]),
-                                         "xla", batched=seeds > 1)
+        opt_init, step = make_train_step(
+            backend, model, "dequantized", LEVELS, 1e-3, multiplier_tree(model, inits[0]), "xla", batched=seeds > 1
+        )
         solo = [backend.tree_map(backend.asarray, p) for p in inits]
         if seeds > 1:
-            state = {"params": stack_trees(backend, solo), "opt": stack_trees(backend, [opt_init(p) for p in solo]),
-                     "carry": stack_trees(backend, [init_carry(backend, model)] * seeds)}
+            state = {
+                "params": stack_trees(backend, solo),
+                "opt": stack_trees(backend, [opt_init(p) for p in solo]),
+                "carry": stack_trees(backend, [init_carry(backend, model)] * seeds),
+            }
         else:
             state = {"params": solo[0], "opt": opt_init(solo[0]), "carry": init_carry(backend, model)}
         rng = np.random.default_rng(0)
         lead = (seeds,) if seeds > 1 else ()
-        batches = [backend.asarray(rng.integers(0, LEVELS, size=(*lead, BATCH, *SHAPE)).astype(np.float32))
-                   for _ in range(2)]
-        seed_arrays = [backend.asarray(np.arange(4 * seeds, dtype=np.int32).reshape(*lead, 2, 2) + 8 * seeds * i)
-                       for i in range(steps)]
+        batches = [
+            backend.asarray(rng.integers(0, LEVELS, size=(*lead, BATCH, *SHAPE)).astype(np.float32)) for _ in range(2)
+        ]
+        seed_arrays = [
+            backend.asarray(np.arange(4 * seeds, dtype=np.int32).reshape(*lead, 2, 2) + 8 * seeds * i)
+            for i in range(steps)
+        ]
 
     def run_steps():
         with backend.device_scope(dev):
             m = None
             for i in range(steps):
-                state["params"], state["opt"], state["carry"], m = step(state["params"], state["opt"], state["carry"],
-                                                                        batches[i % 2], seed_arrays[i])
+                state["params"], state["opt"], state["carry"], m = step(
+                    state["params"], state["opt"], state["carry"], batches[i % 2], seed_arrays[i]
+                )
             np.asarray(m["objective"])
 
     t0 = time.perf_counter()
@@ -184,11 +221,20 @@ def test_seed_batched_step(benchmark, backend, precision, seeds):
     layers = roofline.mlp_layers(784, HIDDEN, LATENT, DECODERS["learned"].outputs_per_pixel)
     achieved = roofline.train_step_flops(BATCH, layers) * steps * seeds / median
     ceiling = ceiling_train_precision(backend, BATCH, DECODERS["learned"].outputs_per_pixel, precision)
-    benchmark.extra_info.update({"model_examples_per_s": steps * seeds * BATCH / median,
-                                 "examples_per_s": steps * seeds * BATCH / median, "seeds": seeds,
-                                 "precision": precision, "batch": BATCH, "backend": backend, "compile_s": compile_s,
-                                 "matmul_gflops": achieved / 1e9, "ceiling_gflops": ceiling / 1e9,
-                                 "ceiling_fraction": achieved / ceiling})
+    benchmark.extra_info.update(
+        {
+            "model_examples_per_s": steps * seeds * BATCH / median,
+            "examples_per_s": steps * seeds * BATCH / median,
+            "seeds": seeds,
+            "precision": precision,
+            "batch": BATCH,
+            "backend": backend,
+            "compile_s": compile_s,
+            "matmul_gflops": achieved / 1e9,
+            "ceiling_gflops": ceiling / 1e9,
+            "ceiling_fraction": achieved / ceiling,
+        }
+    )
 
 
 #: The network of the published Fashion-MNIST tables (dense 512-256-128, latent 25, batch 250).
@@ -210,18 +256,25 @@ def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str, layou
     run's seed group: "vmap" (the seeds in one compiled epoch) or "sequential" (one seed after
     another through the one-seed compiled epoch)."""
     precision = "bfloat16" if mode == "bfloat16" else "float32"
-    backend, model, dev = _model(backend_name, "learned", "dequantized", device, precision, PAPER_HIDDEN,
-                                 PAPER_LATENT, tf32=mode == "tf32")
+    backend, model, dev = _model(
+        backend_name, "learned", "dequantized", device, precision, PAPER_HIDDEN, PAPER_LATENT, tf32=mode == "tf32"
+    )
     batched = layout == "vmap" and seeds > 1
     steps = max(2, EPOCH_STEPS // seeds) if batched else EPOCH_STEPS
     with backend.device_scope(dev):
         inits = [model.init(s) for s in range(seeds)]
-        opt_init, epoch = make_train_epoch(backend, model, "dequantized", LEVELS, 1e-3,
-                                           multiplier_tree(model, inits[0]), compiler, batched=batched)
+        opt_init, epoch = make_train_epoch(
+            backend, model, "dequantized", LEVELS, 1e-3, multiplier_tree(model, inits[0]), compiler, batched=batched
+        )
         solo = [backend.tree_map(backend.asarray, p) for p in inits]
         if batched:
-            states = [[stack_trees(backend, solo), stack_trees(backend, [opt_init(p) for p in solo]),
-                       stack_trees(backend, [init_carry(backend, model)] * seeds)]]
+            states = [
+                [
+                    stack_trees(backend, solo),
+                    stack_trees(backend, [opt_init(p) for p in solo]),
+                    stack_trees(backend, [init_carry(backend, model)] * seeds),
+                ]
+            ]
         else:
             states = [[p, opt_init(p), init_carry(backend, model)] for p in solo]
         rng = np.random.default_rng(0)
@@ -231,8 +284,9 @@ def _compiled_epoch(backend_name: str, mode: str, seeds: int, device: str, layou
         if batched:
             inputs = [(backend.asarray(rows.astype(np.int32)), backend.asarray(seed_arrays))]
         else:
-            inputs = [(backend.asarray(rows[:, s].astype(np.int32)), backend.asarray(seed_arrays[:, s]))
-                      for s in range(seeds)]
+            inputs = [
+                (backend.asarray(rows[:, s].astype(np.int32)), backend.asarray(seed_arrays[:, s])) for s in range(seeds)
+            ]
 
     def run_epoch():
         with backend.device_scope(dev):
@@ -265,15 +319,29 @@ def test_compiled_epoch(benchmark, backend, compiler, mode, seeds, layout):
     layers = roofline.mlp_layers(784, PAPER_HIDDEN, PAPER_LATENT, opp)
     achieved = roofline.train_step_flops(PAPER_BATCH, layers) * steps * seeds / median
     precision = "bfloat16" if mode == "bfloat16" else "float32"
-    ceiling = roofline.matmul_ceiling(get_backend(backend), roofline.train_step_shapes(PAPER_BATCH, layers), precision,
-                                      compiler)
-    benchmark.extra_info.update({"model_examples_per_s": steps * seeds * PAPER_BATCH / median,
-                                 "examples_per_s": steps * seeds * PAPER_BATCH / median, "seeds": seeds, "layout": layout, "compiler": compiler,
-                                 "mode": mode, "precision": precision, "batch": PAPER_BATCH, "backend": backend,
-                                 "device": EPOCH_DEVICE, "network": f"{PAPER_HIDDEN}/{PAPER_LATENT}",
-                                 "steps_per_epoch": steps, "compile_s": compile_s,
-                                 "matmul_gflops": achieved / 1e9, "ceiling_gflops": ceiling / 1e9,
-                                 "ceiling_fraction": achieved / ceiling})
+    ceiling = roofline.matmul_ceiling(
+        get_backend(backend), roofline.train_step_shapes(PAPER_BATCH, layers), precision, compiler
+    )
+    benchmark.extra_info.update(
+        {
+            "model_examples_per_s": steps * seeds * PAPER_BATCH / median,
+            "examples_per_s": steps * seeds * PAPER_BATCH / median,
+            "seeds": seeds,
+            "layout": layout,
+            "compiler": compiler,
+            "mode": mode,
+            "precision": precision,
+            "batch": PAPER_BATCH,
+            "backend": backend,
+            "device": EPOCH_DEVICE,
+            "network": f"{PAPER_HIDDEN}/{PAPER_LATENT}",
+            "steps_per_epoch": steps,
+            "compile_s": compile_s,
+            "matmul_gflops": achieved / 1e9,
+            "ceiling_gflops": ceiling / 1e9,
+            "ceiling_fraction": achieved / ceiling,
+        }
+    )
 
 
 def _iwae(backend_name: str, decoder: str, k: int, chunk: int = 100):
@@ -293,9 +361,17 @@ def _record_iwae(benchmark, backend, decoder, k, chunk=100):
     layers = roofline.mlp_layers(784, HIDDEN, LATENT, opp)
     achieved = roofline.decoder_forward_flops(BATCH * k, layers) / median
     ceiling = ceiling_decoder(backend, BATCH * chunk, opp)
-    benchmark.extra_info.update({"examples_per_s": BATCH / median, "importance_samples_per_s": BATCH * k / median,
-                                 "k": k, "backend": backend, "matmul_gflops": achieved / 1e9,
-                                 "ceiling_gflops": ceiling / 1e9, "ceiling_fraction": achieved / ceiling})
+    benchmark.extra_info.update(
+        {
+            "examples_per_s": BATCH / median,
+            "importance_samples_per_s": BATCH * k / median,
+            "k": k,
+            "backend": backend,
+            "matmul_gflops": achieved / 1e9,
+            "ceiling_gflops": ceiling / 1e9,
+            "ceiling_fraction": achieved / ceiling,
+        }
+    )
 
 
 @pytest.mark.parametrize("backend", INSTALLED)
@@ -310,15 +386,27 @@ def test_eval_pass(benchmark, backend, decoder):
 def test_digits_run(benchmark, backend):
     """A whole run of the quick study's configuration (digits, MLP 128, 12 epochs at batch 32,
     K = 200): training, every evaluation and compilation, in this process."""
-    spec = spec_from_dict({"decoder": "learned", "scaling": "dequantized", "backend": backend,
-                           "network": {"hidden": [128], "latent": 8},
-                           "train": {"epochs": 12, "batch_size": 32, "patience": 0},
-                           "eval": {"iwae_k": 200, "k_chunk": 100}})
+    spec = spec_from_dict(
+        {
+            "decoder": "learned",
+            "scaling": "dequantized",
+            "backend": backend,
+            "network": {"hidden": [128], "latent": 8},
+            "train": {"epochs": 12, "batch_size": 32, "patience": 0},
+            "eval": {"iwae_k": 200, "k_chunk": 100},
+        }
+    )
     records = []
     benchmark.pedantic(lambda: records.append(run(spec, log=lambda s: None)), rounds=3, iterations=1)
     t = records[-1]["timing"]
-    benchmark.extra_info.update({"backend": backend, "train_examples_per_s": t["train_examples_per_s"],
-                                 "examples_per_s": t["train_examples_per_s"], "compile_s": t["compile_s"]})
+    benchmark.extra_info.update(
+        {
+            "backend": backend,
+            "train_examples_per_s": t["train_examples_per_s"],
+            "examples_per_s": t["train_examples_per_s"],
+            "compile_s": t["compile_s"],
+        }
+    )
 
 
 PEAK_SCRIPT = """
@@ -347,8 +435,13 @@ def test_iwae_k5000_peak_memory(benchmark, backend):
     result = {}
 
     def once():
-        proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, backend], capture_output=True, text=True,
-                              timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK_SCRIPT, backend],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
         result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
 
     benchmark.pedantic(once, rounds=1, iterations=1)
@@ -372,6 +465,12 @@ def test_dequantization_overhead(benchmark, backend, decoder):
 
     benchmark.pedantic(both, rounds=15, iterations=1)
     raw, deq = float(np.median(times["raw"])), float(np.median(times["dequantized"]))
-    benchmark.extra_info.update({"raw_step_ms": raw / STEPS * 1e3, "dequantized_step_ms": deq / STEPS * 1e3,
-                                 "backend": backend, "dequantization_overhead": deq / raw - 1.0,
-                                 "examples_per_s": STEPS * BATCH / deq})
+    benchmark.extra_info.update(
+        {
+            "raw_step_ms": raw / STEPS * 1e3,
+            "dequantized_step_ms": deq / STEPS * 1e3,
+            "backend": backend,
+            "dequantization_overhead": deq / raw - 1.0,
+            "examples_per_s": STEPS * BATCH / deq,
+        }
+    )

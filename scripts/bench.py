@@ -45,8 +45,10 @@ def main(argv: list[str]) -> int:
         if (ROOT / "results" / "runs" / PAPER_STUDY).is_dir():
             samples[PAPER_STUDY] = ["--sample", "1"]  # one seed group: the study itself takes hours
     else:
-        print("Fashion-MNIST is not present: skipping benchmarks/studies/fmnist_quick.toml. "
-              "Get it with `apt-get install dataset-fashion-mnist` (Debian) or `tfp-vae data fetch fashion_mnist`.")
+        print(
+            "Fashion-MNIST is not present: skipping benchmarks/studies/fmnist_quick.toml. "
+            "Get it with `apt-get install dataset-fashion-mnist` (Debian) or `tfp-vae data fetch fashion_mnist`."
+        )
     failures = 0
     # 1. reproduce: rerun committed runs from scratch and compare (non-zero when a run that
     #    should be bit-identical is not)
@@ -60,9 +62,22 @@ def main(argv: list[str]) -> int:
     bench_dir = ROOT / "results" / "benchmarks"
     out = bench_dir / f"{machine_slug()}.json"
     fresh = bench_dir / f".{out.name}.new"
-    failures += sh(sys.executable, "-m", "pytest", "benchmarks", "--ignore=benchmarks/test_peers.py", "-p", "no:cacheprovider",
-                   "--benchmark-only",
-                   "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name", f"--benchmark-json={fresh}") != 0
+    failures += (
+        sh(
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks",
+            "--ignore=benchmarks/test_peers.py",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-only",
+            "--benchmark-columns=median,iqr,rounds",
+            "--benchmark-sort=name",
+            f"--benchmark-json={fresh}",
+        )
+        != 0
+    )
     if fresh.is_file():
         import json
 
@@ -78,12 +93,27 @@ def main(argv: list[str]) -> int:
         failures += sh(sys.executable, "scripts/study_walltime.py") != 0
     # 4. reports and the declared paper tables
     for study in [*studies, *samples]:
-        failures += sh("tfp-vae", "report", f"results/runs/{study}", "--out", f"results/{study}",
-                       "--benchmarks", "results/benchmarks", "--reproductions", "results/reproductions") != 0
+        failures += (
+            sh(
+                "tfp-vae",
+                "report",
+                f"results/runs/{study}",
+                "--out",
+                f"results/{study}",
+                "--benchmarks",
+                "results/benchmarks",
+                "--reproductions",
+                "results/reproductions",
+            )
+            != 0
+        )
     failures += sh("tfp-vae", "paper", "benchmarks/tables.toml") != 0
     print(f"\nbench finished in {time.perf_counter() - started:.0f} s with {failures} failed step(s).")
-    print("Tables: results/quick/README.md (and report.html, *.tex, *.csv), results/fmnist_quick/, results/fmnist_paper/, "
-          f"declared paper tables in results/tables/, reproductions in results/reproductions/, benchmark JSON in {out}")
+    print(
+        "Tables: results/quick/README.md (and report.html, *.tex, *.csv), results/fmnist_quick/, "
+        "results/fmnist_paper/, "
+        f"declared paper tables in results/tables/, reproductions in results/reproductions/, benchmark JSON in {out}"
+    )
     return 1 if failures else 0
 
 

@@ -21,9 +21,21 @@ def main(argv: list[str]) -> int:
     out = ROOT / "results" / "benchmarks" / "peers" / f"{machine_slug()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     fresh = out.with_name(f".{out.name}.new")
-    rc = subprocess.call([sys.executable, "-m", "pytest", "benchmarks/test_peers.py", "-p", "no:cacheprovider",
-                          "--benchmark-only", "--benchmark-columns=median,iqr,rounds", f"--benchmark-json={fresh}",
-                          *argv], cwd=ROOT)
+    rc = subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks/test_peers.py",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-only",
+            "--benchmark-columns=median,iqr,rounds",
+            f"--benchmark-json={fresh}",
+            *argv,
+        ],
+        cwd=ROOT,
+    )
     if not fresh.is_file() or not json.loads(fresh.read_text()).get("benchmarks"):
         print("no peer benchmark ran (is Fashion-MNIST present?)")
         return rc or 1

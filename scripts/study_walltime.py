@@ -31,8 +31,22 @@ def timed_study(label: str, code: Path, workers: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="tfp_vae_walltime_") as results:
         print(f"study_walltime: {label} ({commit[:7]}) ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call([sys.executable, "-m", "tfp_vae.cli", "run", STUDY, "--results", results,
-                              "--workers", str(workers), *extra], cwd=code, env=env)
+        rc = subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "tfp_vae.cli",
+                "run",
+                STUDY,
+                "--results",
+                results,
+                "--workers",
+                str(workers),
+                *extra,
+            ],
+            cwd=code,
+            env=env,
+        )
         wall = time.perf_counter() - t0
         runs = len(list(Path(results).rglob("*.json")))
     print(f"study_walltime: {label}: {wall:.0f} s, {runs} runs", file=sys.stderr, flush=True)
@@ -48,8 +62,9 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="tfp_vae_walltime_code_") as scratch:
         if baseline:
             tree = Path(scratch) / "baseline"
-            subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline], cwd=ROOT, check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(tree), baseline], cwd=ROOT, check=True, capture_output=True
+            )
             try:
                 timings.append(timed_study(f"baseline {baseline}", tree, workers, []))
             finally:
@@ -59,13 +74,21 @@ def main(argv: list[str]) -> int:
             timings.append(timed_study(label, ROOT, workers, ["--compile-cache", str(cache)]))
     out = ROOT / "results" / "benchmarks" / "study_walltime" / f"{machine_slug()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"study": STUDY, "cpu_model": cpu_model(), "cpu": cpu_identity(), "cores": os.cpu_count(),
-              "git": git_commit(), "timings": timings}
+    result = {
+        "study": STUDY,
+        "cpu_model": cpu_model(),
+        "cpu": cpu_identity(),
+        "cores": os.cpu_count(),
+        "git": git_commit(),
+        "timings": timings,
+    }
     out.write_text(json.dumps(result, indent=1) + "\n")
     first = timings[0]["wall_s"]
     for t in timings:
-        print(f"quick study, {t['runs']} runs, {workers} workers, {t['label']}: {t['wall_s']:.0f} s "
-              f"({t['wall_s'] / first:.2f} of the first)")
+        print(
+            f"quick study, {t['runs']} runs, {workers} workers, {t['label']}: {t['wall_s']:.0f} s "
+            f"({t['wall_s'] / first:.2f} of the first)"
+        )
     print(out)
     return 1 if any(t["exit"] for t in timings) else 0
 

@@ -39,8 +39,13 @@ def test_decoders_give_the_same_log_prob_and_training_terms(rng, name):
     def compute(b):
         dec = make_decoder(name, {}, CTX, b)
         terms, state = dec.training_terms(b.asarray(y), b.asarray(raw))
-        out = {"log_lik": dec.log_lik(b.asarray(y), b.asarray(raw)), "objective": terms.objective,
-               "terms_log_lik": terms.log_lik, "mean": dec.mean(b.asarray(raw)), **state}
+        out = {
+            "log_lik": dec.log_lik(b.asarray(y), b.asarray(raw)),
+            "objective": terms.objective,
+            "terms_log_lik": terms.log_lik,
+            "mean": dec.mean(b.asarray(raw)),
+            **state,
+        }
         if dec.has_density:
             out["pixel_log_density"] = dec.pixel_log_density(b.asarray(y), b.asarray(raw))
         if dec.has_scale:

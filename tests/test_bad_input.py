@@ -54,7 +54,11 @@ def test_toml_spec_errors_name_the_file_and_key(tmp_path):
 
 
 def test_the_installed_command_exits_non_zero():
-    proc = subprocess.run([sys.executable, "-m", "tfp_vae.cli", "train", "--decoder", "beta_nll", "--param", "beta=2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfp_vae.cli", "train", "--decoder", "beta_nll", "--param", "beta=2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "beta = 2" in proc.stderr and "Traceback" not in proc.stderr

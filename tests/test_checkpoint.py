@@ -29,16 +29,21 @@ class Killed(Exception):
 def _spec(backend: str, **train):
     # patience 2 with a monitor that improves by a margin: early stopping and the best weights are
     # part of what a checkpoint must carry
-    return tiny_spec(backend=backend, decoder="learned",
-                     train={"epochs": EPOCHS, "patience": 2, "min_delta": 0.5, **train},
-                     checkpoint={"every_epochs": 1, "every_minutes": 0.0})
+    return tiny_spec(
+        backend=backend,
+        decoder="learned",
+        train={"epochs": EPOCHS, "patience": 2, "min_delta": 0.5, **train},
+        checkpoint={"every_epochs": 1, "every_minutes": 0.0},
+    )
 
 
 def _kill_after(epoch: int):
     """A log that dies at the line of epoch `epoch` + 1, after `epoch` epochs were checkpointed."""
+
     def log(line: str) -> None:
         if f"epoch {epoch + 1}/" in line:
             raise Killed(line)
+
     return log
 
 
@@ -82,8 +87,9 @@ def test_a_killed_process_resumes_to_the_same_record(tmp_path, checkpoints):
     cmd = [sys.executable, "-m", "tfp_vae.cli", "train", "--spec", str(spec_file)]
     whole = subprocess.run(cmd + ["--out", str(tmp_path / "whole.json")], env=env, capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
-    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "resumed.json")], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + ["--out", str(tmp_path / "resumed.json")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = checkpoint.path_for([spec.run_id()])
     deadline = time.monotonic() + 300
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -102,8 +108,11 @@ def test_a_killed_process_resumes_to_the_same_record(tmp_path, checkpoints):
 def _toml(spec: dict) -> str:
     """A spec dict as TOML (its values are strings, numbers, booleans and lists: JSON's spelling)."""
     top = [f"{k} = {json.dumps(v)}" for k, v in spec.items() if not isinstance(v, dict)]
-    tables = [f"[{k}]\n" + "\n".join(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items())
-              for k, v in spec.items() if isinstance(v, dict)]
+    tables = [
+        f"[{k}]\n" + "\n".join(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items())
+        for k, v in spec.items()
+        if isinstance(v, dict)
+    ]
     return "\n".join(top) + "\n" + "\n".join(tables) + "\n"
 
 
@@ -147,11 +156,13 @@ def test_status_shows_a_run_in_progress_with_its_epoch(tmp_path, capsys):
     from tfp_vae.runner.study import load_study
 
     study_file = tmp_path / "tiny.toml"
-    study_file.write_text('name = "tiny"\ndatasets = ["digits"]\nseeds = [0]\nbackends = ["jax"]\n'
-                          '[decoders.learned]\n[network]\nhidden = [32]\nlatent = 5\n'
-                          '[train]\nepochs = 6\nbatch_size = 64\npatience = 0\n'
-                          '[eval]\niwae_k = 20\nk_chunk = 7\nlppl_samples = 5\n'
-                          '[checkpoint]\nevery_epochs = 1\nevery_minutes = 0.0\n')
+    study_file.write_text(
+        'name = "tiny"\ndatasets = ["digits"]\nseeds = [0]\nbackends = ["jax"]\n'
+        "[decoders.learned]\n[network]\nhidden = [32]\nlatent = 5\n"
+        "[train]\nepochs = 6\nbatch_size = 64\npatience = 0\n"
+        "[eval]\niwae_k = 20\nk_chunk = 7\nlppl_samples = 5\n"
+        "[checkpoint]\nevery_epochs = 1\nevery_minutes = 0.0\n"
+    )
     spec = load_study(study_file).specs[0]
     with pytest.raises(Killed):
         run(spec, log=_kill_after(3))

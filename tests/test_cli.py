@@ -19,15 +19,21 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "benchmarks" / "studies" / "quick.toml"
 
 LIGHT = [
-    ["list", "decoders"], ["list", "datasets"], ["list", "backends", "--json"], ["data", "list"],
-    ["status", str(STUDY)], ["status", str(STUDY), "--json"],
+    ["list", "decoders"],
+    ["list", "datasets"],
+    ["list", "backends", "--json"],
+    ["data", "list"],
+    ["status", str(STUDY)],
+    ["status", str(STUDY), "--json"],
 ]
 
 
 @pytest.mark.parametrize("argv", LIGHT, ids=[" ".join(a[:2]) for a in LIGHT])
 def test_commands_that_read_or_list_import_no_framework(argv):
-    code = ("import sys, json\nfrom tfp_vae.cli import main\nrc = main(sys.argv[1:])\n"
-            "print(json.dumps([rc, [m for m in ('tensorflow', 'jax') if m in sys.modules]]), file=sys.stderr)")
+    code = (
+        "import sys, json\nfrom tfp_vae.cli import main\nrc = main(sys.argv[1:])\n"
+        "print(json.dumps([rc, [m for m in ('tensorflow', 'jax') if m in sys.modules]]), file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, cwd=ROOT)
     rc, frameworks = json.loads(proc.stderr.strip().splitlines()[-1])
     assert rc == 0 and frameworks == []
@@ -41,13 +47,20 @@ def test_report_imports_no_framework(tmp_path):
     runs.mkdir()
     for seed in range(3):
         (runs / f"{seed}.json").write_text(json.dumps(record("learned", seed, 50.0 + seed, False)))
-    code = ("import sys\nfrom tfp_vae.cli import main\nassert main(sys.argv[1:]) == 0\n"
-            "assert 'tensorflow' not in sys.modules and 'jax' not in sys.modules\n"
-            "import tfp_vae.runner.store, tfp_vae.runner.reproduce\n"
-            "training = [m for m in ('tfp_vae.train', 'tfp_vae.evaluate', 'tfp_vae.run', 'tfp_vae.steps') "
-            "if m in sys.modules]\nassert not training, training")
-    proc = subprocess.run([sys.executable, "-c", code, "report", str(runs), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    code = (
+        "import sys\nfrom tfp_vae.cli import main\nassert main(sys.argv[1:]) == 0\n"
+        "assert 'tensorflow' not in sys.modules and 'jax' not in sys.modules\n"
+        "import tfp_vae.runner.store, tfp_vae.runner.reproduce\n"
+        "training = [m for m in ('tfp_vae.train', 'tfp_vae.evaluate', 'tfp_vae.run', 'tfp_vae.steps') "
+        "if m in sys.modules]\nassert not training, training"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "report", str(runs), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -56,7 +69,7 @@ def test_version_and_help_list_every_command(capsys):
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("tfp-vae 0.")
     help_text = make_parser().format_help()
-    commands = make_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse keeps them here
+    commands = make_parser()._subparsers._group_actions[0].choices
     assert set(commands) == {"train", "data", "run", "reproduce", "status", "report", "paper", "list"}
     for name in commands:
         assert f"    {name}" in help_text
@@ -67,7 +80,11 @@ def test_json_outputs_parse(capsys):
     decoders = json.loads(capsys.readouterr().out)
     from tfp_vae.decoders import DECODERS
 
-    assert [d["name"] for d in decoders] == list(DECODERS) and decoders[0]["name"] == "fixed" and "sigma0" in decoders[0]["params"]
+    assert (
+        [d["name"] for d in decoders] == list(DECODERS)
+        and decoders[0]["name"] == "fixed"
+        and "sigma0" in decoders[0]["params"]
+    )
     assert main(["data", "list", "--json"]) == 0
     data = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
     assert data["digits"]["present"] is True and data["digits"]["levels"] == 17
@@ -158,8 +175,9 @@ def test_a_network_larger_than_the_machine_is_refused_at_load(tmp_path, capsys):
     from tfp_vae.config import machine_memory_bytes
 
     study = tmp_path / "huge.toml"
-    study.write_text('datasets = ["digits"]\nseeds = [0]\n[decoders.fixed]\n[network]\nhidden = [512]\n'
-                     'latent = 100000\n')
+    study.write_text(
+        'datasets = ["digits"]\nseeds = [0]\n[decoders.fixed]\n[network]\nhidden = [512]\nlatent = 100000\n'
+    )
     total = machine_memory_bytes()
     if total is None or total > 2**40:
         pytest.skip("this machine's memory is unknown or over a TiB")
@@ -180,8 +198,13 @@ def test_python_dash_m_runs_the_command():
 
 
 def test_json_output_survives_a_closed_pipe():
-    proc = subprocess.run(f"{sys.executable} -m tfp_vae list decoders --json | head -n 1", shell=True,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        f"{sys.executable} -m tfp_vae list decoders --json | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stdout.strip() == "[" and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
 
 
@@ -199,16 +222,21 @@ def test_every_train_option_says_what_it_does_and_its_default():
 
 
 def test_a_misspelt_name_gets_a_suggestion_and_every_bad_value_is_reported(capsys, tmp_path):
-    assert main(["train", "--decoder", "studentt", "--epochs", "0", "--lr", "-1", "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(["train", "--decoder", "studentt", "--epochs", "0", "--lr", "-1", "--out", str(tmp_path / "r.json")]) == 2
+    )
     err = capsys.readouterr().err
     assert "did you mean 'student_t'" in err and "3 bad values" in err
     assert "epochs = 0" in err and "learning_rate = -1.0" in err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["reproduce", "s.toml", "--sample", "0"], "'0' is not allowed; expected an integer >= 1"),
-    (["run", "s.toml", "--executor", "slurm"], "invalid choice: 'slurm'"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["reproduce", "s.toml", "--sample", "0"], "'0' is not allowed; expected an integer >= 1"),
+        (["run", "s.toml", "--executor", "slurm"], "invalid choice: 'slurm'"),
+    ],
+)
 def test_argparse_refuses_bad_choices(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)

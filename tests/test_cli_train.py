@@ -10,8 +10,25 @@ from tfp_vae.decoders import DECODERS
 
 def test_train_prints_a_summary_and_writes_the_record(tmp_path, capsys):
     out = tmp_path / "run.json"
-    code = main(["train", "--dataset", "digits", "--decoder", "continuous_bernoulli", "--seed", "3", "--epochs", "1",
-                 "--iwae-k", "10", "--scaling", "dequantized", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--decoder",
+            "continuous_bernoulli",
+            "--seed",
+            "3",
+            "--epochs",
+            "1",
+            "--iwae-k",
+            "10",
+            "--scaling",
+            "dequantized",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     record = json.loads(out.read_text())

@@ -61,9 +61,12 @@ def test_compile_cache_none_overrides_a_cache_the_user_switched_on(tmp_path):
 
     from tfp_vae.compile_cache import TF_FLAG, worker_environment
 
-    users = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "inherited"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-             "TF_XLA_FLAGS": f"--tf_xla_auto_jit=0 {TF_FLAG}={tmp_path / 'tf'}"}
+    users = {
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "inherited"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "TF_XLA_FLAGS": f"--tf_xla_auto_jit=0 {TF_FLAG}={tmp_path / 'tf'}",
+    }
     inherited = {**os.environ, **users}
     _jit_once_in_a_process(inherited)
     assert list((tmp_path / "inherited").iterdir())

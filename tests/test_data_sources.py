@@ -77,9 +77,12 @@ def test_mat_readers_for_svhn_and_frey(rng, tmp_path):
 
 # ---- verification and sources -----------------------------------------------------
 
+
 def _gz_spec(name: str, payload: bytes, url: str | None = None) -> tuple[FileSpec, bytes]:
     archive = gzip.compress(payload, mtime=0)
-    return FileSpec(name, url, len(archive), hashlib.sha256(archive).hexdigest(), hashlib.sha256(payload).hexdigest()), archive
+    return FileSpec(
+        name, url, len(archive), hashlib.sha256(archive).hexdigest(), hashlib.sha256(payload).hexdigest()
+    ), archive
 
 
 def test_verify_uses_the_payload_so_a_recompressed_archive_passes(rng):
@@ -118,10 +121,11 @@ def test_a_corrupt_file_in_the_data_dir_is_rejected_not_used(tmp_path, monkeypat
 
 # ---- downloads from a real local HTTP server ---------------------------------------
 
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -169,12 +173,15 @@ def test_download_of_a_good_file_lands_verified_in_the_cache(server, tmp_path, r
     assert sorted(p.name for p in dest.parent.iterdir()) == ["good.gz"]
 
 
-@pytest.mark.parametrize("path,message", [
-    ("/corrupt.gz", "SHA-256"),
-    ("/truncated.gz", "failed|ended after|truncated"),
-    ("/stall.gz", "failed"),
-    ("/absent.gz", "404"),
-])
+@pytest.mark.parametrize(
+    "path,message",
+    [
+        ("/corrupt.gz", "SHA-256"),
+        ("/truncated.gz", "failed|ended after|truncated"),
+        ("/stall.gz", "failed"),
+        ("/absent.gz", "404"),
+    ],
+)
 def test_a_bad_download_leaves_nothing_in_the_cache(server, tmp_path, rng, path, message):
     base, files = server
     payload = idx_bytes(rng.integers(0, 256, size=(N, H, W), dtype=np.uint8))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfp_vae.model import scale_images
 from tfp_vae.data import dataset_entry, load_splits, split_pool, store
 from tfp_vae.data.types import ImageData
+from tfp_vae.model import scale_images
 
 
 def test_splits_are_deterministic_disjoint_and_complete():

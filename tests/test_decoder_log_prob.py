@@ -67,13 +67,22 @@ def test_sigma_vae_evaluates_with_its_moving_average_sigma(backend, rng):
 
 def test_beta_nll_evaluates_with_the_true_likelihood(backend, rng):
     raw, y = _inputs(rng, 2)
-    _check(make_decoder("beta_nll", {"beta": 0.7}, CTX, backend), raw, y, stats.norm.logpdf(y, raw[..., 0], softplus(raw[..., 1])))
+    _check(
+        make_decoder("beta_nll", {"beta": 0.7}, CTX, backend),
+        raw,
+        y,
+        stats.norm.logpdf(y, raw[..., 0], softplus(raw[..., 1])),
+    )
 
 
 def test_student_t_fixed_nu(backend, rng):
     raw, y = _inputs(rng, 2)
-    _check(make_decoder("student_t", {"nu": 4.5}, CTX, backend), raw, y,
-           stats.t.logpdf(y, df=4.5, loc=raw[..., 0], scale=softplus(raw[..., 1])))
+    _check(
+        make_decoder("student_t", {"nu": 4.5}, CTX, backend),
+        raw,
+        y,
+        stats.t.logpdf(y, df=4.5, loc=raw[..., 0], scale=softplus(raw[..., 1])),
+    )
 
 
 def test_student_t_learned_nu_starts_at_its_initial_value(backend, rng):
@@ -87,8 +96,12 @@ def test_student_t_learned_nu_starts_at_its_initial_value(backend, rng):
 def test_variational_variance_predictive_is_student_t(backend, rng):
     raw, y = _inputs(rng, 3)
     alpha, beta = softplus(raw[..., 1]).astype(float), softplus(raw[..., 2]).astype(float)
-    _check(make_decoder("variational_variance", {}, CTX, backend), raw, y,
-           stats.t.logpdf(y, df=2 * alpha, loc=raw[..., 0], scale=np.sqrt(beta / alpha)))
+    _check(
+        make_decoder("variational_variance", {}, CTX, backend),
+        raw,
+        y,
+        stats.t.logpdf(y, df=2 * alpha, loc=raw[..., 0], scale=np.sqrt(beta / alpha)),
+    )
 
 
 def test_variational_variance_training_term_matches_monte_carlo(backend, rng):
@@ -102,9 +115,14 @@ def test_variational_variance_training_term_matches_monte_carlo(backend, rng):
     expected_ll = stats.norm.logpdf(y, raw[..., 0], 1.0 / np.sqrt(lam)).mean(axis=0)
     # KL between Gammas (shape, rate), closed form
     a0, b0 = 2.0, 0.5
-    kl = ((alpha - a0) * special.digamma(alpha) - special.gammaln(alpha) + special.gammaln(a0)
-          + a0 * (np.log(beta) - np.log(b0)) + alpha * (b0 - beta) / beta)
-    np.testing.assert_allclose(got, _per_example(expected_ll - kl), rtol=0, atol=0.05 * H * W * C ** 0.5)
+    kl = (
+        (alpha - a0) * special.digamma(alpha)
+        - special.gammaln(alpha)
+        + special.gammaln(a0)
+        + a0 * (np.log(beta) - np.log(b0))
+        + alpha * (b0 - beta) / beta
+    )
+    np.testing.assert_allclose(got, _per_example(expected_ll - kl), rtol=0, atol=0.05 * H * W * C**0.5)
 
 
 def test_bernoulli_is_cross_entropy_on_intensities(backend, rng):
@@ -117,7 +135,12 @@ def test_continuous_bernoulli_has_its_normaliser(backend, rng):
     raw, y = _inputs(rng, 1)
     lam = special.expit(raw[..., 0].astype(np.float64))
     log_c = np.log(2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))
-    _check(make_decoder("continuous_bernoulli", {}, CTX, backend), raw, y, log_c + y * np.log(lam) + (1 - y) * np.log1p(-lam))
+    _check(
+        make_decoder("continuous_bernoulli", {}, CTX, backend),
+        raw,
+        y,
+        log_c + y * np.log(lam) + (1 - y) * np.log1p(-lam),
+    )
 
 
 @pytest.mark.parametrize("scaling", ["raw", "dequantized"])
@@ -184,7 +207,9 @@ def test_pixel_log_density_is_the_density_on_the_unit_scale(backend, rng, scalin
     which can never exceed log(1 / bin)."""
     ctx = DataContext(levels=17, scaling=scaling)
     raw, y = _inputs(rng, 2)
-    got = np.asarray(make_decoder("learned", {}, ctx, backend).pixel_log_density(backend.asarray(y), backend.asarray(raw)))
+    got = np.asarray(
+        make_decoder("learned", {}, ctx, backend).pixel_log_density(backend.asarray(y), backend.asarray(raw))
+    )
     np.testing.assert_allclose(got, stats.norm.logpdf(y, raw[..., 0], softplus(raw[..., 1])), rtol=1e-5, atol=1e-5)
     dec = make_decoder("discretized_logistic", {}, ctx, backend)
     got = np.asarray(dec.pixel_log_density(backend.asarray(y), backend.asarray(raw)))
@@ -216,12 +241,15 @@ def test_continuous_bernoulli_can_pass_the_excess_density_limit_only_at_exactly_
     x = np.array([0, 1, 2, 128, 253, 254, 255], np.float32) / 255.0
     y, raw = np.broadcast_arrays(x[:, None], logits[None, :])
     b = backend
-    got = np.asarray(dec.pixel_log_density(b.asarray(np.ascontiguousarray(y)),
-                                           b.asarray(np.ascontiguousarray(raw)[..., None])), np.float64)
+    got = np.asarray(
+        dec.pixel_log_density(b.asarray(np.ascontiguousarray(y)), b.asarray(np.ascontiguousarray(raw)[..., None])),
+        np.float64,
+    )
     eta, xx = raw.astype(np.float64), y.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # eta = 0 is the uniform density, 1
-        closed = np.where(eta == 0, 0.0, np.log(np.abs(eta)) + eta * xx
-                          - np.maximum(eta, 0.0) - np.log(-np.expm1(-np.abs(eta))))
+        closed = np.where(
+            eta == 0, 0.0, np.log(np.abs(eta)) + eta * xx - np.maximum(eta, 0.0) - np.log(-np.expm1(-np.abs(eta)))
+        )
     peak, interior = got.max(axis=1), (x > 0) & (x < 1)
     np.testing.assert_allclose(peak, closed.max(axis=1), atol=0.02)
     edge = np.minimum(x[interior], 1 - x[interior]).astype(np.float64)
@@ -233,8 +261,12 @@ def test_continuous_bernoulli_can_pass_the_excess_density_limit_only_at_exactly_
 def test_student_t_pixel_decodes_each_pixels_degrees_of_freedom(backend, rng):
     raw, y = _inputs(rng, 3)
     nu = 3.0 + np.logaddexp(0.0, raw[..., 1].astype(np.float64))
-    _check(make_decoder("student_t_pixel", {}, CTX, backend), raw, y,
-           stats.t.logpdf(y, df=nu, loc=raw[..., 0], scale=softplus(raw[..., 2])))
+    _check(
+        make_decoder("student_t_pixel", {}, CTX, backend),
+        raw,
+        y,
+        stats.t.logpdf(y, df=nu, loc=raw[..., 0], scale=softplus(raw[..., 2])),
+    )
 
 
 def test_map_precision_trains_with_a_gamma_log_prior_on_each_precision(backend, rng):
@@ -246,5 +278,5 @@ def test_map_precision_trains_with_a_gamma_log_prior_on_each_precision(backend, 
     normal = stats.norm.logpdf(y, raw[..., 0], sigma)
     _check(dec, raw, y, normal)
     got = np.asarray(dec.training_terms(backend.asarray(y), backend.asarray(raw))[0].objective)
-    prior = stats.gamma.logpdf(sigma ** -2.0, a=3.0, scale=1.0 / 0.002)
+    prior = stats.gamma.logpdf(sigma**-2.0, a=3.0, scale=1.0 / 0.002)
     np.testing.assert_allclose(got, _per_example(normal + prior), rtol=2e-5, atol=2e-3)

@@ -21,10 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
 def test_the_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     # not as an xdist worker: pytest-benchmark turns itself off in any pytest that inherits PYTEST_XDIST_WORKER
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", str(ROOT / "scripts/gpu/run.sh"), str(tmp_path), "--dry-run"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1200)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts/gpu/run.sh"), str(tmp_path), "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     log = (tmp_path / "log.txt").read_text() if (tmp_path / "log.txt").exists() else ""
     assert proc.returncode == 0, proc.stdout[-2000:] + log[-4000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -11,8 +11,17 @@ import tfp_vae
 
 ROOT = Path(tfp_vae.__file__).parent
 #: Modules that train or evaluate, and so load a framework or the model.
-TRAINING = ("tfp_vae.train", "tfp_vae.steps", "tfp_vae.model", "tfp_vae.run", "tfp_vae.evaluate",
-            "tfp_vae.networks", "tfp_vae.eval_data", "tfp_vae.backends.tensorflow", "tfp_vae.backends.jax")
+TRAINING = (
+    "tfp_vae.train",
+    "tfp_vae.steps",
+    "tfp_vae.model",
+    "tfp_vae.run",
+    "tfp_vae.evaluate",
+    "tfp_vae.networks",
+    "tfp_vae.eval_data",
+    "tfp_vae.backends.tensorflow",
+    "tfp_vae.backends.jax",
+)
 READERS = ("tfp_vae.report", "tfp_vae.runner.store", "tfp_vae.runner.reproduce")
 
 
@@ -57,7 +66,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = 2

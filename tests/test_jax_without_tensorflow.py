@@ -42,6 +42,6 @@ def test_jax_runs_are_deterministic(decoder):
     """Same spec and seed: the same record, timings and environment aside."""
     spec = tiny_spec(decoder=decoder, backend="jax", scaling="dequantized")
     first, second = run(spec, log=lambda s: None), run(spec, log=lambda s: None)
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("timing", "environment")}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("timing", "environment")}
     assert strip(first) == strip(second)
     assert first["execution"]["backend"] == "jax"

@@ -9,13 +9,13 @@ import pytest
 from scipy import stats
 
 from conftest import BATCH, C, H, W
+from tfp_vae.backends import COMPILERS
 from tfp_vae.config import NetworkSpec
 from tfp_vae.decoders import DataContext, make_decoder
+from tfp_vae.eval_data import Trained
 from tfp_vae.model import VAE
 from tfp_vae.networks import Architecture
-from tfp_vae.backends import COMPILERS
 from tfp_vae.steps import EvalFunctions
-from tfp_vae.eval_data import Trained
 
 LATENT, SIGMA0 = 5, 0.5
 D = H * W * C
@@ -38,8 +38,9 @@ def linear_model(backend, rng):
     pre = np.log(np.expm1(q_sigma - 1e-6))
     params["encoder"]["dense"][0] = {
         "w": np.concatenate([w.T @ s / SIGMA0**2, np.zeros((D, LATENT))], axis=1).astype(np.float32),
-        "b": np.concatenate([-(b @ w.T @ s) / SIGMA0**2, pre]).astype(np.float32)}
-    x = (rng.normal(size=(BATCH, LATENT)) @ w + b + SIGMA0 * rng.normal(size=(BATCH, D)))
+        "b": np.concatenate([-(b @ w.T @ s) / SIGMA0**2, pre]).astype(np.float32),
+    }
+    x = rng.normal(size=(BATCH, LATENT)) @ w + b + SIGMA0 * rng.normal(size=(BATCH, D))
     marginal = stats.multivariate_normal(b, w.T @ w + SIGMA0**2 * np.eye(D)).logpdf(x)
     q_mu = (x - b) @ w.T @ s / SIGMA0**2
     expected_sq = np.sum((x - b - q_mu @ w) ** 2, axis=1) + np.sum((q_sigma**2) * np.sum(w**2, axis=1))
@@ -59,8 +60,14 @@ def _evals(linear_model, xla, k, chunk, lppl=1):
 
 def _repeat(linear_model, fn, reps):
     backend, _, trained, y = linear_model[:4]
-    return np.stack([np.asarray(fn(trained.params, trained.dstate, backend.asarray(y),
-                                   backend.asarray(np.array([7, r], np.int32)))) for r in range(reps)])
+    return np.stack(
+        [
+            np.asarray(
+                fn(trained.params, trained.dstate, backend.asarray(y), backend.asarray(np.array([7, r], np.int32)))
+            )
+            for r in range(reps)
+        ]
+    )
 
 
 def test_elbo_estimate_matches_closed_form(linear_model):
@@ -89,7 +96,9 @@ def test_iwae_rises_with_k_and_stays_below_the_marginal(linear_model):
 def test_iwae_at_k_5000_is_chunked_and_close_to_the_marginal(linear_model):
     backend, _, trained, y, marginal, _ = linear_model
     iwae = _evals(linear_model, True, 5000, 500).iwae
-    est = np.asarray(iwae(trained.params, trained.dstate, backend.asarray(y), backend.asarray(np.array([3, 4], np.int32))))
+    est = np.asarray(
+        iwae(trained.params, trained.dstate, backend.asarray(y), backend.asarray(np.array([3, 4], np.int32)))
+    )
     np.testing.assert_allclose(est, marginal, atol=0.05)
 
 

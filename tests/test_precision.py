@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from conftest import tiny_spec
 
 #: Stated agreement of a bfloat16 run with the float32 run of the same spec on digits (64 pixels,
@@ -20,9 +21,20 @@ RMSE_RTOL = 0.02
 def test_bfloat16_and_float32_runs_of_one_spec_agree_on_digits(decoder, backend):
     from tfp_vae.run import run
 
-    records = {p: run(tiny_spec(decoder=decoder, backend=backend.name, scaling="dequantized", precision=p,
-                                network={"hidden": [64]}, train={"epochs": 5}), log=lambda s: None)
-               for p in ("float32", "bfloat16")}
+    records = {
+        p: run(
+            tiny_spec(
+                decoder=decoder,
+                backend=backend.name,
+                scaling="dequantized",
+                precision=p,
+                network={"hidden": [64]},
+                train={"epochs": 5},
+            ),
+            log=lambda s: None,
+        )
+        for p in ("float32", "bfloat16")
+    }
     low, full = records["bfloat16"], records["float32"]
     assert low["execution"]["precision"] == "bfloat16" and full["execution"]["precision"] == "float32"
     assert low["run_id"] != full["run_id"]  # precision is part of what a run is

@@ -39,8 +39,17 @@ rmse = [0.25, 0.001]
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    base = {"status": "ok", "dataset": "fashion_mnist", "scaling": "raw", "variance_collapse": False, "epochs": 20,
-            "patience": 5, "validation_fraction": 0.1, "lppl_samples": 20, "test_examples": 10000}
+    base = {
+        "status": "ok",
+        "dataset": "fashion_mnist",
+        "scaling": "raw",
+        "variance_collapse": False,
+        "epochs": 20,
+        "patience": 5,
+        "validation_fraction": 0.1,
+        "lppl_samples": 20,
+        "test_examples": 10000,
+    }
     frame = pd.DataFrame([{**base, **r} for r in rows])
     frame["config"] = frame["decoder"]
     return frame
@@ -59,10 +68,15 @@ def test_published_models_meet_their_decoders_and_differences_are_welch_tests(tm
     path.write_text(PUBLISHED)
     fixed = np.array([-730.1, -729.95, -730.0])
     learned = {1e-3: np.array([1500.0, 1520.0, 1490.0]), 1e-4: np.array([2120.0, 2180.0, 2160.0])}
-    rows = [{"decoder": "fixed", "label": "fixed", "seed": s, "lppl": v, "rmse": 0.15, "learning_rate": 1e-3}
-            for s, v in enumerate(fixed)]
-    rows += [{"decoder": "learned", "label": f"learned(lr={lr:g})", "seed": s, "lppl": v, "rmse": 0.2,
-              "learning_rate": lr} for lr, vs in learned.items() for s, v in enumerate(vs)]
+    rows = [
+        {"decoder": "fixed", "label": "fixed", "seed": s, "lppl": v, "rmse": 0.15, "learning_rate": 1e-3}
+        for s, v in enumerate(fixed)
+    ]
+    rows += [
+        {"decoder": "learned", "label": f"learned(lr={lr:g})", "seed": s, "lppl": v, "rmse": 0.2, "learning_rate": lr}
+        for lr, vs in learned.items()
+        for s, v in enumerate(vs)
+    ]
     rows.append({"decoder": "floor", "label": "floor", "seed": 0, "lppl": 1.0, "rmse": 0.1, "learning_rate": 1e-3})
     t = published_table(_frame(rows), load_published(path))
     n = t.numbers.set_index("decoder")
@@ -72,21 +86,38 @@ def test_published_models_meet_their_decoders_and_differences_are_welch_tests(tm
     assert n.loc["learned(lr=0.001)", "lppl_differs"] and not n.loc["learned(lr=0.0001)", "lppl_differs"]
     assert n.loc["learned(lr=0.001)", "lppl_mean"] == pytest.approx(learned[1e-3].mean())
     # the caption carries both protocols from the values in force
-    for needle in ("5e-05", "1000 epochs", "patience 50", "the test set", "20 epochs", "10 %", "20 posterior samples",
-                   "10000 test images", "0.0001, 0.001"):
+    for needle in (
+        "5e-05",
+        "1000 epochs",
+        "patience 50",
+        "the test set",
+        "20 epochs",
+        "10 %",
+        "20 posterior samples",
+        "10000 test images",
+        "0.0001, 0.001",
+    ):
         assert needle in t.caption, needle
     # and the machines our rows ran on, from the records
     machines = [{**r, "cpu_model": "CPU X" if r["seed"] else "CPU Y", "device": "cpu:0"} for r in rows]
-    assert "trained and evaluated on CPU X (cpu), CPU Y (cpu)." in published_table(_frame(machines),
-                                                                                 load_published(path)).caption
+    assert (
+        "trained and evaluated on CPU X (cpu), CPU Y (cpu)."
+        in published_table(_frame(machines), load_published(path)).caption
+    )
 
 
-@pytest.mark.parametrize("text,needle", [
-    (PUBLISHED.replace("lppl = [-730.0, 0.1]", "lppl = [-730.0]"), "lppl = [-730.0] is not allowed"),
-    (PUBLISHED.replace("trials = 5", "trials = 1"), "trials = 1 is not allowed"),
-    (PUBLISHED.replace('correspondence = "the same model"\nlppl = [-730.0', 'lppl = [-730.0'), "correspondence missing"),
-    (PUBLISHED.replace("patience = 50\n", ""), "[protocol] lacks patience"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        (PUBLISHED.replace("lppl = [-730.0, 0.1]", "lppl = [-730.0]"), "lppl = [-730.0] is not allowed"),
+        (PUBLISHED.replace("trials = 5", "trials = 1"), "trials = 1 is not allowed"),
+        (
+            PUBLISHED.replace('correspondence = "the same model"\nlppl = [-730.0', "lppl = [-730.0"),
+            "correspondence missing",
+        ),
+        (PUBLISHED.replace("patience = 50\n", ""), "[protocol] lacks patience"),
+    ],
+)
 def test_a_bad_published_file_names_the_file_and_the_key(tmp_path, text, needle):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -108,29 +139,45 @@ def test_for_one_fixed_sigma_the_rmse_predict_the_lppl_gap_that_scipy_densities_
     theirs = scored(rng.normal(0.0, 0.02, (images, dims)))
     errors = rng.normal(0.0, 0.05, (images, dims))
     ours = [scored(errors * (-1) ** s) for s in range(3)]  # three seeds with the same rmse
-    text = PUBLISHED.replace('decoder = "fixed"\ncorrespondence = "the same model"\nlppl = [-730.0, 0.1]\n'
-                             'rmse = [0.15, 0.002]',
-                             f'decoder = "fixed"\ncorrespondence = "the same model"\nfixed_sigma = {sigma}\n'
-                             f'lppl = [{theirs[0]!r}, 0.1]\nrmse = [{theirs[1]!r}, 0.002]')
+    text = PUBLISHED.replace(
+        'decoder = "fixed"\ncorrespondence = "the same model"\nlppl = [-730.0, 0.1]\nrmse = [0.15, 0.002]',
+        f'decoder = "fixed"\ncorrespondence = "the same model"\nfixed_sigma = {sigma}\n'
+        f"lppl = [{theirs[0]!r}, 0.1]\nrmse = [{theirs[1]!r}, 0.002]",
+    )
     path = tmp_path / "pub.toml"
     path.write_text(text)
     scale = {"sigma_min": sigma, "sigma_median": sigma, "dims": dims}
-    rows = [{"decoder": "fixed", "label": "fixed", "seed": s, "lppl": ll, "rmse": r, "learning_rate": 1e-3, **scale}
-            for s, (ll, r) in enumerate(ours)]
-    rows += [{"decoder": "learned", "label": "learned", "seed": s, "lppl": 2100.0 + s, "rmse": 0.2,
-              "learning_rate": 1e-3, **scale} for s in range(3)]
+    rows = [
+        {"decoder": "fixed", "label": "fixed", "seed": s, "lppl": ll, "rmse": r, "learning_rate": 1e-3, **scale}
+        for s, (ll, r) in enumerate(ours)
+    ]
+    rows += [
+        {
+            "decoder": "learned",
+            "label": "learned",
+            "seed": s,
+            "lppl": 2100.0 + s,
+            "rmse": 0.2,
+            "learning_rate": 1e-3,
+            **scale,
+        }
+        for s in range(3)
+    ]
     n = published_table(_frame(rows), load_published(path)).numbers.set_index("decoder")
     assert n.loc["fixed", "observed_gap"] == pytest.approx(theirs[0] - ours[0][0], rel=1e-12)
     assert n.loc["fixed", "rmse_predicted_gap"] == pytest.approx(n.loc["fixed", "observed_gap"], rel=1e-9)
     assert n.loc["fixed", "observed_gap"] > 10  # far beyond the spreads (0.1 and 0), all of it the errors
     assert pd.isna(n.loc["learned", "rmse_predicted_gap"])  # the published model has no fixed sigma
     rows = [{**r, "sigma_min": 1.0, "sigma_median": 1.0} for r in rows]  # not the published model's sigma
-    assert pd.isna(published_table(_frame(rows), load_published(path)).numbers.set_index("decoder").loc[
-        "fixed", "rmse_predicted_gap"])
+    assert pd.isna(
+        published_table(_frame(rows), load_published(path))
+        .numbers.set_index("decoder")
+        .loc["fixed", "rmse_predicted_gap"]
+    )
 
 
 def test_a_fixed_sigma_must_be_positive(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text(PUBLISHED.replace('rmse = [0.15, 0.002]', 'rmse = [0.15, 0.002]\nfixed_sigma = 0'))
+    path.write_text(PUBLISHED.replace("rmse = [0.15, 0.002]", "rmse = [0.15, 0.002]\nfixed_sigma = 0"))
     with pytest.raises(ConfigError, match="fixed_sigma = 0 is not allowed; expected a number > 0"):
         load_published(path)

@@ -75,7 +75,7 @@ def test_mc_samples_average_the_likelihood_over_posterior_draws(backend, rng):
     raw = np.asarray(model.decode(params, backend.asarray((mu_q + sigma_q * eps).astype(np.float32))), np.float64)
     sigma = np.logaddexp(0.0, raw[..., 1]) + np.finfo(np.float32).eps
     ll = stats.norm.logpdf(np.asarray(y)[None], raw[..., 0], sigma).reshape(samples, BATCH, -1).sum(-1)
-    kl = np.sum(0.5 * (mu_q ** 2 + sigma_q ** 2 - 1.0) - np.log(sigma_q), -1)
+    kl = np.sum(0.5 * (mu_q**2 + sigma_q**2 - 1.0) - np.log(sigma_q), -1)
     np.testing.assert_allclose(np.asarray(terms.objective), ll.mean(0) - kl, rtol=1e-4, atol=1e-2)
     assert np.std(ll, 0).min() > 0, "the draws differ"
 
@@ -85,8 +85,9 @@ def _keras_early_stopping(values, patience, min_delta):
     per-epoch monitored values, the epoch written into the model's weights to see what it restores."""
     keras = pytest.importorskip("keras")
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
-    es = keras.callbacks.EarlyStopping(monitor="val_lppl", min_delta=min_delta, patience=patience, mode="max",
-                                       restore_best_weights=True)
+    es = keras.callbacks.EarlyStopping(
+        monitor="val_lppl", min_delta=min_delta, patience=patience, mode="max", restore_best_weights=True
+    )
     es.set_model(model)
     model.stop_training = False  # what fit() sets before the first epoch
     es.on_train_begin()
@@ -103,12 +104,16 @@ def _ours(values, patience, min_delta):
     from tfp_vae.eval_data import Trained
     from tfp_vae.train import _SeedTrack
 
-    spec = tiny_spec(train={"epochs": len(values), "patience": patience, "min_delta": min_delta,
-                            "monitor": "val_lppl"})
+    spec = tiny_spec(train={"epochs": len(values), "patience": patience, "min_delta": min_delta, "monitor": "val_lppl"})
     track = _SeedTrack(spec, "")
     for epoch, value in enumerate(values):
-        check = {"val_bound": 0.0, "val_lppl": float(value), "val_min_sigma": None, "val_frac_below_tau": None,
-                 "val_excess_density_frac": None}
+        check = {
+            "val_bound": 0.0,
+            "val_lppl": float(value),
+            "val_min_sigma": None,
+            "val_frac_below_tau": None,
+            "val_excess_density_frac": None,
+        }
         track.end_epoch(epoch, 1, -1, 0.0, 0.0, check, lambda e=epoch: Trained(e, None), 0.0, lambda s: None)
         if not track.active:
             break
@@ -133,8 +138,10 @@ def test_a_run_monitoring_the_lppl_records_its_curve_and_stops_on_it():
     pytest.importorskip("jax")
     from tfp_vae.run import run
 
-    record = run(tiny_spec(backend="jax", train={"epochs": 4, "monitor": "val_lppl", "patience": 3},
-                           eval={"lppl_samples": 3}), log=lambda s: None)
+    record = run(
+        tiny_spec(backend="jax", train={"epochs": 4, "monitor": "val_lppl", "patience": 3}, eval={"lppl_samples": 3}),
+        log=lambda s: None,
+    )
     curve = record["training"]["curves"]["val_lppl"]
     assert len(curve) == record["training"]["epochs_run"] and all(math.isfinite(v) for v in curve)
     assert record["training"]["best_epoch"] == int(np.argmax(curve)) + 1

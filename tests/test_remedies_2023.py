@@ -28,20 +28,23 @@ def softplus(x):
 def _model(backend, decoder, **network):
     likelihood = make_decoder(decoder, {}, CTX, backend)
     net = NetworkSpec(**{"hidden": (6,), "latent": LATENT, **network})
-    return VAE(Architecture(net, (H, W, C), likelihood.outputs_per_pixel, detach_heads=likelihood.detach_heads),
-               likelihood)
+    return VAE(
+        Architecture(net, (H, W, C), likelihood.outputs_per_pixel, detach_heads=likelihood.detach_heads), likelihood
+    )
 
 
 def _inputs(rng, k=2):
-    return (rng.normal(size=(BATCH, H, W, C, k)).astype(np.float32),
-            rng.uniform(size=(BATCH, H, W, C)).astype(np.float32))
+    return (
+        rng.normal(size=(BATCH, H, W, C, k)).astype(np.float32),
+        rng.uniform(size=(BATCH, H, W, C)).astype(np.float32),
+    )
 
 
 def test_natural_density_is_the_gaussian_of_its_mean_and_variance(backend, rng):
     raw, y = _inputs(rng)
     dec = make_decoder("natural", {}, CTX, backend)
     precision = softplus(raw[..., 1])  # eta2 = -precision / 2
-    mu, sigma = raw[..., 0] / precision, precision ** -0.5
+    mu, sigma = raw[..., 0] / precision, precision**-0.5
     got = np.asarray(dec.log_lik(backend.asarray(y), backend.asarray(raw)))
     expected = stats.norm.logpdf(y, mu, sigma).reshape(BATCH, -1).sum(1)
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-3)
@@ -77,8 +80,9 @@ def test_faithful_density_and_objective(backend, rng):
     dec = make_decoder("faithful", {}, CTX, backend)
     sigma = softplus(raw[..., 1])
     got = np.asarray(dec.log_lik(backend.asarray(y), backend.asarray(raw)))
-    np.testing.assert_allclose(got, stats.norm.logpdf(y, raw[..., 0], sigma).reshape(BATCH, -1).sum(1),
-                               rtol=2e-5, atol=2e-3)
+    np.testing.assert_allclose(
+        got, stats.norm.logpdf(y, raw[..., 0], sigma).reshape(BATCH, -1).sum(1), rtol=2e-5, atol=2e-3
+    )
     objective = np.asarray(dec.training_terms(backend.asarray(y), backend.asarray(raw))[0].objective)
     expected = stats.norm.logpdf(y, raw[..., 0], 1.0) + stats.norm.logpdf(y, raw[..., 0], sigma)
     np.testing.assert_allclose(objective, expected.reshape(BATCH, -1).sum(1), rtol=2e-5, atol=2e-3)
@@ -105,8 +109,14 @@ def _train(backend, model, init, x, steps=6):
     params = backend.tree_map(backend.asarray, init)
     rows = np.arange(steps * BATCH, dtype=np.int32).reshape(steps, BATCH) % len(x)
     seeds = np.arange(steps * 4, dtype=np.int32).reshape(steps, 2, 2)
-    out = epoch(params, opt_init(params), init_carry(backend, model), backend.asarray(x), backend.asarray(rows),
-                backend.asarray(seeds))
+    out = epoch(
+        params,
+        opt_init(params),
+        init_carry(backend, model),
+        backend.asarray(x),
+        backend.asarray(rows),
+        backend.asarray(seeds),
+    )
     return backend.tree_map(lambda a: np.asarray(backend.to_numpy(a)), out[0])
 
 
@@ -118,13 +128,17 @@ def test_faithful_mean_learns_exactly_as_a_unit_variance_and_its_variance_reache
     pixels = H * W * C
     fixed_start = fixed.init(0)
     fixed_start["encoder"], fixed_start["decoder"]["dense"][:-1] = start["encoder"], start["decoder"]["dense"][:-1]
-    fixed_start["decoder"]["dense"][-1] = {"w": start["decoder"]["dense"][-1]["w"][:, :pixels].copy(),
-                                           "b": start["decoder"]["dense"][-1]["b"][:pixels].copy()}
+    fixed_start["decoder"]["dense"][-1] = {
+        "w": start["decoder"]["dense"][-1]["w"][:, :pixels].copy(),
+        "b": start["decoder"]["dense"][-1]["b"][:pixels].copy(),
+    }
     x = rng.integers(0, CTX.levels, size=(12, H, W, C)).astype(np.float32)
     after_faithful, after_fixed = _train(backend, faithful, start, x), _train(backend, fixed, fixed_start, x)
     for a, b in zip(_leaves(_mean_parameters(after_faithful)), _leaves(_mean_parameters(after_fixed))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    moved = np.abs(after_faithful["decoder"]["dense"][-1]["w"][:, pixels:] - start["decoder"]["dense"][-1]["w"][:, pixels:])
+    moved = np.abs(
+        after_faithful["decoder"]["dense"][-1]["w"][:, pixels:] - start["decoder"]["dense"][-1]["w"][:, pixels:]
+    )
     assert moved.max() > 1e-4, "the variance head learns"
     trunk_moved = np.abs(after_faithful["decoder"]["dense"][0]["w"] - start["decoder"]["dense"][0]["w"]).max()
     assert trunk_moved > 1e-4, "the comparison is not vacuous: the trunk trains"
@@ -142,7 +156,7 @@ def test_variance_warmup_holds_the_variance_network_then_releases_it(backend, rn
     params = backend.tree_map(backend.asarray, init)
     state = (params, opt_init(params), init_carry(backend, model))
     after_warm = warm(*state, x, rows, seeds)[:3]
-    tower = lambda p, j: _leaves(backend.tree_map(lambda a: np.asarray(backend.to_numpy(a)), p)["decoder"]["towers"][j])  # noqa: E731
+    tower = lambda p, j: _leaves(backend.tree_map(lambda a: np.asarray(backend.to_numpy(a)), p)["decoder"]["towers"][j])
     for a, b in zip(tower(after_warm[0], 1), tower(params, 1)):
         np.testing.assert_array_equal(a, b)  # the variance network did not move at all
     assert max(np.abs(a - b).max() for a, b in zip(tower(after_warm[0], 0), tower(params, 0))) > 1e-4

@@ -25,21 +25,48 @@ from tfp_vae.report.tables import collapse_table, loglik_table
 def record(decoder: str, seed: int, iwae: float, collapse: bool, scaling: str = "raw", params=None) -> dict:
     bpd = None if scaling == "raw" else (-iwae + 64 * np.log(17)) / (64 * np.log(2))
     return {
-        "schema_version": SCHEMA_VERSION, "run_id": f"{decoder}-{scaling}-{seed}", "status": "ok",
-        "spec": {"dataset": "digits", "scaling": scaling, "decoder": decoder, "decoder_params": params or {},
-                 "seed": seed, "device": "cpu", "backend": "tensorflow", "network": {"hidden": [32], "latent": 5}},
-        "metrics": {"elbo": iwae - 3, "iwae_ll": iwae, "lppl": iwae + 1, "bpd": bpd, "rmse": 0.1 + 0.01 * seed,
-                    "sigma_min": 0.001 if collapse else 0.05, "sigma_p01": 0.01, "sigma_median": 0.2,
-                    "frac_below_tau": 0.2 if collapse else 0.0, "tau": 0.018, "variance_collapse": collapse,
-                    "excess_density_frac": 0.05 if collapse else 0.0,
-                    "collapse_reason": "excess_density: 5.00% of test pixels ..." if collapse else None,
-                    "active_units": 4,
-                    "train_test_gap": 1.0, "iwae_k": 50,
-                    "sigma_log10_hist": [0] * 30 + [seed + 1] * 10 + [0] * 50},
+        "schema_version": SCHEMA_VERSION,
+        "run_id": f"{decoder}-{scaling}-{seed}",
+        "status": "ok",
+        "spec": {
+            "dataset": "digits",
+            "scaling": scaling,
+            "decoder": decoder,
+            "decoder_params": params or {},
+            "seed": seed,
+            "device": "cpu",
+            "backend": "tensorflow",
+            "network": {"hidden": [32], "latent": 5},
+        },
+        "metrics": {
+            "elbo": iwae - 3,
+            "iwae_ll": iwae,
+            "lppl": iwae + 1,
+            "bpd": bpd,
+            "rmse": 0.1 + 0.01 * seed,
+            "sigma_min": 0.001 if collapse else 0.05,
+            "sigma_p01": 0.01,
+            "sigma_median": 0.2,
+            "frac_below_tau": 0.2 if collapse else 0.0,
+            "tau": 0.018,
+            "variance_collapse": collapse,
+            "excess_density_frac": 0.05 if collapse else 0.0,
+            "collapse_reason": "excess_density: 5.00% of test pixels ..." if collapse else None,
+            "active_units": 4,
+            "train_test_gap": 1.0,
+            "iwae_k": 50,
+            "sigma_log10_hist": [0] * 30 + [seed + 1] * 10 + [0] * 50,
+        },
         "training": {"curves": {"train_bound": [iwae - 20, iwae - 5, iwae], "val_bound": [0, 0, 0]}},
         "execution": {"device": "/CPU:0"},
-        "timing": {"train_examples_per_s": 1000.0 + seed, "eval_examples_per_s": 50.0, "importance_samples_per_s": 1e4,
-                   "compile_s": 1.0, "peak_memory_mib": 900.0, "wall_s": 5.0},
+        "timing": {
+            "train_examples_per_s": 1000.0 + seed,
+            "eval_examples_per_s": 50.0,
+            "importance_samples_per_s": 1e4,
+            "compile_s": 1.0,
+            "peak_memory_mib": 900.0,
+            "wall_s": 5.0,
+        },
         "environment": {"git": {"commit": "abc"}, "versions": {"tensorflow": "2.21.0"}, "cpu_model": "cpu"},
     }
 
@@ -53,9 +80,12 @@ def runs(tmp_path) -> Path:
     d = tmp_path / "runs"
     d.mkdir()
     for seed, (a, b) in enumerate(zip(LEARNED, FLOOR)):
-        for rec in (record("learned", seed, a, collapse=seed < 3), record("floor", seed, b, False, params={"xi": 0.02}),
-                    record("learned", seed, a - 100, False, scaling="dequantized"),
-                    record("floor", seed, b - 100, False, scaling="dequantized", params={"xi": 0.02})):
+        for rec in (
+            record("learned", seed, a, collapse=seed < 3),
+            record("floor", seed, b, False, params={"xi": 0.02}),
+            record("learned", seed, a - 100, False, scaling="dequantized"),
+            record("floor", seed, b - 100, False, scaling="dequantized", params={"xi": 0.02}),
+        ):
             (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
     return d
 
@@ -75,7 +105,9 @@ def test_loglik_cells_say_their_seeds_and_mark_collapsed_runs_and_unnormalised_l
     assert "(n = 5;" in cells["learned"] and cells["learned"].endswith(f"{COLLAPSED_MARK}3")
     assert COLLAPSED_MARK not in cells["floor(xi=0.02)"] and NOT_NORMALISED_MARK not in cells["floor(xi=0.02)"]
     assert cells["bernoulli"].endswith(NOT_NORMALISED_MARK) and "(n = 3)" in cells["bernoulli"]  # no IQM at n = 3
-    assert f"{COLLAPSED_MARK}k: k of the n seeds" in t.caption and f"{NOT_NORMALISED_MARK}: not a normalised" in t.caption
+    assert (
+        f"{COLLAPSED_MARK}k: k of the n seeds" in t.caption and f"{NOT_NORMALISED_MARK}: not a normalised" in t.caption
+    )
 
 
 def test_no_empty_faithfulness_table_is_published(tmp_path):
@@ -160,7 +192,9 @@ def test_every_format_parses_back(runs, tmp_path):
         pytest.skip("no TeX engine installed: LaTeX not compiled")
     doc = tmp_path / "doc.tex"
     doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n")
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True, timeout=120)
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
 
 
@@ -207,10 +241,12 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(runs, root / "demo")
     decl = tmp_path / "tables.toml"
-    decl.write_text('[[table]]\nname = "t1"\nstudy = "demo"\nkind = "loglik"\nscalings = ["dequantized"]\n'
-                    'decoders = ["floor(xi=0.02)", "learned"]\ncaption = "My caption"\n'
-                    '[[table]]\nname = "c1"\nstudy = "demo"\nkind = "collapse"\n'
-                    'decoders = ["learned", "floor(xi=0.02)"]\n')
+    decl.write_text(
+        '[[table]]\nname = "t1"\nstudy = "demo"\nkind = "loglik"\nscalings = ["dequantized"]\n'
+        'decoders = ["floor(xi=0.02)", "learned"]\ncaption = "My caption"\n'
+        '[[table]]\nname = "c1"\nstudy = "demo"\nkind = "collapse"\n'
+        'decoders = ["learned", "floor(xi=0.02)"]\n'
+    )
     build_declared(decl, root, tmp_path / "out")
     md = (tmp_path / "out" / "t1.md").read_text()
     rows = _md_rows(md)
@@ -224,10 +260,18 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     assert "Raw columns" not in caption
     # a collapse table has one row per decoder and data column: the filter keeps them all
     rows = [r[:2] for r in _md_rows((tmp_path / "out" / "c1.md").read_text())]
-    assert rows == [["learned", "digits dequantized"], ["learned", "digits raw"],
-                    ["floor(xi=0.02)", "digits dequantized"], ["floor(xi=0.02)", "digits raw"]]
+    assert rows == [
+        ["learned", "digits dequantized"],
+        ["learned", "digits raw"],
+        ["floor(xi=0.02)", "digits dequantized"],
+        ["floor(xi=0.02)", "digits raw"],
+    ]
     decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
-    with pytest.raises(ConfigError, match="kind = 'pie' is not allowed; expected one of loglik, collapse, sensitivity, faithfulness, convergence, backends, throughput, published"):
+    with pytest.raises(
+        ConfigError,
+        match="kind = 'pie' is not allowed; expected one of loglik, collapse, sensitivity, faithfulness, convergence, "
+        "backends, throughput, published",
+    ):
         build_declared(decl, root, tmp_path / "out")
     # a declared table whose decoders have no records yet (a study in progress) is skipped, with a warning
     decl.write_text('[[table]]\nname = "f0"\nstudy = "demo"\nkind = "faithfulness"\n')
@@ -240,8 +284,11 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
         rec = json.loads(path.read_text())
         rec["spec"]["network"]["latent"] = 10  # 4 active units of 10: fewer than half
         path.write_text(json.dumps(rec))
-    with pytest.raises(ConfigError, match=r"table 'f1' has no rows: faithfulness: reference 'learned' on digits "
-                                          r"dequantized has 4, 4, 4, 4, 4 active units of 10 latent dimensions"):
+    with pytest.raises(
+        ConfigError,
+        match=r"table 'f1' has no rows: faithfulness: reference 'learned' on digits "
+        r"dequantized has 4, 4, 4, 4, 4 active units of 10 latent dimensions",
+    ):
         build_declared(decl, root, tmp_path / "out")
     decl.write_text('[[table]]\nname = "p1"\nstudy = "demo"\nkind = "loglik"\npublished = "x.toml"\n')
     with pytest.raises(ConfigError, match="a table of kind 'published' names its published file, and no other"):
@@ -267,18 +314,43 @@ def test_collapse_table_gives_the_validation_onset_of_each_cell(tmp_path):
 def test_benchmark_json_becomes_a_table_with_ceiling_fractions(runs, tmp_path):
     bench = tmp_path / "bench"
     bench.mkdir()
-    payload = {"machine_info": {"tfp_vae": {"cpu_model": "Test CPU", "cpu_count": 2}},
-               "benchmarks": [{"name": "test_train_step[learned-cpu]", "stats": {"median": 0.25, "iqr": 0.01},
-                               "extra_info": {"examples_per_s": 10240.0, "ceiling_fraction": 0.87}}]}
+    payload = {
+        "machine_info": {"tfp_vae": {"cpu_model": "Test CPU", "cpu_count": 2}},
+        "benchmarks": [
+            {
+                "name": "test_train_step[learned-cpu]",
+                "stats": {"median": 0.25, "iqr": 0.01},
+                "extra_info": {"examples_per_s": 10240.0, "ceiling_fraction": 0.87},
+            }
+        ],
+    }
     (bench / "m.json").write_text(json.dumps(payload))
     # the same model name on another generation (pytest-benchmark's cpuinfo says which)
-    (bench / "m2.json").write_text(json.dumps({**payload, "machine_info": {**payload["machine_info"],
-                                                                          "cpu": {"family": 26, "model": 2}}}))
+    (bench / "m2.json").write_text(
+        json.dumps({**payload, "machine_info": {**payload["machine_info"], "cpu": {"family": 26, "model": 2}}})
+    )
     build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
     rows = _md_rows((tmp_path / "out" / "benchmarks.md").read_text())
-    assert ["test_train_step[learned-cpu]", "250.0", "10.0", "10240", "87%", "n/a", "n/a", "Test CPU (2 threads)"] in rows
-    assert ["test_train_step[learned-cpu]", "250.0", "10.0", "10240", "87%", "n/a", "n/a",
-            "Test CPU, family 26 model 2 (2 threads)"] in rows
+    assert [
+        "test_train_step[learned-cpu]",
+        "250.0",
+        "10.0",
+        "10240",
+        "87%",
+        "n/a",
+        "n/a",
+        "Test CPU (2 threads)",
+    ] in rows
+    assert [
+        "test_train_step[learned-cpu]",
+        "250.0",
+        "10.0",
+        "10240",
+        "87%",
+        "n/a",
+        "n/a",
+        "Test CPU, family 26 model 2 (2 threads)",
+    ] in rows
 
 
 def test_peer_ratios_and_study_wall_times_are_tabulated(runs, tmp_path):
@@ -286,29 +358,56 @@ def test_peer_ratios_and_study_wall_times_are_tabulated(runs, tmp_path):
     bench = tmp_path / "bench"
     (bench / "peers").mkdir(parents=True)
     (bench / "study_walltime").mkdir()
-    ours = {"peer": "tfp-vae", "backend": "jax", "precision": "bfloat16", "steady_examples_per_s": 30000.0,
-            "whole_train_examples_per_s": 12000.0}  # no compiler: a file from before it was recorded (XLA)
+    ours = {
+        "peer": "tfp-vae",
+        "backend": "jax",
+        "precision": "bfloat16",
+        "steady_examples_per_s": 30000.0,
+        "whole_train_examples_per_s": 12000.0,
+    }  # no compiler: a file from before it was recorded (XLA)
     graph = {**ours, "backend": "tensorflow", "compiler": "graph", "steady_examples_per_s": 25000.0}
-    payload = {"machine_info": {"tfp_vae": {"cpu_model": "Test CPU", "cpu_count": 2}},
-               "benchmarks": [{"name": "pythae", "stats": {"median": 4.0, "iqr": 0.1},
-                               "extra_info": {"peer": "pythae", "examples_per_s": 12500.0}},
-                              {"name": "ours", "stats": {"median": 2.0, "iqr": 0.1}, "extra_info": ours},
-                              {"name": "graph", "stats": {"median": 2.0, "iqr": 0.1}, "extra_info": graph}]}
+    payload = {
+        "machine_info": {"tfp_vae": {"cpu_model": "Test CPU", "cpu_count": 2}},
+        "benchmarks": [
+            {
+                "name": "pythae",
+                "stats": {"median": 4.0, "iqr": 0.1},
+                "extra_info": {"peer": "pythae", "examples_per_s": 12500.0},
+            },
+            {"name": "ours", "stats": {"median": 2.0, "iqr": 0.1}, "extra_info": ours},
+            {"name": "graph", "stats": {"median": 2.0, "iqr": 0.1}, "extra_info": graph},
+        ],
+    }
     (bench / "peers" / "m.json").write_text(json.dumps(payload))
-    walltime = {"cpu_model": "Test CPU", "cores": 2, "git": {"commit": "abcdef123"}, "speedup": 7.0 / 3.0,
-                "with_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 16, "wall_s": 300.0},
-                "without_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 1, "wall_s": 700.0}}
+    walltime = {
+        "cpu_model": "Test CPU",
+        "cores": 2,
+        "git": {"commit": "abcdef123"},
+        "speedup": 7.0 / 3.0,
+        "with_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 16, "wall_s": 300.0},
+        "without_seed_batching": {"runs": 220, "workers": 2, "seeds_per_group": 1, "wall_s": 700.0},
+    }
     (bench / "study_walltime" / "m.json").write_text(json.dumps(walltime))  # a file from before baselines
-    timings = [{"label": "baseline v1", "commit": "0123456789", "runs": 220, "workers": 2, "wall_s": 480.0},
-               {"label": "cold", "commit": "fedcba9876", "runs": 220, "workers": 2, "wall_s": 240.0},
-               {"label": "warm", "commit": "fedcba9876", "runs": 220, "workers": 2, "wall_s": 120.0}]
-    (bench / "study_walltime" / "n.json").write_text(json.dumps({"cpu_model": "Other CPU", "cores": 4,
-                                                                 "timings": timings}))
+    timings = [
+        {"label": "baseline v1", "commit": "0123456789", "runs": 220, "workers": 2, "wall_s": 480.0},
+        {"label": "cold", "commit": "fedcba9876", "runs": 220, "workers": 2, "wall_s": 240.0},
+        {"label": "warm", "commit": "fedcba9876", "runs": 220, "workers": 2, "wall_s": 120.0},
+    ]
+    (bench / "study_walltime" / "n.json").write_text(
+        json.dumps({"cpu_model": "Other CPU", "cores": 4, "timings": timings})
+    )
     build_report(runs, tmp_path / "out", warn=lambda s: None, benchmarks=bench)
     peers = _md_rows((tmp_path / "out" / "peers.md").read_text())
     assert ["jax (xla) / bfloat16", "30000", "12000", "pythae 12500", "2.40x", "0.96x", "Test CPU (2 threads)"] in peers
-    assert ["tensorflow (graph) / bfloat16", "25000", "12000", "pythae 12500", "2.00x", "0.96x",
-            "Test CPU (2 threads)"] in peers
+    assert [
+        "tensorflow (graph) / bfloat16",
+        "25000",
+        "12000",
+        "pythae 12500",
+        "2.00x",
+        "0.96x",
+        "Test CPU (2 threads)",
+    ] in peers
     walls = _md_rows((tmp_path / "out" / "study_walltime.md").read_text())
     assert ["Test CPU (2 threads)", "seed groups of up to 16", "abcdef1", "220", "2", "300", "1.00x"] in walls
     assert ["Test CPU (2 threads)", "every seed alone", "abcdef1", "220", "2", "700", "2.33x"] in walls
@@ -317,8 +416,16 @@ def test_peer_ratios_and_study_wall_times_are_tabulated(runs, tmp_path):
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
@@ -329,8 +436,12 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
     build_report(runs, out, warn=lambda s: None)
     url = (out / "report.html").as_uri()
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
-    dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [CHROMIUM, *FLAGS, *profile, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     # loglik, collapse, convergence, throughput: no faithfulness table without its reference decoder
     from tfp_vae.report.figures import FIGURES
@@ -349,8 +460,12 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console  # no script errors on the page
     shot = tmp_path / "shot.png"
-    subprocess.run([CHROMIUM, *FLAGS, *profile, f"--screenshot={shot}", "--window-size=1200,1600", url],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [CHROMIUM, *FLAGS, *profile, f"--screenshot={shot}", "--window-size=1200,1600", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     pixels = imread(shot)
     assert pixels.shape[0] == 1600 and pixels.shape[1] == 1200
     assert pixels[..., :3].std() > 0.05  # not blank: text, table borders and plots
@@ -366,8 +481,12 @@ def test_no_cell_mixes_devices_or_tf32(runs, tmp_path):
     for path in runs.glob("*.json"):
         rec = json.loads(path.read_text())
         (both / path.name).write_text(json.dumps(rec))
-        gpu = {**rec, "run_id": rec["run_id"] + "-gpu", "spec": {**rec["spec"], "device": "gpu"},
-               "execution": {"device": "gpu:0"}}
+        gpu = {
+            **rec,
+            "run_id": rec["run_id"] + "-gpu",
+            "spec": {**rec["spec"], "device": "gpu"},
+            "execution": {"device": "gpu:0"},
+        }
         (both / f"{gpu['run_id']}.json").write_text(json.dumps(gpu))
         tf32 = {**gpu, "run_id": rec["run_id"] + "-tf32", "spec": {**gpu["spec"], "tf32": True}}
         (both / f"{tf32['run_id']}.json").write_text(json.dumps(tf32))
@@ -376,7 +495,10 @@ def test_no_cell_mixes_devices_or_tf32(runs, tmp_path):
     assert "digits raw (tf32, gpu)" in t.header
     cells = t.numbers[(t.numbers["decoder"] == "learned") & (t.numbers["scaling"] == "raw")]
     assert sorted(zip(cells["device"], cells["precision"], cells["n"])) == [
-        ("cpu", "float32", 5), ("gpu", "float32", 5), ("gpu", "tf32", 5)]
+        ("cpu", "float32", 5),
+        ("gpu", "float32", 5),
+        ("gpu", "tf32", 5),
+    ]
 
 
 def test_a_decoder_trained_at_two_learning_rates_gets_two_cells():
@@ -406,8 +528,12 @@ def test_sensitivity_and_endings_count_the_planted_fractions(tmp_path):
     d.mkdir()
     for seed, (frac, at_3) in enumerate([(0.003, 0.0), (0.015, 0.002), (0.03, 0.02)]):
         rec = record("learned", seed, 50.0, frac > 0.01)
-        rec["metrics"].update(excess_density_frac=frac, collapse_threshold=0.01, density_c=2.0,
-                              excess_density_frac_by_c={"1.5": frac * 2, "2": frac, "3": at_3, "4": at_3 / 2})
+        rec["metrics"].update(
+            excess_density_frac=frac,
+            collapse_threshold=0.01,
+            density_c=2.0,
+            excess_density_frac_by_c={"1.5": frac * 2, "2": frac, "3": at_3, "4": at_3 / 2},
+        )
         rec["spec"]["train"] = {"epochs": 3}
         rec["training"].update(epochs_run=3 if seed else 2, stopped_early=not seed, nonfinite=None)
         (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))

@@ -39,13 +39,16 @@ def test_no_interval_with_fewer_than_three_runs_and_no_iqm_interval_with_fewer_t
     assert iqm_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is not None
 
 
-@pytest.mark.parametrize("shift, spread, expected", [
-    (0.0, 0.1, "agree"),         # the same mean, tight: equivalence within a margin of 1 is shown
-    (0.3, 0.1, "agree"),         # a real shift well inside the margin is still agreement
-    (5.0, 0.1, "differ"),        # a shift of five margins
-    (0.0, 3.0, "undetermined"),  # no shift, but too spread for 5 seeds to show either
-    (1.5, 0.1, "differ"),        # just outside the margin, tight: a difference, not equivalence
-])
+@pytest.mark.parametrize(
+    "shift, spread, expected",
+    [
+        (0.0, 0.1, "agree"),  # the same mean, tight: equivalence within a margin of 1 is shown
+        (0.3, 0.1, "agree"),  # a real shift well inside the margin is still agreement
+        (5.0, 0.1, "differ"),  # a shift of five margins
+        (0.0, 3.0, "undetermined"),  # no shift, but too spread for 5 seeds to show either
+        (1.5, 0.1, "differ"),  # just outside the margin, tight: a difference, not equivalence
+    ],
+)
 def test_backends_agree_only_when_an_equivalence_test_shows_it(shift, spread, expected):
     """Planted shifts between two groups of 5 seeds, equivalence margin 1: TOST (two one-sided
     Welch tests) decides agreement; failing it, a significant Welch difference decides 'differ'."""
@@ -80,9 +83,9 @@ def test_bootstrap_is_reproducible():
 def test_tie_test_rejects_a_clear_gap_and_keeps_overlapping_samples_tied():
     rng = np.random.default_rng(3)
     best = rng.normal(2.0, 0.05, size=5)
-    assert tied_with_best(best, rng.normal(2.01, 0.05, size=5)) is True   # 0.2 sd apart: no evidence
-    assert tied_with_best(best, rng.normal(2.5, 0.05, size=5)) is False   # 10 sd apart
-    assert tied_with_best(best, [2.1]) is None                            # one seed: no test
+    assert tied_with_best(best, rng.normal(2.01, 0.05, size=5)) is True  # 0.2 sd apart: no evidence
+    assert tied_with_best(best, rng.normal(2.5, 0.05, size=5)) is False  # 10 sd apart
+    assert tied_with_best(best, [2.1]) is None  # one seed: no test
 
 
 def test_paired_worse_test_uses_the_pairing():

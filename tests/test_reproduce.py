@@ -51,7 +51,9 @@ def test_default_sample_covers_every_decoder_and_scaling_and_both_backends(study
         store.write({"schema_version": SCHEMA_VERSION, "run_id": spec.run_id(), "spec": spec.to_dict(), "status": "ok"})
     picked = sample_specs(s, store, None)
     assert len(picked) == 4  # 2 decoders x 2 scalings, 16 committed runs
-    assert {(p.decoder, p.scaling) for p in picked} == {(d, c) for d in ("fixed", "floor") for c in ("raw", "dequantized")}
+    assert {(p.decoder, p.scaling) for p in picked} == {
+        (d, c) for d in ("fixed", "floor") for c in ("raw", "dequantized")
+    }
     assert {p.backend for p in picked} == {"tensorflow", "jax"} and {p.seed for p in picked} == {0}
     assert len(sample_specs(s, store, 6)) == 6 and len(sample_specs(s, store, 0)) == 16
 
@@ -81,9 +83,12 @@ def _edit(record_path: Path, change) -> None:
 def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study, tmp_path, capsys):
     committed, out = tmp_path / "committed", tmp_path / "repro"
     small = tmp_path / "small.toml"  # one decoder, one scaling, one seed, one backend: a 1-run study
-    small.write_text(STUDY.replace('scalings = ["raw", "dequantized"]', 'scalings = ["raw"]')
-                     .replace("seeds = [0, 1]", "seeds = [0]").replace('backends = ["tensorflow", "jax"]', 'backends = ["jax"]')
-                     .replace("[decoders.floor]\nxi = 0.05\n", ""))
+    small.write_text(
+        STUDY.replace('scalings = ["raw", "dequantized"]', 'scalings = ["raw"]')
+        .replace("seeds = [0, 1]", "seeds = [0]")
+        .replace('backends = ["tensorflow", "jax"]', 'backends = ["jax"]')
+        .replace("[decoders.floor]\nxi = 0.05\n", "")
+    )
     assert main(["run", str(small), "--results", str(committed)]) == 0
     args = ["reproduce", str(small), "--results", str(committed), "--out", str(out), "--workers", "1"]
     assert main(args) == 0
@@ -97,7 +102,10 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
 
     build_report(committed / "tiny", tmp_path / "report", warn=lambda s: None, reproductions=out)
     table = (tmp_path / "report" / "reproduction.md").read_text()
-    assert "bit-identical" in table and "same CPU model, family and instruction set, versions, backend and threads" in table
+    assert (
+        "bit-identical" in table
+        and "same CPU model, family and instruction set, versions, backend and threads" in table
+    )
 
     record_path = next((committed / "tiny").glob("*.json"))
     _edit(record_path, lambda r: r["metrics"].__setitem__("elbo", r["metrics"]["elbo"] + 1.0))
@@ -114,7 +122,9 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
     # one model name, another generation: the vector width changes the order of summation
     _edit(record_path, lambda r: r["environment"]["cpu"].update(family=1, isa=["avx", "avx2", "sse4_2", "tile9"]))
     assert main(args) == 0
-    assert "CPU family/model 1/" in (text := capsys.readouterr().out) and "instruction set " in text and "-tile9" in text
+    assert (
+        "CPU family/model 1/" in (text := capsys.readouterr().out) and "instruction set " in text and "-tile9" in text
+    )
     _edit(record_path, lambda r: r["environment"].pop("cpu"))  # a record from before records said it
     assert main(args) == 0
     assert "CPU family/model not recorded (this machine: family" in capsys.readouterr().out
@@ -132,9 +142,12 @@ def test_reruns_take_as_many_workers_as_the_records_were_made_with(study, tmp_pa
     assert recorded_workers([{"execution": {"concurrent_runs": 3}}] * 2 + [{"execution": {}}]) == 3
     committed = tmp_path / "committed"
     small = tmp_path / "small.toml"
-    small.write_text(STUDY.replace('scalings = ["raw", "dequantized"]', 'scalings = ["raw"]')
-                     .replace("seeds = [0, 1]", "seeds = [0]").replace('backends = ["tensorflow", "jax"]', 'backends = ["jax"]')
-                     .replace("[decoders.floor]\nxi = 0.05\n", ""))
+    small.write_text(
+        STUDY.replace('scalings = ["raw", "dequantized"]', 'scalings = ["raw"]')
+        .replace("seeds = [0, 1]", "seeds = [0]")
+        .replace('backends = ["tensorflow", "jax"]', 'backends = ["jax"]')
+        .replace("[decoders.floor]\nxi = 0.05\n", "")
+    )
     assert main(["run", str(small), "--results", str(committed)]) == 0
     record_path = next((committed / "tiny").glob("*.json"))
     _edit(record_path, lambda r: r["execution"].__setitem__("concurrent_runs", 3))
@@ -143,8 +156,15 @@ def test_reruns_take_as_many_workers_as_the_records_were_made_with(study, tmp_pa
 
     reproduce(load_study(small), committed, tmp_path / "repro", 0, lambda *a: asked.append(a[-1]), log=lambda s: None)
     assert asked == [3]
-    reproduce(load_study(small), committed, tmp_path / "repro", 0, lambda *a: asked.append(a[-1]), log=lambda s: None,
-              workers=1)
+    reproduce(
+        load_study(small),
+        committed,
+        tmp_path / "repro",
+        0,
+        lambda *a: asked.append(a[-1]),
+        log=lambda s: None,
+        workers=1,
+    )
     assert asked == [3, 1]
     said = []  # the whole study's spec has 16 runs, of which this one is committed
     reproduce(load_study(study), committed, tmp_path / "repro", 0, lambda *a: None, log=said.append)
@@ -157,14 +177,16 @@ def test_conclusions_hold_or_fail_cell_by_cell_on_planted_reruns():
     the committed range, and a dequantized rerun so much better that `floor` takes the best
     entry from `learned` (both cells' ranks change)."""
     from test_report import FLOOR, LEARNED, record
-
     from tfp_vae.report.conclusions import conclusions
 
     committed = []
     for seed, (a, b) in enumerate(zip(LEARNED, FLOOR)):
-        committed += [record("learned", seed, a, collapse=seed < 3), record("floor", seed, b, False, params={"xi": 0.02}),
-                      record("learned", seed, a - 100, False, scaling="dequantized"),
-                      record("floor", seed, b - 100, False, scaling="dequantized", params={"xi": 0.02})]
+        committed += [
+            record("learned", seed, a, collapse=seed < 3),
+            record("floor", seed, b, False, params={"xi": 0.02}),
+            record("learned", seed, a - 100, False, scaling="dequantized"),
+            record("floor", seed, b - 100, False, scaling="dequantized", params={"xi": 0.02}),
+        ]
     by_id = {r["run_id"]: r for r in committed}
 
     def rerun(run_id, **metrics):
@@ -188,20 +210,29 @@ def test_conclusions_hold_or_fail_cell_by_cell_on_planted_reruns():
     assert conclusions(committed, nudged, rtol=1e-3)[0]["inside_committed_range"]
     # every seed rerun as a fresh draw: one falls below the range, their mean does not
     spread = max(FLOOR) - min(FLOOR)
-    fresh = [rerun(f"floor-raw-{s}", iwae_ll=v - 0.2 * spread if s == low else v + 0.1 * spread)
-             for s, v in enumerate(FLOOR)]
+    fresh = [
+        rerun(f"floor-raw-{s}", iwae_ll=v - 0.2 * spread if s == low else v + 0.1 * spread) for s, v in enumerate(FLOOR)
+    ]
     cell = conclusions(committed, fresh)[0]
     assert min(r["metrics"]["iwae_ll"] for r in fresh) < min(FLOOR) and cell["inside_committed_range"]
-    bpd = lambda ll: (-ll + 64 * np.log(17)) / (64 * np.log(2))  # noqa: E731
+    bpd = lambda ll: (-ll + 64 * np.log(17)) / (64 * np.log(2))
     better = [rerun(f"floor-dequantized-{s}", iwae_ll=b + 100, bpd=bpd(b + 100)) for s, b in enumerate(FLOOR)]
     ranked = verdicts(*better)
     assert ranked["floor(xi=0.02) digits dequantized"]["same_rank"] is False
 
 
 def _bench(path: Path, cpu: str, cores: int, medians: dict[str, float], family: int = 25, model: int = 1) -> Path:
-    path.write_text(json.dumps({"machine_info": {"tfp_vae": {"cpu_model": cpu, "cpu_count": cores},
-                                                 "cpu": {"family": family, "model": model}},
-                                "benchmarks": [{"name": n, "stats": {"median": m}} for n, m in medians.items()]}))
+    path.write_text(
+        json.dumps(
+            {
+                "machine_info": {
+                    "tfp_vae": {"cpu_model": cpu, "cpu_count": cores},
+                    "cpu": {"family": family, "model": model},
+                },
+                "benchmarks": [{"name": n, "stats": {"median": m}} for n, m in medians.items()],
+            }
+        )
+    )
     return path
 
 
@@ -227,18 +258,40 @@ def test_a_gpu_run_is_compared_with_the_cpus_best_at_the_same_benchmark(tmp_path
     from tfp_vae.report.bench_compare import device_ratio_table
 
     def bench(path, rows):
-        path.write_text(json.dumps({"machine_info": {"tfp_vae": {"cpu_model": path.stem, "cpu_count": 2}},
-                                    "benchmarks": [{"name": f"test_compiled_epoch[{s}-{m}-jax]", "stats": {"median": 1.0},
-                                                    "extra_info": {"backend": "jax", "precision": p,
-                                                                   "model_examples_per_s": v}}
-                                                   for s, m, p, v in rows]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "machine_info": {"tfp_vae": {"cpu_model": path.stem, "cpu_count": 2}},
+                    "benchmarks": [
+                        {
+                            "name": f"test_compiled_epoch[{s}-{m}-jax]",
+                            "stats": {"median": 1.0},
+                            "extra_info": {"backend": "jax", "precision": p, "model_examples_per_s": v},
+                        }
+                        for s, m, p, v in rows
+                    ],
+                }
+            )
+        )
         return path
 
-    cpu = bench(tmp_path / "cpu.json", [(1, "float32", "float32", 100.0), (64, "float32", "float32", 150.0),
-                                        (1, "bfloat16", "bfloat16", 90.0)])
-    gpu = bench(tmp_path / "gpu.json", [(1024, "float32", "float32", 30000.0), (1024, "tf32", "float32", 60000.0),
-                                        (1024, "bfloat16", "bfloat16", 90000.0)])
+    cpu = bench(
+        tmp_path / "cpu.json",
+        [(1, "float32", "float32", 100.0), (64, "float32", "float32", 150.0), (1, "bfloat16", "bfloat16", 90.0)],
+    )
+    gpu = bench(
+        tmp_path / "gpu.json",
+        [
+            (1024, "float32", "float32", 30000.0),
+            (1024, "tf32", "float32", 60000.0),
+            (1024, "bfloat16", "bfloat16", 90000.0),
+        ],
+    )
     t = device_ratio_table(gpu, cpu)
-    assert dict(zip(t.numbers["benchmark"], t.numbers["ratio"])) == pytest.approx({
-        "test_compiled_epoch[1024-float32-jax]": 200.0, "test_compiled_epoch[1024-tf32-jax]": 400.0,
-        "test_compiled_epoch[1024-bfloat16-jax]": 1000.0})
+    assert dict(zip(t.numbers["benchmark"], t.numbers["ratio"])) == pytest.approx(
+        {
+            "test_compiled_epoch[1024-float32-jax]": 200.0,
+            "test_compiled_epoch[1024-tf32-jax]": 400.0,
+            "test_compiled_epoch[1024-bfloat16-jax]": 1000.0,
+        }
+    )

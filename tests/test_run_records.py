@@ -101,14 +101,15 @@ def test_a_non_finite_step_changes_nothing_and_the_steps_after_it_neither(backen
     data = DataContext(entry.levels, spec.scaling)
     model = build_model(spec, entry.shape, data, backend)
     params = backend.tree_map(backend.asarray, model.init(0))
-    opt_init, step = make_train_step(backend, model, "raw", data.levels, 1e-2, multiplier_tree(model, model.init(0)),
-                                     compiler)
+    opt_init, step = make_train_step(
+        backend, model, "raw", data.levels, 1e-2, multiplier_tree(model, model.init(0)), compiler
+    )
     start = (params, opt_init(params), init_carry(backend, model))
     healthy = np.random.default_rng(0).integers(0, 17, (3, *entry.shape)).astype(np.float32)
     poisoned = healthy.copy()
     poisoned[1, 2, 3, 0] = np.nan
     seeds = backend.asarray(np.arange(4, dtype=np.int32).reshape(2, 2))
-    leaves = lambda state: [backend.to_numpy(v) for v in backend.tree_leaves((state[0], state[1], state[2]["dstate"]))]  # noqa: E731
+    leaves = lambda state: [backend.to_numpy(v) for v in backend.tree_leaves((state[0], state[1], state[2]["dstate"]))]
 
     after_nan = step(*start, backend.asarray(poisoned), seeds)
     after_both = step(*after_nan[:3], backend.asarray(healthy), seeds)
@@ -120,7 +121,7 @@ def test_a_non_finite_step_changes_nothing_and_the_steps_after_it_neither(backen
     assert int(backend.to_numpy(moved[2]["bad_step"])) == -1
     changed = [not np.array_equal(a, b) for a, b in zip(leaves(moved), leaves(start))]
     n_params, n_opt = len(backend.tree_leaves(start[0])), len(backend.tree_leaves(start[1]))
-    assert all(changed[:n_params]) and any(changed[n_params:n_params + n_opt]) and any(changed[n_params + n_opt:])
+    assert all(changed[:n_params]) and any(changed[n_params : n_params + n_opt]) and any(changed[n_params + n_opt :])
 
 
 def test_bernoulli_reference_has_no_scale_statistics_and_no_bpd():
@@ -130,12 +131,21 @@ def test_bernoulli_reference_has_no_scale_statistics_and_no_bpd():
 
 
 def test_conv_network_trains_on_digits():
-    record = run(tiny_spec(decoder="student_t", network={"kind": "conv", "conv_channels": [4, 6], "hidden": [16]}), log=lambda s: None)
+    record = run(
+        tiny_spec(decoder="student_t", network={"kind": "conv", "conv_channels": [4, 6], "hidden": [16]}),
+        log=lambda s: None,
+    )
     assert record["status"] == "ok" and record["metrics"]["iwae_ll"] is not None
 
 
 def test_collapse_onset_and_convergence_follow_their_definitions():
-    from tfp_vae.records import CONVERGENCE_NATS_PER_DIM, CONVERGENCE_WINDOW, collapse_onset_epoch, converged, window_change
+    from tfp_vae.records import (
+        CONVERGENCE_NATS_PER_DIM,
+        CONVERGENCE_WINDOW,
+        collapse_onset_epoch,
+        converged,
+        window_change,
+    )
 
     assert collapse_onset_epoch([0.0, None, 0.01, 0.02, 0.0], 0.01) == 4  # above, not at, the threshold; 1-based
     assert collapse_onset_epoch([0.0, 0.005], 0.01) is None and collapse_onset_epoch([], 0.01) is None

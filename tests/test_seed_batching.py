@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_spec
 
+from conftest import tiny_spec
 from tfp_vae.runner.reproduce import compare
 
 #: Two seeds in a group, given out of order so that a group that sorted or swapped them fails.
@@ -77,8 +77,13 @@ def test_early_stopping_and_best_epoch_are_per_seed(backend):
     while the others trained on matches its solo run: epochs, best epoch, restored parameters."""
     from tfp_vae.run import run, run_group
 
-    make = lambda s: tiny_spec(decoder="fixed", scaling="dequantized", backend=backend.name, seed=s,  # noqa: E731
-                               train={"epochs": 10, "patience": 1, "learning_rate": 3e-3, "compiler": "xla"})
+    make = lambda s: tiny_spec(
+        decoder="fixed",
+        scaling="dequantized",
+        backend=backend.name,
+        seed=s,
+        train={"epochs": 10, "patience": 1, "learning_rate": 3e-3, "compiler": "xla"},
+    )
     seeds = (0, 1, 2, 5)
     grouped = run_group([make(s) for s in seeds], log=lambda s: None, layout="vmap")
     epochs = [r["training"]["epochs_run"] for r in grouped]
@@ -110,17 +115,23 @@ def test_a_diverging_seed_freezes_alone(backend):
     x = np.random.default_rng(0).integers(0, 17, (2, 3, *entry.shape)).astype(np.float32)
     x[0, 1, 2, 3, 0] = np.nan
     seeds = np.arange(8, dtype=np.int32).reshape(2, 2, 2)
-    state = (stack_trees(backend, inits), stack_trees(backend, [opt_init(p) for p in inits]),
-             stack_trees(backend, [init_carry(backend, model)] * 2))
+    state = (
+        stack_trees(backend, inits),
+        stack_trees(backend, [opt_init(p) for p in inits]),
+        stack_trees(backend, [init_carry(backend, model)] * 2),
+    )
     params, _, carry, _ = batched(*state, backend.asarray(x), backend.asarray(seeds))
     assert backend.to_numpy(carry["bad_step"]).tolist() == [0, -1]
-    alone, _, alone_carry, _ = solo_step(inits[1], opt_init(inits[1]), init_carry(backend, model),
-                                         backend.asarray(x[1]), backend.asarray(seeds[1]))
+    alone, _, alone_carry, _ = solo_step(
+        inits[1], opt_init(inits[1]), init_carry(backend, model), backend.asarray(x[1]), backend.asarray(seeds[1])
+    )
     assert int(backend.to_numpy(alone_carry["bad_step"])) == -1
-    for frozen, start, moved, ref in zip(backend.tree_leaves(take_tree(backend, params, 0)),
-                                         backend.tree_leaves(inits[0]),
-                                         backend.tree_leaves(take_tree(backend, params, 1)),
-                                         backend.tree_leaves(alone)):
+    for frozen, start, moved, ref in zip(
+        backend.tree_leaves(take_tree(backend, params, 0)),
+        backend.tree_leaves(inits[0]),
+        backend.tree_leaves(take_tree(backend, params, 1)),
+        backend.tree_leaves(alone),
+    ):
         np.testing.assert_array_equal(backend.to_numpy(frozen), backend.to_numpy(start))
         np.testing.assert_allclose(backend.to_numpy(moved), backend.to_numpy(ref), rtol=1e-5, atol=1e-6)
 

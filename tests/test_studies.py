@@ -40,21 +40,31 @@ def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("datasets = ['digits']\nseeds = [0]\ncolour = 1\n[decoders.fixed]\n", "unknown key(s) colour"),
-    ("datasets = ['imagenet']\nseeds = [0]\n[decoders.fixed]\n", "unknown data set 'imagenet'"),
-    ("datasets = ['digits']\nseeds = [0]\n[decoders.gauss]\n", "unknown decoder 'gauss'"),
-    ("datasets = ['digits']\nseeds = [0]\n[decoders.floor]\nxi = [0.1, 0.0]\n", "xi = 0.0 is not allowed"),
-    ("datasets = ['digits']\nseeds = ['zero']\n[decoders.fixed]\n", "seed = 'zero' has the wrong type"),
-    ("datasets = ['digits']\nseeds = [0]\n[decoders.fixed]\n[train]\nepochs = 0\n", "epochs = 0 is not allowed"),
-    ("datasets = ['digits']\nseeds = []\n[decoders.fixed]\n", "seeds = [] is not allowed"),
-    ("datasets = ['digits'\n", "not valid TOML"),
-    ("datasets = ['digits']\nseeds = [0]\n[compilers]\ntheano = 'xla'\n[decoders.fixed]\n", "unknown backend(s) theano"),
-    ("datasets = ['digits']\nseeds = [0]\nbackends = ['jax']\n[compilers]\njax = 'graph'\n[decoders.fixed]\n",
-     "compiler = 'graph' is not allowed"),
-    ("datasets = ['digits']\nseeds = [0]\n[decoders.learned]\nlearning_rate = [1e-3, 0]\n",
-     "learning_rate = 0.0 is not allowed"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("datasets = ['digits']\nseeds = [0]\ncolour = 1\n[decoders.fixed]\n", "unknown key(s) colour"),
+        ("datasets = ['imagenet']\nseeds = [0]\n[decoders.fixed]\n", "unknown data set 'imagenet'"),
+        ("datasets = ['digits']\nseeds = [0]\n[decoders.gauss]\n", "unknown decoder 'gauss'"),
+        ("datasets = ['digits']\nseeds = [0]\n[decoders.floor]\nxi = [0.1, 0.0]\n", "xi = 0.0 is not allowed"),
+        ("datasets = ['digits']\nseeds = ['zero']\n[decoders.fixed]\n", "seed = 'zero' has the wrong type"),
+        ("datasets = ['digits']\nseeds = [0]\n[decoders.fixed]\n[train]\nepochs = 0\n", "epochs = 0 is not allowed"),
+        ("datasets = ['digits']\nseeds = []\n[decoders.fixed]\n", "seeds = [] is not allowed"),
+        ("datasets = ['digits'\n", "not valid TOML"),
+        (
+            "datasets = ['digits']\nseeds = [0]\n[compilers]\ntheano = 'xla'\n[decoders.fixed]\n",
+            "unknown backend(s) theano",
+        ),
+        (
+            "datasets = ['digits']\nseeds = [0]\nbackends = ['jax']\n[compilers]\njax = 'graph'\n[decoders.fixed]\n",
+            "compiler = 'graph' is not allowed",
+        ),
+        (
+            "datasets = ['digits']\nseeds = [0]\n[decoders.learned]\nlearning_rate = [1e-3, 0]\n",
+            "learning_rate = 0.0 is not allowed",
+        ),
+    ],
+)
 def test_each_class_of_bad_study_names_file_and_key(tmp_path, text, needle):
     path = write(tmp_path, text, "bad.toml")
     with pytest.raises(ConfigError) as info:
@@ -72,8 +82,9 @@ def test_expansion_and_run_ids_are_stable_under_key_reordering(tmp_path):
 
 def test_compilers_set_train_compiler_per_backend(tmp_path):
     """[compilers] overrides [train]'s compiler for the backends it names, and only for those."""
-    text = TINY.replace('seeds = [0, 1]', 'seeds = [0, 1]\nbackends = ["tensorflow", "jax"]\n[compilers]\n'
-                                          'tensorflow = "graph"')
+    text = TINY.replace(
+        "seeds = [0, 1]", 'seeds = [0, 1]\nbackends = ["tensorflow", "jax"]\n[compilers]\ntensorflow = "graph"'
+    )
     specs = load_study(write(tmp_path, text)).specs
     assert {(s.backend, s.train.compiler) for s in specs} == {("tensorflow", "graph"), ("jax", "xla")}
     assert len(specs) == 8
@@ -91,15 +102,21 @@ def test_a_decoder_table_sweeps_its_learning_rate_over_train(tmp_path):
 
 def test_a_decoder_table_sets_any_dotted_key_and_tables_add_up(tmp_path):
     """[[decoders.x]] twice: each table's combinations; a dotted key or scaling sets the spec."""
-    text = ('name = "dotted"\ndatasets = ["digits"]\nseeds = [0, 1]\norder = "seed-major"\n'
-            '[decoders.fixed]\n[[decoders.learned]]\n[[decoders.learned]]\n"network.split_decoder" = true\n'
-            '"network.activation" = ["relu", "elu"]\n[[decoders.learned]]\nscaling = "dequantized"\n'
-            '[network]\nhidden = [8]\nlatent = 3\n')
+    text = (
+        'name = "dotted"\ndatasets = ["digits"]\nseeds = [0, 1]\norder = "seed-major"\n'
+        '[decoders.fixed]\n[[decoders.learned]]\n[[decoders.learned]]\n"network.split_decoder" = true\n'
+        '"network.activation" = ["relu", "elu"]\n[[decoders.learned]]\nscaling = "dequantized"\n'
+        "[network]\nhidden = [8]\nlatent = 3\n"
+    )
     specs = load_study(write(tmp_path, text)).specs
     cells = [(s.decoder, s.scaling, s.network.split_decoder, s.network.activation) for s in specs if s.seed == 0]
-    assert cells == [("fixed", "raw", False, "relu"), ("learned", "raw", False, "relu"),
-                     ("learned", "raw", True, "relu"), ("learned", "raw", True, "elu"),
-                     ("learned", "dequantized", False, "relu")]
+    assert cells == [
+        ("fixed", "raw", False, "relu"),
+        ("learned", "raw", False, "relu"),
+        ("learned", "raw", True, "relu"),
+        ("learned", "raw", True, "elu"),
+        ("learned", "dequantized", False, "relu"),
+    ]
     assert [s.seed for s in specs] == [0] * 5 + [1] * 5, "seed-major: every cell's seed 0 first"
     with pytest.raises(ConfigError, match="'network.depth'.*network, train, eval, checkpoint|unknown key"):
         load_study(write(tmp_path, text.replace('"network.activation"', '"network.depth"')))
@@ -108,8 +125,14 @@ def test_a_decoder_table_sets_any_dotted_key_and_tables_add_up(tmp_path):
 
 
 def _run_cli(args, cwd, **kw):
-    return subprocess.Popen([sys.executable, "-m", "tfp_vae.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfp_vae.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def _records(store_dir: Path) -> list[dict]:
@@ -145,7 +168,9 @@ def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("TFP_VAE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TFP_VAE_MIRROR", "http://127.0.0.1:9")  # refuses at once
-    text = TINY.replace('datasets = ["digits"]', 'datasets = ["mnist", "digits"]').replace("seeds = [0, 1]", "seeds = [0]")
+    text = TINY.replace('datasets = ["digits"]', 'datasets = ["mnist", "digits"]').replace(
+        "seeds = [0, 1]", "seeds = [0]"
+    )
     path = write(tmp_path, text)
     proc = _run_cli(["run", str(path)], tmp_path)
     out, _ = proc.communicate(timeout=300)
@@ -155,8 +180,13 @@ def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     failed = [r for r in records if r["status"] == "error"]
     assert {r["spec"]["dataset"] for r in failed} == {"mnist"} and len(failed) == 2
     assert "DataError" in failed[0]["error"] and "Traceback" in failed[0]["traceback"]
-    status = subprocess.run([sys.executable, "-m", "tfp_vae.cli", "status", str(path)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "tfp_vae.cli", "status", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "2 done, 2 failed, 0 pending" in status.stdout and "not present" in status.stdout
 
 
@@ -209,7 +239,11 @@ def test_seed_groups_join_specs_that_differ_only_by_seed_up_to_the_cap(tmp_path)
     study = load_study(write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [4, 0, 2]")))
     groups = seed_groups(list(study.specs), cap=2)
     assert [[(s.decoder, s.seed) for s in g] for g in groups] == [
-        [("fixed", 4), ("fixed", 0)], [("fixed", 2)], [("floor", 4), ("floor", 0)], [("floor", 2)]]
+        [("fixed", 4), ("fixed", 0)],
+        [("fixed", 2)],
+        [("floor", 4), ("floor", 0)],
+        [("floor", 2)],
+    ]
     assert len(seed_groups(list(study.specs), cap=16)) == 2
     with pytest.raises(ConfigError, match="--seeds-per-group 0 is not allowed"):
         seed_groups(list(study.specs), cap=0)
@@ -236,10 +270,17 @@ def test_a_study_runs_seed_groups_in_workers_that_stay_up(tmp_path):
     finally:
         execute.WorkerProcess.__init__ = original
     assert progress.done == 6 and progress.failed == 0 and len(started) == 1
-    groups = sorted((r["spec"]["decoder"], r["spec"]["seed"], tuple(r["execution"]["seed_group"]))
-                    for r in _records(store.dir))
-    assert groups == [("fixed", 0, (0, 1)), ("fixed", 1, (0, 1)), ("fixed", 2, (2,)),
-                      ("floor", 0, (0, 1)), ("floor", 1, (0, 1)), ("floor", 2, (2,))]
+    groups = sorted(
+        (r["spec"]["decoder"], r["spec"]["seed"], tuple(r["execution"]["seed_group"])) for r in _records(store.dir)
+    )
+    assert groups == [
+        ("fixed", 0, (0, 1)),
+        ("fixed", 1, (0, 1)),
+        ("fixed", 2, (2,)),
+        ("floor", 0, (0, 1)),
+        ("floor", 1, (0, 1)),
+        ("floor", 2, (2,)),
+    ]
 
 
 @pytest.mark.slow
@@ -303,7 +344,8 @@ def test_a_long_group_reports_its_latest_epoch_while_it_runs(tmp_path, monkeypat
     progress = execute.run_study(study, ResultStore(tmp_path / "runs", study.name), workers=1, out=lines.append)
     assert progress.done == 2 and progress.failed == 0
     beats = [line.split(" | ", 1)[1] for line in lines if "(group of 2)" in line]
-    assert beats and all(re.search(r"/fixed/seed0/.* \(group of 2\): seed [01]: epoch [123]/3: train bound", b)
-                         for b in beats), lines
+    assert beats and all(
+        re.search(r"/fixed/seed0/.* \(group of 2\): seed [01]: epoch [123]/3: train bound", b) for b in beats
+    ), lines
     assert any("epoch 3/3" in b for b in beats)  # the last epoch's line, while the group evaluates
     assert len(set(beats)) == len(beats)  # a line is printed once

@@ -43,7 +43,9 @@ def test_beta_nll_with_beta_one_gives_the_mse_gradient_for_the_mean(backend, rng
 def test_beta_nll_reports_the_true_log_likelihood(backend, rng):
     raw = rng.normal(size=(BATCH, H, W, C, 2)).astype(np.float32)
     y = rng.uniform(size=(BATCH, H, W, C)).astype(np.float32)
-    terms, _ = make_decoder("beta_nll", {"beta": 0.5}, CTX, backend).training_terms(backend.asarray(y), backend.asarray(raw))
+    terms, _ = make_decoder("beta_nll", {"beta": 0.5}, CTX, backend).training_terms(
+        backend.asarray(y), backend.asarray(raw)
+    )
     sigma = np.logaddexp(0.0, raw[..., 1]) + np.finfo(np.float32).eps
     expected = stats.norm.logpdf(y, raw[..., 0], sigma).reshape(BATCH, -1).sum(axis=1)
     np.testing.assert_allclose(np.asarray(terms.log_lik), expected, rtol=1e-5, atol=1e-3)

@@ -34,7 +34,9 @@ def test_learned_sigma_on_raw_digits_collapses(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_floor_at_tau_does_not_collapse(seed):
     tau = (1 / 16) / 12**0.5
-    m = run(tiny_spec(decoder="floor", decoder_params={"xi": tau * 1.01}, seed=seed, train=TRAIN, network=NETWORK),
-            log=lambda s: None)["metrics"]
+    m = run(
+        tiny_spec(decoder="floor", decoder_params={"xi": tau * 1.01}, seed=seed, train=TRAIN, network=NETWORK),
+        log=lambda s: None,
+    )["metrics"]
     assert m["variance_collapse"] is False, m["collapse_reason"]
     assert m["sigma_min"] >= tau and m["frac_below_tau"] == 0.0 and m["excess_density_frac"] == 0.0

@@ -24,10 +24,10 @@ from conftest import tiny_spec
 from tfp_vae.data import DATASETS
 from tfp_vae.data.types import DatasetEntry, ImageData
 from tfp_vae.decoders import DataContext, decoder_class, make_decoder
+from tfp_vae.eval_data import TrainingResult, excess_density_frac
 from tfp_vae.evaluate import collapse_verdict
 from tfp_vae.report.tables import faithfulness_table, loglik_table
 from tfp_vae.run import run
-from tfp_vae.eval_data import TrainingResult, excess_density_frac
 
 LEVELS, SHAPE = 17, (6, 5, 1)
 SEEDS = (0, 1, 2)
@@ -47,15 +47,29 @@ def _constant_border_images(_payloads) -> tuple[ImageData, ImageData]:
 @pytest.fixture
 def constant_pixels(monkeypatch) -> str:
     """Register the synthetic set in the data registry for the duration of a test."""
-    entry = DatasetEntry("constant_pixels", SHAPE, LEVELS, "synthetic: 60 % constant pixels",
-                         _constant_border_images, sizes=(400, 100), embedded=True)
+    entry = DatasetEntry(
+        "constant_pixels",
+        SHAPE,
+        LEVELS,
+        "synthetic: 60 % constant pixels",
+        _constant_border_images,
+        sizes=(400, 100),
+        embedded=True,
+    )
     monkeypatch.setitem(DATASETS, entry.name, entry)
     return entry.name
 
 
 def _train(dataset: str, decoder: str, seed: int, scaling: str = "raw", **params) -> dict:
-    spec = tiny_spec(dataset=dataset, scaling=scaling, decoder=decoder, decoder_params=params, seed=seed,
-                     train=TRAIN, network=NETWORK)
+    spec = tiny_spec(
+        dataset=dataset,
+        scaling=scaling,
+        decoder=decoder,
+        decoder_params=params,
+        seed=seed,
+        train=TRAIN,
+        network=NETWORK,
+    )
     return run(spec, log=lambda s: None)["metrics"]
 
 
@@ -116,13 +130,26 @@ def test_on_eight_bit_pixels_a_learned_sigma_collapses_at_a_small_learning_rate_
     steps) gave excess density 0 % at 1e-3 (smallest sigma 8.4e-4 to 1.0e-3) and 3.1-3.6 % at
     1e-4 (onset at epochs 114-120) for seeds 0 and 1; on the 17-level set above, 1e-3 suffices
     (test_learned_sigma_collapses_on_constant_pixels_of_raw_images)."""
-    entry = DatasetEntry("eight_bit_rows", (10, 8, 1), 256, "synthetic: 25 % constant 8-bit pixels", _eight_bit_rows,
-                         sizes=(400, 100), embedded=True)
+    entry = DatasetEntry(
+        "eight_bit_rows",
+        (10, 8, 1),
+        256,
+        "synthetic: 25 % constant 8-bit pixels",
+        _eight_bit_rows,
+        sizes=(400, 100),
+        embedded=True,
+    )
     monkeypatch.setitem(DATASETS, entry.name, entry)
     metrics = {}
     for lr in (1e-3, 1e-4):
-        spec = tiny_spec(dataset=entry.name, decoder="learned", seed=seed, backend="jax", network={"hidden": [32], "latent": 4},
-                         train={"epochs": 150, "batch_size": 32, "learning_rate": lr})
+        spec = tiny_spec(
+            dataset=entry.name,
+            decoder="learned",
+            seed=seed,
+            backend="jax",
+            network={"hidden": [32], "latent": 4},
+            train={"epochs": 150, "batch_size": 32, "learning_rate": lr},
+        )
         metrics[lr] = run(spec, log=lambda s: None)["metrics"]
     assert not metrics[1e-3]["variance_collapse"] and metrics[1e-3]["collapse_onset_epoch"] is None
     assert metrics[1e-4]["variance_collapse"] and metrics[1e-4]["collapse_reason"].startswith("excess_density")
@@ -174,9 +201,19 @@ def test_bound_check_looks_at_every_epoch():
 
 
 def _records(rows: list[dict]) -> pd.DataFrame:
-    base = {"status": "ok", "dataset": "synthetic", "iwae_k": 10, "commit": "a", "tensorflow": "x",
-            "cpu_model": "y", "network": "{}", "backend": "tensorflow", "precision": "float32", "device": "cpu:0",
-            "variance_collapse": False}
+    base = {
+        "status": "ok",
+        "dataset": "synthetic",
+        "iwae_k": 10,
+        "commit": "a",
+        "tensorflow": "x",
+        "cpu_model": "y",
+        "network": "{}",
+        "backend": "tensorflow",
+        "precision": "float32",
+        "device": "cpu:0",
+        "variance_collapse": False,
+    }
     # as load.frame_of makes them: `config` is the label without a learning rate
     return pd.DataFrame([{**base, "learning_rate": 1e-3, "config": r["label"], **r} for r in rows])
 
@@ -188,8 +225,16 @@ def test_planted_tie_is_marked_tied_and_a_clear_loser_is_not():
     for lab, centre in (("a", 2.00), ("b", 2.00), ("c", 2.20)):
         for seed in range(5):
             bpd = centre + 0.01 * rng.normal()
-            rows.append({"label": lab, "decoder": lab, "scaling": "dequantized", "seed": seed, "bpd": bpd,
-                         "iwae_ll": -bpd * 35 * math.log(2)})
+            rows.append(
+                {
+                    "label": lab,
+                    "decoder": lab,
+                    "scaling": "dequantized",
+                    "seed": seed,
+                    "bpd": bpd,
+                    "iwae_ll": -bpd * 35 * math.log(2),
+                }
+            )
     t = loglik_table(_records(rows))
     ranks = dict(zip(t.numbers["decoder"], t.numbers["rank"]))
     assert {ranks["a"], ranks["b"]} == {"best", "tied"} and pd.isna(ranks["c"])
@@ -202,10 +247,22 @@ def _faithfulness_rows(reference_units: int, latent: int = 4) -> list[dict]:
     rows = []
     for seed in range(5):
         base = 0.1 + 0.02 * seed
-        for lab, rmse, units in (("shared", base, reference_units), ("worse", base + 0.01 + 0.001 * rng.normal(), latent),
-                                 ("same", base + 0.001 * rng.normal(), latent)):
-            rows.append({"label": lab, "decoder": lab, "scaling": "raw", "seed": seed, "rmse": rmse,
-                         "active_units": units, "network": f'{{"latent": {latent}}}'})
+        for lab, rmse, units in (
+            ("shared", base, reference_units),
+            ("worse", base + 0.01 + 0.001 * rng.normal(), latent),
+            ("same", base + 0.001 * rng.normal(), latent),
+        ):
+            rows.append(
+                {
+                    "label": lab,
+                    "decoder": lab,
+                    "scaling": "raw",
+                    "seed": seed,
+                    "rmse": rmse,
+                    "active_units": units,
+                    "network": f'{{"latent": {latent}}}',
+                }
+            )
     return rows
 
 
@@ -232,11 +289,22 @@ def test_a_decoder_meets_the_reference_trained_at_its_own_learning_rate():
     rows = []
     for seed in range(5):
         base = 0.1 + 0.02 * seed
-        for lr, ref, other in ((1e-3, base + 0.05, base + 0.05 + 0.001 * rng.normal()),
-                               (1e-4, base, base + 0.01 + 0.001 * rng.normal())):
+        for lr, ref, other in (
+            (1e-3, base + 0.05, base + 0.05 + 0.001 * rng.normal()),
+            (1e-4, base, base + 0.01 + 0.001 * rng.normal()),
+        ):
             for lab, rmse in (("shared", ref), ("other", other)):
-                rows.append({"label": f"{lab}(lr={lr:g})", "config": lab, "decoder": lab, "scaling": "raw",
-                             "seed": seed, "rmse": rmse, "learning_rate": lr})
+                rows.append(
+                    {
+                        "label": f"{lab}(lr={lr:g})",
+                        "config": lab,
+                        "decoder": lab,
+                        "scaling": "raw",
+                        "seed": seed,
+                        "rmse": rmse,
+                        "learning_rate": lr,
+                    }
+                )
     t = faithfulness_table(_records(rows))
     assert dict(zip(t.numbers["decoder"], t.numbers["worse"])) == {"other(lr=0.0001)": True, "other(lr=0.001)": False}
 
@@ -253,10 +321,22 @@ def test_backend_agreement_is_an_equivalence_test_on_planted_shifts():
         for backend in ("jax", "tensorflow"):
             for seed in range(5):
                 value = 50.0 + spread * rng.normal() + (shift if backend == "jax" else 0.0)
-                rows.append({"label": lab, "decoder": lab, "scaling": "raw", "seed": seed, "backend": backend,
-                             "iwae_ll": value, "dims": 35})
+                rows.append(
+                    {
+                        "label": lab,
+                        "decoder": lab,
+                        "scaling": "raw",
+                        "seed": seed,
+                        "backend": backend,
+                        "iwae_ll": value,
+                        "dims": 35,
+                    }
+                )
     t = backend_agreement_table(_records(rows))
     assert dict(zip(t.numbers["decoder"], t.numbers["verdict"])) == {
-        "same": "agree", "shifted": "differ", "noisy": "undetermined"}
+        "same": "agree",
+        "shifted": "differ",
+        "noisy": "undetermined",
+    }
     assert set(t.numbers["margin"]) == {BACKEND_MARGIN_NATS_PER_DIM * 35}
     assert f"{BACKEND_MARGIN_NATS_PER_DIM * 35:.2f} nats on synthetic" in t.caption

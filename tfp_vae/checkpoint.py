@@ -89,16 +89,20 @@ def load(path: Path, identity: dict[str, Any]) -> tuple[dict[str, Any], list[np.
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc}); remove it to start the run afresh") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, this code reads {FORMAT}; "
-                              f"remove it to start the run afresh")
+        raise CheckpointError(
+            f"{path}: checkpoint format {meta.get('format')!r}, this code reads {FORMAT}; "
+            f"remove it to start the run afresh"
+        )
     if meta.get("code_version") != code_version():
         raise CheckpointError(
             f"{path}: written by other code (source hash {meta.get('code_version')}, git "
-            f"{str(meta.get('git_commit'))[:12]}) than this ({code_version()}); resume it with that code or remove it")
+            f"{str(meta.get('git_commit'))[:12]}) than this ({code_version()}); resume it with that code or remove it"
+        )
     for key, value in identity.items():
         if meta.get(key) != value:
-            raise CheckpointError(f"{path}: checkpoint of {key} {meta.get(key)!r}, not {value!r}; remove it or "
-                                  f"run the spec it belongs to")
+            raise CheckpointError(
+                f"{path}: checkpoint of {key} {meta.get(key)!r}, not {value!r}; remove it or run the spec it belongs to"
+            )
     return meta, leaves
 
 

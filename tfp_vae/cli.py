@@ -35,12 +35,26 @@ def _spec_from_args(args: argparse.Namespace):
     from tfp_vae.config import RunSpec, spec_from_dict, spec_from_toml
 
     base = spec_from_toml(args.spec) if args.spec else RunSpec(backend=default_backend())
-    top = {k: v for k, v in (("dataset", args.dataset), ("scaling", args.scaling), ("decoder", args.decoder),
-                             ("seed", args.seed), ("device", args.device), ("backend", args.backend),
-                             ("precision", args.precision)) if v is not None}
+    top = {
+        k: v
+        for k, v in (
+            ("dataset", args.dataset),
+            ("scaling", args.scaling),
+            ("decoder", args.decoder),
+            ("seed", args.seed),
+            ("device", args.device),
+            ("backend", args.backend),
+            ("precision", args.precision),
+        )
+        if v is not None
+    }
     if args.param:
         top["decoder_params"] = dict(_parse_param(p) for p in args.param)
-    train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)) if v is not None}
+    train = {
+        k: v
+        for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr))
+        if v is not None
+    }
     if args.compiler:
         train["compiler"] = args.compiler
     evaluation = {k: v for k, v in (("iwae_k", args.iwae_k),) if v is not None}
@@ -76,7 +90,11 @@ def summary_table(record: dict[str, Any]) -> str:
     """A short fixed-width summary of one record."""
     m, t = record["metrics"], record["timing"]
     rows = [
-        ("run", f"{record['spec']['decoder']} on {record['spec']['dataset']} ({record['spec']['scaling']}), seed {record['spec']['seed']}"),
+        (
+            "run",
+            f"{record['spec']['decoder']} on {record['spec']['dataset']} ({record['spec']['scaling']}), "
+            f"seed {record['spec']['seed']}",
+        ),
         ("status", record["status"]),
         ("elbo (nats)", _fmt(m["elbo"])),
         (f"iwae_ll K={m['iwae_k']} (nats)", _fmt(m["iwae_ll"])),
@@ -85,7 +103,10 @@ def summary_table(record: dict[str, Any]) -> str:
         ("rmse", _fmt(m["rmse"])),
         ("sigma min / p01 / median", " / ".join(_fmt(m[k]) for k in ("sigma_min", "sigma_p01", "sigma_median"))),
         (f"frac_below_tau (tau={m['tau']:.4g})", _fmt(m["frac_below_tau"])),
-        ("variance_collapse", f"{m['variance_collapse']}" + (f" ({m['collapse_reason']})" if m["collapse_reason"] else "")),
+        (
+            "variance_collapse",
+            f"{m['variance_collapse']}" + (f" ({m['collapse_reason']})" if m["collapse_reason"] else ""),
+        ),
         ("active units", f"{m['active_units']} of {len(m['kl_per_dim'])}"),
         ("train - test elbo gap", _fmt(m["train_test_gap"])),
         ("train examples/s (steady)", _fmt(t["train_examples_per_s"])),
@@ -116,7 +137,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tfp_vae.run import group_records, write_record
 
     spec = _spec_from_args(args)
-    out = Path(args.out) if args.out else Path("runs") / f"{spec.dataset}-{spec.scaling}-{spec.decoder}-s{spec.seed}-{spec.run_id()}.json"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{spec.dataset}-{spec.scaling}-{spec.decoder}-s{spec.seed}-{spec.run_id()}.json"
+    )
     _check_writable(out, "--out")
     for record in group_records([spec]):  # written before the run's checkpoint is removed
         write_record(record, out)
@@ -134,9 +159,18 @@ def cmd_data(args: argparse.Namespace) -> int:
         rows = []
         for e in entries:
             loc = store.locate(e)
-            rows.append({"name": e.name, "shape": list(e.shape), "levels": e.levels, "train": e.sizes[0],
-                         "test": e.sizes[1], "present": loc is not None, "source": loc.source if loc else None,
-                         "directory": str(loc.directory) if loc and loc.directory else None})
+            rows.append(
+                {
+                    "name": e.name,
+                    "shape": list(e.shape),
+                    "levels": e.levels,
+                    "train": e.sizes[0],
+                    "test": e.sizes[1],
+                    "present": loc is not None,
+                    "source": loc.source if loc else None,
+                    "directory": str(loc.directory) if loc and loc.directory else None,
+                }
+            )
         print(json.dumps(rows, indent=1))
         return 0
     if args.action == "list":
@@ -168,10 +202,15 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _compile_cache_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--compile-cache", metavar="DIR", help=(
-        f"where worker processes keep compiled XLA programs between groups and runs (default "
-        f"{compile_cache.default_directory()}; '{compile_cache.OFF}': compile every program afresh); "
-        f"records do not depend on it"))
+    parser.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help=(
+            f"where worker processes keep compiled XLA programs between groups and runs (default "
+            f"{compile_cache.default_directory()}; '{compile_cache.OFF}': compile every program afresh); "
+            f"records do not depend on it"
+        ),
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -181,16 +220,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study = load_study(args.study)
     store = ResultStore(args.results, study.name)
-    progress = run_study(study, store, args.workers, args.executor, args.scheduler,
-                         force=args.force, rerun_failed=args.rerun_failed, seeds_per_group=args.seeds_per_group,
-                         compile_cache=compile_cache.resolve(args.compile_cache))
-    print(f"study {study.name}: {progress.done} run, {progress.skipped} skipped, {progress.failed} failed; records in {store.dir}")
+    progress = run_study(
+        study,
+        store,
+        args.workers,
+        args.executor,
+        args.scheduler,
+        force=args.force,
+        rerun_failed=args.rerun_failed,
+        seeds_per_group=args.seeds_per_group,
+        compile_cache=compile_cache.resolve(args.compile_cache),
+    )
+    print(
+        f"study {study.name}: {progress.done} run, {progress.skipped} skipped, {progress.failed} failed; "
+        f"records in {store.dir}"
+    )
     return 1 if progress.failed else 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from tfp_vae.runner.execute import run_study
     from tfp_vae.report.conclusions import conclusion_lines
+    from tfp_vae.runner.execute import run_study
     from tfp_vae.runner.reproduce import reproduce, verdict_lines
     from tfp_vae.runner.study import load_study
 
@@ -200,8 +250,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sample {n} is not allowed; expected an integer >= 1")
 
     def run_specs(sample, store, groups, workers):
-        run_study(sample, store, workers, args.executor, args.scheduler, groups=groups,
-                  compile_cache=compile_cache.resolve(args.compile_cache))
+        run_study(
+            sample,
+            store,
+            workers,
+            args.executor,
+            args.scheduler,
+            groups=groups,
+            compile_cache=compile_cache.resolve(args.compile_cache),
+        )
 
     found = reproduce(study, args.results, args.out, n, run_specs, workers=args.workers)
     for line in verdict_lines(found.outcomes) + conclusion_lines(found.conclusions):
@@ -224,19 +281,34 @@ def cmd_status(args: argparse.Namespace) -> int:
         error = store.read(spec.run_id())["error"] if status == "failed" else None
         saved = checkpoint.peek(checkpoint.path_for([spec.run_id()])) if status == "pending" else None
         epoch = None if saved is None else saved.get("epoch")
-        runs.append({"run_id": spec.run_id(), "run": describe(spec), "status": status, "error": error,
-                     "checkpoint_epoch": epoch})
+        runs.append(
+            {
+                "run_id": spec.run_id(),
+                "run": describe(spec),
+                "status": status,
+                "error": error,
+                "checkpoint_epoch": epoch,
+            }
+        )
         if status == "failed" and not args.json:
             print(f"failed  {describe(spec)} [{spec.run_id()}]: {error}")
         if epoch is not None and not args.json:
-            print(f"in progress  {describe(spec)} [{spec.run_id()}]: epoch {epoch} of {spec.train.epochs} "
-                  f"checkpointed ({checkpoint.path_for([spec.run_id()])})")
+            print(
+                f"in progress  {describe(spec)} [{spec.run_id()}]: epoch {epoch} of {spec.train.epochs} "
+                f"checkpointed ({checkpoint.path_for([spec.run_id()])})"
+            )
     if args.json:
-        print(json.dumps({"study": study.name, "directory": str(store.dir), **counts, "total": len(study.specs),
-                          "runs": runs}, indent=1))
+        print(
+            json.dumps(
+                {"study": study.name, "directory": str(store.dir), **counts, "total": len(study.specs), "runs": runs},
+                indent=1,
+            )
+        )
         return 0
-    print(f"study {study.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending "
-          f"of {len(study.specs)} ({store.dir})")
+    print(
+        f"study {study.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending "
+        f"of {len(study.specs)} ({store.dir})"
+    )
     return 0
 
 
@@ -272,8 +344,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             from tfp_vae.data import DATASETS
 
-            print(json.dumps([{"name": e.name, "shape": list(e.shape), "levels": e.levels, "description": e.description}
-                              for e in DATASETS.values()], indent=1))
+            print(
+                json.dumps(
+                    [
+                        {"name": e.name, "shape": list(e.shape), "levels": e.levels, "description": e.description}
+                        for e in DATASETS.values()
+                    ],
+                    indent=1,
+                )
+            )
         return 0
     if args.what == "backends":
         from tfp_vae.backends import BACKENDS
@@ -312,8 +391,9 @@ def make_parser() -> argparse.ArgumentParser:
     from tfp_vae import __version__
     from tfp_vae.config import RunSpec
 
-    parser = argparse.ArgumentParser(prog="tfp-vae", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tfp-vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"tfp-vae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tr = sub.add_parser("train", help="train and evaluate one VAE, write its JSON record")
@@ -322,27 +402,38 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", help=f"a data set (tfp-vae list datasets; default {d.dataset})")
     tr.add_argument("--scaling", help=f"raw (x / (L - 1)) or dequantized ((x + u) / L) (default {d.scaling})")
     tr.add_argument("--decoder", help=f"a decoder (tfp-vae list decoders; default {d.decoder})")
-    tr.add_argument("--param", action="append", metavar="NAME=VALUE",
-                    help="a decoder hyperparameter, repeatable (tfp-vae list decoders shows each one's default)")
+    tr.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a decoder hyperparameter, repeatable (tfp-vae list decoders shows each one's default)",
+    )
     tr.add_argument("--seed", type=int, help=f"the run's seed: weights, data order and noise (default {d.seed})")
     tr.add_argument("--epochs", type=int, help=f"the most epochs to train (default {d.train.epochs})")
     tr.add_argument("--batch-size", type=int, help=f"training batch size (default {d.train.batch_size})")
     tr.add_argument("--lr", type=float, help=f"Adam's learning rate (default {d.train.learning_rate:g})")
     tr.add_argument("--iwae-k", type=int, help=f"importance samples of the test bound (default {d.eval.iwae_k})")
     tr.add_argument("--device", help=f"cpu, gpu or auto (default {d.device})")
-    tr.add_argument("--backend", help=f"tensorflow or jax, TFP's JAX substrate (default: {default_backend()}, "
-                                      "the first of them installed here)")
+    tr.add_argument(
+        "--backend",
+        help=f"tensorflow or jax, TFP's JAX substrate (default: {default_backend()}, the first of them installed here)",
+    )
     tr.add_argument("--precision", help=f"float32, or bfloat16 for the dense layers' matmuls (default {d.precision})")
-    tr.add_argument("--compiler", choices=sorted({c for names in COMPILERS.values() for c in names}),
-                    help="xla (both backends) or graph (TensorFlow's own kernels without XLA)")
+    tr.add_argument(
+        "--compiler",
+        choices=sorted({c for names in COMPILERS.values() for c in names}),
+        help="xla (both backends) or graph (TensorFlow's own kernels without XLA)",
+    )
     tr.add_argument("--out", help="record path (default runs/<dataset>-<scaling>-<decoder>-s<seed>-<id>.json)")
     tr.set_defaults(func=cmd_train)
     tr.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files> (or TFP_VAE_DATA_DIR)")
     da = sub.add_parser("data", help="data sets: list, fetch, verify")
     da_sub = da.add_subparsers(dest="action", required=True)
-    for action, text in (("list", "each data set: present or not, from which source, sizes"),
-                         ("fetch", "find or download a data set, verified by SHA-256"),
-                         ("verify", "check the checksums of present data sets")):
+    for action, text in (
+        ("list", "each data set: present or not, from which source, sizes"),
+        ("fetch", "find or download a data set, verified by SHA-256"),
+        ("verify", "check the checksums of present data sets"),
+    ):
         p = da_sub.add_parser(action, help=text)
         p.add_argument("name", nargs="?" if action != "fetch" else None)
         p.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files>")
@@ -353,11 +444,19 @@ def make_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("run", help="run a study (a TOML grid of runs), resuming where it stopped")
     rn.add_argument("study")
     rn.add_argument("--workers", type=_count, default=1, help="parallel worker processes, each running a seed group")
-    rn.add_argument("--seeds-per-group", type=_count, default=DEFAULT_SEEDS_PER_GROUP,
-                    help=f"most seeds trained in one compiled step (seed batching; 1 = none; default "
-                         f"{DEFAULT_SEEDS_PER_GROUP}); lower it if a group does not fit in memory")
-    rn.add_argument("--executor", default="local", choices=list(EXECUTORS),
-                    help="local (worker processes here) or dask (default local)")
+    rn.add_argument(
+        "--seeds-per-group",
+        type=_count,
+        default=DEFAULT_SEEDS_PER_GROUP,
+        help=f"most seeds trained in one compiled step (seed batching; 1 = none; default "
+        f"{DEFAULT_SEEDS_PER_GROUP}); lower it if a group does not fit in memory",
+    )
+    rn.add_argument(
+        "--executor",
+        default="local",
+        choices=list(EXECUTORS),
+        help="local (worker processes here) or dask (default local)",
+    )
     rn.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rn.add_argument("--force", action="store_true", help="run every spec again, even those with a record")
     rn.add_argument("--rerun-failed", action="store_true", help="run again the specs whose record is an error")
@@ -369,8 +468,12 @@ def make_parser() -> argparse.ArgumentParser:
     which = rq.add_mutually_exclusive_group()
     which.add_argument("--sample", type=_count, help="rerun N >= 1 runs (default: one per decoder and scaling)")
     which.add_argument("--all", action="store_true", help="rerun every committed run")
-    rq.add_argument("--workers", type=_count, help="parallel worker processes, each running a seed group (default: as "
-                    "many as ran when the records were made, so each has the same threads)")
+    rq.add_argument(
+        "--workers",
+        type=_count,
+        help="parallel worker processes, each running a seed group (default: as "
+        "many as ran when the records were made, so each has the same threads)",
+    )
     rq.add_argument("--executor", default="local", choices=list(EXECUTORS), help="local or dask (default local)")
     rq.add_argument("--scheduler", help="with --executor dask: address of a running Dask scheduler")
     rq.add_argument("--results", default="results/runs", help="root of the committed records")
@@ -385,7 +488,9 @@ def make_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables (Markdown, LaTeX, CSV), figures and an HTML page from run records")
     rp.add_argument("runs", help="a directory of run records, e.g. results/runs/quick")
     rp.add_argument("--out", required=True, help="output directory, e.g. results/quick")
-    rp.add_argument("--benchmarks", help="directory of pytest-benchmark JSON files to tabulate, e.g. results/benchmarks")
+    rp.add_argument(
+        "--benchmarks", help="directory of pytest-benchmark JSON files to tabulate, e.g. results/benchmarks"
+    )
     rp.add_argument("--reproductions", help="root of tfp-vae reproduce output, e.g. results/reproductions")
     rp.set_defaults(func=cmd_report)
     pp = sub.add_parser("paper", help="regenerate the declared paper tables from committed records")

@@ -39,8 +39,10 @@ def resolve(value: str | None) -> Path | None:
         for framework in ("jax", "tensorflow"):
             (directory / framework).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--compile-cache {directory}: cannot create it ({exc.strerror}); expected a writable "
-                          f"directory, or '{OFF}' to compile every program afresh") from None
+        raise ConfigError(
+            f"--compile-cache {directory}: cannot create it ({exc.strerror}); expected a writable "
+            f"directory, or '{OFF}' to compile every program afresh"
+        ) from None
     return directory
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import hashlib
+import json
 import math
 import os
-import json
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -95,14 +95,32 @@ class NetworkSpec:
 
     def check(self, where: str) -> None:
         _require(self.kind in NETWORK_KINDS, where, "kind", self.kind, f"one of {', '.join(NETWORK_KINDS)}")
-        _require(self.activation in ACTIVATIONS, where, "activation", self.activation,
-                 f"one of {', '.join(ACTIVATIONS)}")
+        _require(
+            self.activation in ACTIVATIONS, where, "activation", self.activation, f"one of {', '.join(ACTIVATIONS)}"
+        )
         _require(isinstance(self.split_decoder, bool), where, "split_decoder", self.split_decoder, "true or false")
-        _require(not (self.split_decoder and self.kind == "conv"), where, "split_decoder", self.split_decoder,
-                 "false with kind = 'conv' (split decoders are MLPs)")
-        _require(_positive_ints(self.hidden) or self.hidden == (), where, "hidden", self.hidden, "a list of positive integers")
+        _require(
+            not (self.split_decoder and self.kind == "conv"),
+            where,
+            "split_decoder",
+            self.split_decoder,
+            "false with kind = 'conv' (split decoders are MLPs)",
+        )
+        _require(
+            _positive_ints(self.hidden) or self.hidden == (),
+            where,
+            "hidden",
+            self.hidden,
+            "a list of positive integers",
+        )
         _require(isinstance(self.latent, int) and self.latent > 0, where, "latent", self.latent, "a positive integer")
-        _require(_positive_ints(self.conv_channels) and len(self.conv_channels) > 0, where, "conv_channels", self.conv_channels, "a non-empty list of positive integers")
+        _require(
+            _positive_ints(self.conv_channels) and len(self.conv_channels) > 0,
+            where,
+            "conv_channels",
+            self.conv_channels,
+            "a non-empty list of positive integers",
+        )
 
     def check_shape(self, image_shape: tuple[int, int, int], where: str = "network") -> None:
         """The conv network halves H and W per layer: both must be divisible by 2^layers."""
@@ -140,21 +158,55 @@ class TrainSpec:
     variance_warmup_epochs: int = 0
 
     def check(self, where: str) -> None:
-        _require(isinstance(self.mc_samples, int) and not isinstance(self.mc_samples, bool) and self.mc_samples >= 1,
-                 where, "mc_samples", self.mc_samples, "an integer >= 1")
+        _require(
+            isinstance(self.mc_samples, int) and not isinstance(self.mc_samples, bool) and self.mc_samples >= 1,
+            where,
+            "mc_samples",
+            self.mc_samples,
+            "an integer >= 1",
+        )
         _require(self.monitor in MONITORS, where, "monitor", self.monitor, f"one of {', '.join(MONITORS)}")
-        _require(isinstance(self.variance_warmup_epochs, int) and not isinstance(self.variance_warmup_epochs, bool)
-                 and self.variance_warmup_epochs >= 0, where, "variance_warmup_epochs", self.variance_warmup_epochs,
-                 "an integer >= 0 (0 = none)")
-        _require(isinstance(self.min_delta, float) and math.isfinite(self.min_delta) and self.min_delta >= 0, where,
-                 "min_delta", self.min_delta, "a finite float >= 0")
+        _require(
+            isinstance(self.variance_warmup_epochs, int)
+            and not isinstance(self.variance_warmup_epochs, bool)
+            and self.variance_warmup_epochs >= 0,
+            where,
+            "variance_warmup_epochs",
+            self.variance_warmup_epochs,
+            "an integer >= 0 (0 = none)",
+        )
+        _require(
+            isinstance(self.min_delta, float) and math.isfinite(self.min_delta) and self.min_delta >= 0,
+            where,
+            "min_delta",
+            self.min_delta,
+            "a finite float >= 0",
+        )
         _require(isinstance(self.epochs, int) and self.epochs >= 1, where, "epochs", self.epochs, "an integer >= 1")
-        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, where, "batch_size", self.batch_size, "an integer >= 1")
-        _require(isinstance(self.learning_rate, float) and math.isfinite(self.learning_rate) and self.learning_rate > 0,
-                 where, "learning_rate", self.learning_rate, "a finite float > 0")
-        _require(isinstance(self.patience, int) and self.patience >= 0, where, "patience", self.patience, "an integer >= 0")
-        _require(isinstance(self.validation_fraction, float) and 0 < self.validation_fraction < 0.5, where,
-                 "validation_fraction", self.validation_fraction, "a float in (0, 0.5)")
+        _require(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            where,
+            "batch_size",
+            self.batch_size,
+            "an integer >= 1",
+        )
+        _require(
+            isinstance(self.learning_rate, float) and math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            where,
+            "learning_rate",
+            self.learning_rate,
+            "a finite float > 0",
+        )
+        _require(
+            isinstance(self.patience, int) and self.patience >= 0, where, "patience", self.patience, "an integer >= 0"
+        )
+        _require(
+            isinstance(self.validation_fraction, float) and 0 < self.validation_fraction < 0.5,
+            where,
+            "validation_fraction",
+            self.validation_fraction,
+            "a float in (0, 0.5)",
+        )
         known = sorted({c for names in COMPILERS.values() for c in names})
         _require(self.compiler in known, where, "compiler", self.compiler, " or ".join(map(repr, known)))
 
@@ -174,14 +226,41 @@ class EvalSpec:
     def check(self, where: str) -> None:
         _require(isinstance(self.iwae_k, int) and self.iwae_k >= 1, where, "iwae_k", self.iwae_k, "an integer K >= 1")
         _require(isinstance(self.k_chunk, int) and self.k_chunk >= 1, where, "k_chunk", self.k_chunk, "an integer >= 1")
-        _require(isinstance(self.lppl_samples, int) and self.lppl_samples >= 1, where, "lppl_samples", self.lppl_samples, "an integer >= 1")
-        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, where, "batch_size", self.batch_size, "an integer >= 1")
-        _require(isinstance(self.collapse_threshold, float) and 0 <= self.collapse_threshold < 1, where,
-                 "collapse_threshold", self.collapse_threshold, "a float in [0, 1)")
-        _require(isinstance(self.density_c, float) and self.density_c > 1.0, where, "density_c", self.density_c,
-                 "a float > 1 (a model of the discrete levels reaches density 1 / bin)")
-        _require(isinstance(self.max_test_examples, int) and self.max_test_examples >= 0, where,
-                 "max_test_examples", self.max_test_examples, "an integer >= 0 (0 = all)")
+        _require(
+            isinstance(self.lppl_samples, int) and self.lppl_samples >= 1,
+            where,
+            "lppl_samples",
+            self.lppl_samples,
+            "an integer >= 1",
+        )
+        _require(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            where,
+            "batch_size",
+            self.batch_size,
+            "an integer >= 1",
+        )
+        _require(
+            isinstance(self.collapse_threshold, float) and 0 <= self.collapse_threshold < 1,
+            where,
+            "collapse_threshold",
+            self.collapse_threshold,
+            "a float in [0, 1)",
+        )
+        _require(
+            isinstance(self.density_c, float) and self.density_c > 1.0,
+            where,
+            "density_c",
+            self.density_c,
+            "a float > 1 (a model of the discrete levels reaches density 1 / bin)",
+        )
+        _require(
+            isinstance(self.max_test_examples, int) and self.max_test_examples >= 0,
+            where,
+            "max_test_examples",
+            self.max_test_examples,
+            "an integer >= 0 (0 = all)",
+        )
 
 
 @dataclass(frozen=True)
@@ -194,16 +273,28 @@ class CheckpointSpec:
     every_minutes: float = 10.0
 
     def check(self, where: str) -> None:
-        _require(isinstance(self.every_epochs, int) and not isinstance(self.every_epochs, bool)
-                 and self.every_epochs >= 0, where, "every_epochs", self.every_epochs, "an integer >= 0 (0 = off)")
-        _require(isinstance(self.every_minutes, float) and math.isfinite(self.every_minutes)
-                 and self.every_minutes >= 0, where, "every_minutes", self.every_minutes, "a float >= 0 (0 = off)")
+        _require(
+            isinstance(self.every_epochs, int) and not isinstance(self.every_epochs, bool) and self.every_epochs >= 0,
+            where,
+            "every_epochs",
+            self.every_epochs,
+            "an integer >= 0 (0 = off)",
+        )
+        _require(
+            isinstance(self.every_minutes, float) and math.isfinite(self.every_minutes) and self.every_minutes >= 0,
+            where,
+            "every_minutes",
+            self.every_minutes,
+            "a float >= 0 (0 = off)",
+        )
 
 
 #: Keys added after records were committed, left out of a spec's dict at these values, so that a
 #: spec that does not use them keeps the run id (and the record) it had before they existed.
-LATER_DEFAULTS = {"network": {"activation": "relu", "split_decoder": False},
-                  "train": {"mc_samples": 1, "monitor": "val_bound", "min_delta": 0.0, "variance_warmup_epochs": 0}}
+LATER_DEFAULTS = {
+    "network": {"activation": "relu", "split_decoder": False},
+    "train": {"mc_samples": 1, "monitor": "val_bound", "min_delta": 0.0, "variance_warmup_epochs": 0},
+}
 #: Sections of a spec that cannot change a number: in its dict, not in its run id.
 NOT_IDENTITY = ("checkpoint",)
 
@@ -260,37 +351,62 @@ class RunSpec:
                     lookup()
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
+
             return check
 
         def require(ok, *args):
             return lambda: _require(ok(), *args)
 
-        entry = lambda: dataset_entry(self.dataset)  # noqa: E731 - looked up again by each check that needs it
-        pool = lambda: entry().sizes[0]  # noqa: E731
-        n_train = lambda: pool() - max(1, round(self.train.validation_fraction * pool()))  # noqa: E731
+        entry = lambda: dataset_entry(self.dataset)
+        pool = lambda: entry().sizes[0]
+        n_train = lambda: pool() - max(1, round(self.train.validation_fraction * pool()))
         train = f"{where} [train]"
         return [
             registry(entry),
             registry(lambda: decoder_class(self.decoder).resolve(self.decoder_params)),
             require(lambda: self.scaling in SCALINGS, where, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}"),
-            require(lambda: isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31,
-                    where, "seed", self.seed, "an integer in [0, 2^31)"),
+            require(
+                lambda: isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31,
+                where,
+                "seed",
+                self.seed,
+                "an integer in [0, 2^31)",
+            ),
             require(lambda: self.device in DEVICES, where, "device", self.device, f"one of {', '.join(DEVICES)}"),
             require(lambda: self.backend in BACKENDS, where, "backend", self.backend, f"one of {', '.join(BACKENDS)}"),
             require(lambda: isinstance(self.tf32, bool), where, "tf32", self.tf32, "true or false"),
-            require(lambda: self.precision in PRECISIONS, where, "precision", self.precision,
-                    f"one of {', '.join(PRECISIONS)}"),
+            require(
+                lambda: self.precision in PRECISIONS,
+                where,
+                "precision",
+                self.precision,
+                f"one of {', '.join(PRECISIONS)}",
+            ),
             lambda: self.network.check(f"{where} [network]"),
             lambda: self.network.check_shape(entry().shape, f"{where} [network] on {self.dataset}"),
             lambda: self.train.check(train),
-            lambda: _require(not self.train.variance_warmup_epochs or decoder_class(self.decoder).warmup, train,
-                             "variance_warmup_epochs", self.train.variance_warmup_epochs,
-                             f"0 for decoder {self.decoder!r}, which has no per-pixel variance to hold fixed (decoders "
-                             f"that can: {', '.join(n for n, c in _decoders().items() if c.warmup)})"),
-            lambda: _require(self.train.compiler in COMPILERS[self.backend], train, "compiler", self.train.compiler,
-                             f"on backend {self.backend!r} one of {', '.join(map(repr, COMPILERS[self.backend]))}"),
-            lambda: _require(not pool() or self.train.batch_size <= n_train(), train, "batch_size",
-                             self.train.batch_size, f"at most the {n_train()} training images of {self.dataset}"),
+            lambda: _require(
+                not self.train.variance_warmup_epochs or decoder_class(self.decoder).warmup,
+                train,
+                "variance_warmup_epochs",
+                self.train.variance_warmup_epochs,
+                f"0 for decoder {self.decoder!r}, which has no per-pixel variance to hold fixed (decoders "
+                f"that can: {', '.join(n for n, c in _decoders().items() if c.warmup)})",
+            ),
+            lambda: _require(
+                self.train.compiler in COMPILERS[self.backend],
+                train,
+                "compiler",
+                self.train.compiler,
+                f"on backend {self.backend!r} one of {', '.join(map(repr, COMPILERS[self.backend]))}",
+            ),
+            lambda: _require(
+                not pool() or self.train.batch_size <= n_train(),
+                train,
+                "batch_size",
+                self.train.batch_size,
+                f"at most the {n_train()} training images of {self.dataset}",
+            ),
             lambda: self.eval.check(f"{where} [eval]"),
             lambda: self.checkpoint.check(f"{where} [checkpoint]"),
             lambda: self.check_memory(entry().shape, decoder_class(self.decoder).outputs_per_pixel, where),
@@ -305,7 +421,8 @@ class RunSpec:
                 f"{where}: network {widths} (latent = {self.network.latent}) with batch {self.train.batch_size} and "
                 f"{min(self.eval.k_chunk, self.eval.iwae_k)} importance samples a chunk needs about "
                 f"{need / 2**30:.1f} GiB; this machine has {total / 2**30:.1f} GiB: use a smaller network, "
-                f"latent, batch_size or k_chunk")
+                f"latent, batch_size or k_chunk"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict (tuples become lists); decoder params with defaults filled."""
@@ -370,7 +487,7 @@ def build(cls: type, mapping: Mapping[str, Any], where: str) -> Any:
 
 
 #: Keys of earlier versions, named in the error that refuses them.
-RENAMED = {"jit": "compiler = \"xla\" | \"graph\""}
+RENAMED = {"jit": 'compiler = "xla" | "graph"'}
 
 
 def spec_from_dict(mapping: Mapping[str, Any], where: str = "run spec") -> RunSpec:
@@ -389,8 +506,9 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: cannot read {what}: not UTF-8 text (byte {exc.start}); "
-                          f"expected a TOML file") from None
+        raise ConfigError(
+            f"{path}: cannot read {what}: not UTF-8 text (byte {exc.start}); expected a TOML file"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -24,9 +24,27 @@ def _version(dist: str) -> str | None:
 #: Instruction-set extensions that change the code XLA and oneDNN generate for this CPU: the
 #: width of a vectorised reduction decides its order of summation, so the last bits of a result
 #: (and, through chaotic training, a collapse fraction) and its speed follow them.
-CODEGEN_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
-               "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
-               "asimd", "sve", "sve2")
+CODEGEN_ISA = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "sve",
+    "sve2",
+)
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -55,10 +73,14 @@ def cpu_identity() -> dict[str, Any]:
     AVX2 Zen 3 (family 25, model 1) and an AVX-512 Zen 5 (family 26, model 2)."""
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    number = lambda key: int(info[key]) if info.get(key, "").strip().isdigit() else info.get(key)  # noqa: E731
-    return {"vendor": info.get("vendor_id") or info.get("CPU implementer"), "family": number("cpu family"),
-            "model": number("model"), "stepping": number("stepping"),
-            "isa": [flag for flag in CODEGEN_ISA if flag in flags]}
+    number = lambda key: int(info[key]) if info.get(key, "").strip().isdigit() else info.get(key)
+    return {
+        "vendor": info.get("vendor_id") or info.get("CPU implementer"),
+        "family": number("cpu family"),
+        "model": number("model"),
+        "stepping": number("stepping"),
+        "isa": [flag for flag in CODEGEN_ISA if flag in flags],
+    }
 
 
 def machine_slug() -> str:
@@ -77,8 +99,13 @@ def git_commit() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         # "dirty" means changed source: records and reports under results/ do not count
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
-                                ":(top,exclude)results"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     if commit.returncode != 0:
@@ -115,9 +142,23 @@ def capture(backend, device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "backend": backend.name,
-        "versions": {name: _version(name) for name in
-                     ("tensorflow", "tfp-nightly", "tensorflow-probability", "jax", "jaxlib", "optax", "keras",
-                      "tf-keras", "numpy", "scipy", "scikit-learn", "tfp-vae")},
+        "versions": {
+            name: _version(name)
+            for name in (
+                "tensorflow",
+                "tfp-nightly",
+                "tensorflow-probability",
+                "jax",
+                "jaxlib",
+                "optax",
+                "keras",
+                "tf-keras",
+                "numpy",
+                "scipy",
+                "scikit-learn",
+                "tfp-vae",
+            )
+        },
         "cpu_model": cpu_model(),
         "cpu": cpu_identity(),
         "cpu_count": os.cpu_count(),

@@ -18,7 +18,7 @@ class StoreError(TfpVaeError):
 
 
 def unknown_name(what: str, name: object, known: list[str] | tuple[str, ...]) -> str:
-    """"unknown decoder 'studentt' (did you mean 'student_t'?); known decoders: ...": the message for a
+    """ "unknown decoder 'studentt' (did you mean 'student_t'?); known decoders: ...": the message for a
     name that is not in a registry, with the closest known names."""
     import difflib
 

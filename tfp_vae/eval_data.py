@@ -32,10 +32,16 @@ class TrainingResult:
     best_epoch: int = -1
     stopped_early: bool = False
     nonfinite: dict[str, int] | None = None
-    curves: dict[str, list[float | None]] = field(default_factory=lambda: {
-        "train_objective": [], "train_bound": [], "val_bound": [], "val_min_sigma": [], "val_frac_below_tau": [],
-        "val_excess_density_frac": [],
-    })
+    curves: dict[str, list[float | None]] = field(
+        default_factory=lambda: {
+            "train_objective": [],
+            "train_bound": [],
+            "val_bound": [],
+            "val_min_sigma": [],
+            "val_frac_below_tau": [],
+            "val_excess_density_frac": [],
+        }
+    )
     compile_s: float = 0.0
     steady_examples: int = 0
     steady_s: float = 0.0
@@ -79,12 +85,19 @@ class EvalData:
         return len(self.y)
 
 
-def per_example_group(backend: Backend, fn: Callable, state: Trained, datas: list[EvalData], batch_size: int,
-                      seed_path: tuple[Any, ...] | None, specs: list[RunSpec], batched: bool = True,
-                      ) -> list[list[np.ndarray]]:
-    """Apply a compiled per-batch function over each seed's split in padded batches; `batched`: `fn` is mapped over a leading seed axis
-    of the state, the data (each seed's own scaling of one split) and the seeds. Memory is one
-    batch per seed. Returns, per seed, its outputs concatenated."""
+def per_example_group(
+    backend: Backend,
+    fn: Callable,
+    state: Trained,
+    datas: list[EvalData],
+    batch_size: int,
+    seed_path: tuple[Any, ...] | None,
+    specs: list[RunSpec],
+    batched: bool = True,
+) -> list[list[np.ndarray]]:
+    """Apply a compiled per-batch function over each seed's split in padded batches; `batched`: `fn`
+    is mapped over a leading seed axis of the state, the data (each seed's own scaling of one split)
+    and the seeds. Memory is one batch per seed. Returns, per seed, its outputs concatenated."""
     n = len(datas[0])
     parts: list[list[list[np.ndarray]]] = [[] for _ in datas]
     for i, (sl, valid) in enumerate(padded_batches(n, batch_size)):

@@ -11,11 +11,18 @@ import numpy as np
 from tfp_vae.backends import Backend
 from tfp_vae.config import RunSpec
 from tfp_vae.decoders import DataContext
-from tfp_vae.model import VAE
-from tfp_vae.records import (CONVERGENCE_WINDOW, SCALE_CONVERGENCE_RTOL, SENSITIVITY_C, SIGMA_LOG10_EDGES,
-                             collapse_onset_epoch, converged, window_change)
-from tfp_vae.steps import EvalFunctions, stack_trees
 from tfp_vae.eval_data import EvalData, Trained, TrainingResult, excess_density_frac, per_example_group
+from tfp_vae.model import VAE
+from tfp_vae.records import (
+    CONVERGENCE_WINDOW,
+    SCALE_CONVERGENCE_RTOL,
+    SENSITIVITY_C,
+    SIGMA_LOG10_EDGES,
+    collapse_onset_epoch,
+    converged,
+    window_change,
+)
+from tfp_vae.steps import EvalFunctions, stack_trees
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
 
@@ -43,25 +50,34 @@ def sigma_histogram(sigma: np.ndarray) -> list[int]:
     return [int(c) for c in np.histogram(logs, bins=SIGMA_LOG10_EDGES)[0]]
 
 
-def collapse_verdict(training: TrainingResult, excess_frac: float | None, threshold: float, c: float,
-                     dims: int, data: DataContext, likelihood) -> tuple[bool, str | None]:
+def collapse_verdict(
+    training: TrainingResult,
+    excess_frac: float | None,
+    threshold: float,
+    c: float,
+    dims: int,
+    data: DataContext,
+    likelihood,
+) -> tuple[bool, str | None]:
     """variance_collapse and the rule(s) that fired, each reason starting with the rule's name
     (docs/definitions.md): `nonfinite`, `excess_density` (judged on the evaluated weights) and
     `bound_above_discrete_limit` (any epoch's training bound on dequantized data)."""
     reasons = []
     if training.nonfinite is not None:
-        reasons.append(f"nonfinite: training loss or gradient at epoch {training.nonfinite['epoch'] + 1}, "
-                       f"step {training.nonfinite['step']}")
+        reasons.append(
+            f"nonfinite: training loss or gradient at epoch {training.nonfinite['epoch'] + 1}, "
+            f"step {training.nonfinite['step']}"
+        )
     if excess_frac is not None and excess_frac > threshold:
-        reasons.append(f"excess_density: {excess_frac:.2%} of test pixels have density above {c:g} / bin "
-                       f"(threshold {threshold:.2%})")
+        reasons.append(
+            f"excess_density: {excess_frac:.2%} of test pixels have density above {c:g} / bin "
+            f"(threshold {threshold:.2%})"
+        )
     limit = dims * math.log(data.levels)
     bound = training.max_train_bound
     if data.scaling == "dequantized" and likelihood.proper_density and bound is not None and bound > limit:
         reasons.append(f"bound_above_discrete_limit: training bound {bound:.1f} > D ln L = {limit:.1f}")
     return bool(reasons), "; ".join(reasons) or None
-
-
 
 
 def scale_convergence(likelihood, dp, squared_errors: np.ndarray) -> dict[str, Any]:
@@ -71,8 +87,11 @@ def scale_convergence(likelihood, dp, squared_errors: np.ndarray) -> dict[str, A
     if scale is None:
         return {"global_scale": None, "global_scale_optimum": None, "global_scale_converged": None}
     value, optimum = float(likelihood.backend.to_numpy(scale)), float(np.sqrt(np.mean(squared_errors)))
-    return {"global_scale": value, "global_scale_optimum": optimum,
-            "global_scale_converged": bool(abs(value / optimum - 1.0) <= SCALE_CONVERGENCE_RTOL)}
+    return {
+        "global_scale": value,
+        "global_scale_optimum": optimum,
+        "global_scale_converged": bool(abs(value / optimum - 1.0) <= SCALE_CONVERGENCE_RTOL),
+    }
 
 
 #: Evaluating a seed group, at most this many float32 elements per tensor of one call
@@ -87,9 +106,18 @@ def seeds_per_call(spec: RunSpec, dims: int) -> int:
     return max(1, EVAL_ELEMENTS_PER_CALL // per_seed)
 
 
-def evaluate_group(backend: Backend, model: VAE, trained: list[Trained], specs: list[RunSpec],
-                   test_images: np.ndarray, train_images: np.ndarray, data: DataContext, evals: EvalFunctions,
-                   trainings: list[TrainingResult], batched: bool) -> list[tuple[dict[str, Any], dict[str, float]]]:
+def evaluate_group(
+    backend: Backend,
+    model: VAE,
+    trained: list[Trained],
+    specs: list[RunSpec],
+    test_images: np.ndarray,
+    train_images: np.ndarray,
+    data: DataContext,
+    evals: EvalFunctions,
+    trainings: list[TrainingResult],
+    batched: bool,
+) -> list[tuple[dict[str, Any], dict[str, float]]]:
     """(metrics, timing) per seed of a group. `batched`: `evals` are mapped over seeds and a call
     takes seeds_per_call seeds (the last call padded with copies of its first seed, so that one
     compiled shape serves every call); each seed's numbers are those it gets evaluated alone."""
@@ -102,20 +130,35 @@ def evaluate_group(backend: Backend, model: VAE, trained: list[Trained], specs: 
     for start in range(0, len(specs), per_call):
         chunk = list(range(start, min(start + per_call, len(specs))))
         padded = chunk + [chunk[0]] * (per_call - len(chunk)) if batched else chunk
-        state = (Trained(stack_trees(backend, [trained[i].params for i in padded]),
-                         stack_trees(backend, [trained[i].dstate for i in padded])) if batched else trained[chunk[0]])
-        outputs, timing = _evaluate_outputs(backend, state, [specs[i] for i in padded], test_images, train_images,
-                                            data, evals, batched)
+        state = (
+            Trained(
+                stack_trees(backend, [trained[i].params for i in padded]),
+                stack_trees(backend, [trained[i].dstate for i in padded]),
+            )
+            if batched
+            else trained[chunk[0]]
+        )
+        outputs, timing = _evaluate_outputs(
+            backend, state, [specs[i] for i in padded], test_images, train_images, data, evals, batched
+        )
         for j, i in enumerate(chunk):
-            metrics = _metrics(model, specs[i], outputs[j], dims, data, trainings[i],
-                               model.dp(trained[i].params, trained[i].dstate))
+            metrics = _metrics(
+                model, specs[i], outputs[j], dims, data, trainings[i], model.dp(trained[i].params, trained[i].dstate)
+            )
             out.append((metrics, timing))
     return out
 
 
-def _evaluate_outputs(backend: Backend, state: Trained, specs: list[RunSpec], test_images: np.ndarray,
-                      train_images: np.ndarray, data: DataContext, evals: EvalFunctions,
-                      batched: bool) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
+def _evaluate_outputs(
+    backend: Backend,
+    state: Trained,
+    specs: list[RunSpec],
+    test_images: np.ndarray,
+    train_images: np.ndarray,
+    data: DataContext,
+    evals: EvalFunctions,
+    batched: bool,
+) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
     """Every per-example output evaluation needs, per seed, and the timing of the call."""
     test = [EvalData(backend, test_images, spec, data.levels, "test") for spec in specs]
     train = [EvalData(backend, train_images, spec, data.levels, "train") for spec in specs]
@@ -137,9 +180,21 @@ def _evaluate_outputs(backend: Backend, state: Trained, specs: list[RunSpec], te
     outputs = []
     for s in range(len(specs)):
         mean, std, log_density, mu_q, kl = at_mean[s]
-        outputs.append({"elbo": elbo_test[s][0], "mean": mean, "std": std, "log_density": log_density, "mu_q": mu_q,
-                        "kl": kl, "lppl": lppl[s][0], "iwae": iwae[s][0], "train_elbo": elbo_train[s][0],
-                        "train_sq_err": train_sq_err[s][0], "y": test[s].y})
+        outputs.append(
+            {
+                "elbo": elbo_test[s][0],
+                "mean": mean,
+                "std": std,
+                "log_density": log_density,
+                "mu_q": mu_q,
+                "kl": kl,
+                "lppl": lppl[s][0],
+                "iwae": iwae[s][0],
+                "train_elbo": elbo_train[s][0],
+                "train_sq_err": train_sq_err[s][0],
+                "y": test[s].y,
+            }
+        )
     n, k = len(test_images), specs[0].eval.iwae_k
     timing = {
         "eval_s": eval_s,
@@ -151,8 +206,9 @@ def _evaluate_outputs(backend: Backend, state: Trained, specs: list[RunSpec], te
     return outputs, timing
 
 
-def _metrics(model: VAE, spec: RunSpec, o: dict[str, np.ndarray], dims: int, data: DataContext,
-             training: TrainingResult, dp) -> dict[str, Any]:
+def _metrics(
+    model: VAE, spec: RunSpec, o: dict[str, np.ndarray], dims: int, data: DataContext, training: TrainingResult, dp
+) -> dict[str, Any]:
     """One seed's metrics from its per-example outputs (docs/definitions.md)."""
     cfg, likelihood = spec.eval, model.likelihood
     mean, std, log_density, mu_q, kl = o["mean"], o["std"], o["log_density"], o["mu_q"], o["kl"]
@@ -175,43 +231,58 @@ def _metrics(model: VAE, spec: RunSpec, o: dict[str, np.ndarray], dims: int, dat
     }
     if likelihood.has_scale:
         flat = std.reshape(-1)
-        metrics.update({
-            "sigma_min": float(np.min(flat)),
-            "sigma_p01": float(np.percentile(flat, 1)),
-            "sigma_median": float(np.median(flat)),
-            "frac_below_tau": float(np.mean(flat < data.tau)),
-            "sigma_log10_hist": sigma_histogram(flat),
-        })
+        metrics.update(
+            {
+                "sigma_min": float(np.min(flat)),
+                "sigma_p01": float(np.percentile(flat, 1)),
+                "sigma_median": float(np.median(flat)),
+                "frac_below_tau": float(np.mean(flat < data.tau)),
+                "sigma_log10_hist": sigma_histogram(flat),
+            }
+        )
     else:
-        metrics.update({"sigma_min": None, "sigma_p01": None, "sigma_median": None, "frac_below_tau": None,
-                        "sigma_log10_hist": None})
+        metrics.update(
+            {
+                "sigma_min": None,
+                "sigma_p01": None,
+                "sigma_median": None,
+                "frac_below_tau": None,
+                "sigma_log10_hist": None,
+            }
+        )
     excess = excess_density_frac(log_density, data, cfg.density_c) if likelihood.has_density else None
     # the same fraction at other limits c, so a table can show which verdicts hang on the chosen c
-    excess_by_c = ({f"{c:g}": excess_density_frac(log_density, data, c) for c in SENSITIVITY_C}
-                   if likelihood.has_density else None)
-    collapsed, reason = collapse_verdict(training, excess, cfg.collapse_threshold, cfg.density_c, dims, data, likelihood)
+    excess_by_c = (
+        {f"{c:g}": excess_density_frac(log_density, data, c) for c in SENSITIVITY_C} if likelihood.has_density else None
+    )
+    collapsed, reason = collapse_verdict(
+        training, excess, cfg.collapse_threshold, cfg.density_c, dims, data, likelihood
+    )
     unit_activity = np.var(mu_q, axis=0)
     scale = scale_convergence(likelihood, dp, o["train_sq_err"])
     change = window_change(training.curves["val_bound"])
-    metrics.update({
-        "excess_density_frac": excess,
-        "excess_density_frac_by_c": excess_by_c,
-        "density_c": cfg.density_c,
-        "variance_collapse": collapsed,
-        "collapse_reason": reason,
-        "collapse_threshold": cfg.collapse_threshold,
-        "max_train_bound": training.max_train_bound,
-        "val_bound_final_change": training.final_val_change,
-        "collapse_onset_epoch": collapse_onset_epoch(training.curves["val_excess_density_frac"],
-                                                     cfg.collapse_threshold),
-        **scale,
-        "val_bound_window_change": change,
-        "convergence_window": CONVERGENCE_WINDOW,
-        "converged": converged(change, dims, training.stopped_early, scale["global_scale_converged"]),
-        "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
-        "unit_activity": [float(v) for v in unit_activity],
-        "kl_per_dim": [float(v) for v in np.mean(kl, axis=0)],
-        "train_elbo": train_elbo,
-        "train_test_gap": None if train_elbo is None or elbo is None else train_elbo - elbo,
-    })
+    metrics.update(
+        {
+            "excess_density_frac": excess,
+            "excess_density_frac_by_c": excess_by_c,
+            "density_c": cfg.density_c,
+            "variance_collapse": collapsed,
+            "collapse_reason": reason,
+            "collapse_threshold": cfg.collapse_threshold,
+            "max_train_bound": training.max_train_bound,
+            "val_bound_final_change": training.final_val_change,
+            "collapse_onset_epoch": collapse_onset_epoch(
+                training.curves["val_excess_density_frac"], cfg.collapse_threshold
+            ),
+            **scale,
+            "val_bound_window_change": change,
+            "convergence_window": CONVERGENCE_WINDOW,
+            "converged": converged(change, dims, training.stopped_early, scale["global_scale_converged"]),
+            "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
+            "unit_activity": [float(v) for v in unit_activity],
+            "kl_per_dim": [float(v) for v in np.mean(kl, axis=0)],
+            "train_elbo": train_elbo,
+            "train_test_gap": None if train_elbo is None or elbo is None else train_elbo - elbo,
+        }
+    )
     return metrics

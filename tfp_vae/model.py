@@ -76,8 +76,9 @@ class VAE:
         xp = self.xp
         return xp.sum(-0.5 * xp.square((z - mu) / sigma) - xp.log(sigma) - HALF_LOG_2PI, -1)
 
-    def elbo_terms(self, params, dstate, y, seed, training: bool = True, samples: int = 1, warmup: bool = False
-                   ) -> tuple[ElboTerms, dict[str, Any]]:
+    def elbo_terms(
+        self, params, dstate, y, seed, training: bool = True, samples: int = 1, warmup: bool = False
+    ) -> tuple[ElboTerms, dict[str, Any]]:
         """Estimate of E_q log p(y|z) from `samples` draws of z ~ q(z|y) (their mean), with the KL
         term in closed form, and the decoder's new state. With `training` the decoder's training
         terms are used, or with `warmup` its warm-up terms (Decoder.warmup_terms)."""

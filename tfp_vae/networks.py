@@ -84,8 +84,10 @@ class Architecture:
         enc["dense"] = [_dense(a, b, seed, "enc_dense", i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
         if spec.split_decoder:  # one MLP per output of a pixel, each drawn from its own stream
             widths = (spec.latent, *hidden_dec, h * w * c)
-            towers = [[_dense(a, b, seed, "dec_tower", j, i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
-                      for j in range(k)]
+            towers = [
+                [_dense(a, b, seed, "dec_tower", j, i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+                for j in range(k)
+            ]
             return {"encoder": enc, "decoder": {"towers": towers}}
         widths = (spec.latent, *hidden_dec, dense_out)
         dec["dense"] = [_dense(a, b, seed, "dec_dense", i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
@@ -98,8 +100,7 @@ class Architecture:
         then all their second), not pixel by pixel: decode's slices raw[..., j] then read contiguous
         memory. The weights are the ones drawn pixel by pixel, moved, so the function is the same."""
         k = self.outputs_per_pixel
-        move = lambda a: np.ascontiguousarray(np.moveaxis(a.reshape(*a.shape[:-1], -1, k), -1, -2)  # noqa: E731
-                                              ).reshape(a.shape)
+        move = lambda a: np.ascontiguousarray(np.moveaxis(a.reshape(*a.shape[:-1], -1, k), -1, -2)).reshape(a.shape)
         return {"w": move(layer["w"]), "b": move(layer["b"])}
 
     def _detached_last(self, xp, h, layer: Params):
@@ -132,8 +133,10 @@ class Architecture:
         """z (B, latent) -> raw decoder outputs (B, H, W, C, k)."""
         if "towers" in p:
             inputs = [z] + [xp.stop_gradient(z) if self.detach_heads else z] * (len(p["towers"]) - 1)
-            return xp.stack([xp.reshape(self._mlp(xp, tower, x), (-1, *self.image_shape))
-                             for tower, x in zip(p["towers"], inputs)], -1)
+            return xp.stack(
+                [xp.reshape(self._mlp(xp, tower, x), (-1, *self.image_shape)) for tower, x in zip(p["towers"], inputs)],
+                -1,
+            )
         h = z
         n_dense, convs = len(p["dense"]), p["conv"]
         if self.detach_heads and convs:
@@ -158,5 +161,10 @@ class Architecture:
         # and a moved axis (a transposing copy that XLA:CPU fused into the likelihood as scalar
         # code) each made decode + likelihood several times slower on a CPU.
         pixels = int(np.prod(self.image_shape))
-        return xp.stack([xp.reshape(h[..., j * pixels:(j + 1) * pixels], (-1, *self.image_shape))
-                         for j in range(self.outputs_per_pixel)], -1)
+        return xp.stack(
+            [
+                xp.reshape(h[..., j * pixels : (j + 1) * pixels], (-1, *self.image_shape))
+                for j in range(self.outputs_per_pixel)
+            ],
+            -1,
+        )

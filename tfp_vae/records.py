@@ -50,6 +50,7 @@ def converged(change: float | None, dims: int, stopped_early: bool, scale_conver
     plateau = stopped_early or (change is not None and abs(change) <= CONVERGENCE_NATS_PER_DIM * dims)
     return bool(plateau and scale_converged is not False)
 
+
 def jsonable(value: Any) -> Any:
     """Strict-JSON copy: NumPy scalars to Python, non-finite floats to None."""
     if isinstance(value, dict):

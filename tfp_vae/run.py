@@ -7,7 +7,6 @@ import sys
 import time
 from typing import Any, Callable, Iterator
 
-
 from tfp_vae import SCHEMA_VERSION, __version__, checkpoint
 from tfp_vae.backends import Backend, get_backend
 from tfp_vae.config import RunSpec
@@ -28,8 +27,10 @@ VOLATILE_SECTIONS = ("timing", "environment")
 def build_model(spec: RunSpec, image_shape: tuple[int, int, int], data: DataContext, backend: Backend) -> VAE:
     """The VAE of a spec on a backend (structure only; parameters come from `VAE.init(seed)`)."""
     likelihood = make_decoder(spec.decoder, spec.decoder_params, data, backend)
-    return VAE(Architecture(spec.network, image_shape, likelihood.outputs_per_pixel, spec.precision,
-                            likelihood.detach_heads), likelihood)
+    return VAE(
+        Architecture(spec.network, image_shape, likelihood.outputs_per_pixel, spec.precision, likelihood.detach_heads),
+        likelihood,
+    )
 
 
 def run(spec: RunSpec, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
@@ -44,7 +45,7 @@ SEED_LAYOUTS = ("auto", "vmap", "sequential")
 
 
 def seed_layout(layout: str, device: str) -> str:
-    """"auto" resolved: sequential on a CPU, where a seed-batched step is slower per model-example
+    """ "auto" resolved: sequential on a CPU, where a seed-batched step is slower per model-example
     than one seed's at every size measured (5 seeds of the quick study's network, 1-64 seeds of the
     published-table network; docs/definitions.md, seed groups), vmap on a GPU, which one small model leaves idle."""
     if layout != "auto":
@@ -52,16 +53,18 @@ def seed_layout(layout: str, device: str) -> str:
     return "vmap" if "gpu" in device.lower() else "sequential"
 
 
-def run_group(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-              layout: str = "auto") -> list[dict[str, Any]]:
+def run_group(
+    specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), layout: str = "auto"
+) -> list[dict[str, Any]]:
     """Train specs that differ only by seed together (`layout`, one of SEED_LAYOUTS) and evaluate
     each; one record per spec, each what that seed trained alone would give up to float rounding
     (docs/definitions.md)."""
     return list(group_records(specs, log, layout))
 
 
-def group_records(specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-                  layout: str = "auto") -> Iterator[dict[str, Any]]:
+def group_records(
+    specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), layout: str = "auto"
+) -> Iterator[dict[str, Any]]:
     """run_group's records, in spec order, each as soon as it is ready: in the sequential layout a
     seed is trained and evaluated before the next one starts, so a process killed part way through
     a group has lost only the seed it was on."""
@@ -84,36 +87,52 @@ def group_records(specs: list[RunSpec], log: Callable[[str], None] = lambda s: p
     train_pool, test, location = load_pool(first.dataset)
     splits = split_pool(train_pool, test, first.train.validation_fraction)
     seeds = [spec.seed for spec in specs]
-    log(f"run {', '.join(spec.run_id() for spec in specs)}: {first.decoder} on {first.dataset} ({first.scaling}), "
+    log(
+        f"run {', '.join(spec.run_id() for spec in specs)}: {first.decoder} on {first.dataset} ({first.scaling}), "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, "
         f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, "
-        f"{first.backend} on {device}, {first.precision}"
-        + (f", seeds {layout}" if len(specs) > 1 else ""))
+        f"{first.backend} on {device}, {first.precision}" + (f", seeds {layout}" if len(specs) > 1 else "")
+    )
     environment = None
     with backend.device_scope(device):
         model = build_model(first, entry.shape, data, backend)
         batched = layout == "vmap" and len(specs) > 1  # evaluation too takes the group's seeds in one call
-        evals = EvalFunctions(backend, model, first.train.compiler, first.eval.iwae_k, first.eval.k_chunk,
-                              first.eval.lppl_samples, batched)
+        evals = EvalFunctions(
+            backend,
+            model,
+            first.train.compiler,
+            first.eval.iwae_k,
+            first.eval.k_chunk,
+            first.eval.lppl_samples,
+            batched,
+        )
         group_epoch = make_group_epoch(backend, model, first, data, batched)
         for part in [specs] if batched else [[spec] for spec in specs]:
-            log(f"  compiling and training (the first epoch's time includes compiling), up to {first.train.epochs} "
-                f"epochs of {len(splits.train) // first.train.batch_size} steps")
+            log(
+                f"  compiling and training (the first epoch's time includes compiling), up to {first.train.epochs} "
+                f"epochs of {len(splits.train) // first.train.batch_size} steps"
+            )
             saved_at = checkpoint.path_for([spec.run_id() for spec in part])
-            trained_part = train_group(backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1,
-                                       saved_at)
+            trained_part = train_group(
+                backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1, saved_at
+            )
             environment = environment or {
                 **capture(backend, device),
-                "data_source": {"source": location.source, "directory": str(location.directory or "")}}
+                "data_source": {"source": location.source, "directory": str(location.directory or "")},
+            }
             trained, trainings = [t for t, _ in trained_part], [r for _, r in trained_part]
             n_test = min(len(splits.test), first.eval.max_test_examples or len(splits.test))
-            log(f"  evaluating on {n_test} test images: bound, LPPL ({first.eval.lppl_samples} samples) and the "
-                f"importance-weighted bound (K = {first.eval.iwae_k}, the longest part)")
-            evaluated = evaluate_group(backend, model, trained, part, splits.test.images, splits.train.images, data,
-                                       evals, trainings, batched)
+            log(
+                f"  evaluating on {n_test} test images: bound, LPPL ({first.eval.lppl_samples} samples) and the "
+                f"importance-weighted bound (K = {first.eval.iwae_k}, the longest part)"
+            )
+            evaluated = evaluate_group(
+                backend, model, trained, part, splits.test.images, splits.train.images, data, evals, trainings, batched
+            )
             for spec, training, (metrics, eval_timing) in zip(part, trainings, evaluated):
-                record = _record(spec, metrics, eval_timing, training, splits, backend, device, seeds, environment,
-                                 layout)
+                record = _record(
+                    spec, metrics, eval_timing, training, splits, backend, device, seeds, environment, layout
+                )
                 # from the group's start: the group's wall time for its last seed (for all, batched)
                 record["timing"]["wall_s"] = time.perf_counter() - t_wall
                 record["timing"]["peak_memory_mib"] = backend.peak_memory_mib(device)
@@ -124,9 +143,18 @@ def group_records(specs: list[RunSpec], log: Callable[[str], None] = lambda s: p
             checkpoint.remove(saved_at)
 
 
-def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float], training, splits,
-            backend: Backend, device: str, group_seeds: list[int], environment: dict[str, Any],
-            layout: str) -> dict[str, Any]:
+def _record(
+    spec: RunSpec,
+    metrics: dict[str, Any],
+    eval_timing: dict[str, float],
+    training,
+    splits,
+    backend: Backend,
+    device: str,
+    group_seeds: list[int],
+    environment: dict[str, Any],
+    layout: str,
+) -> dict[str, Any]:
     status = "ok" if training.nonfinite is None else "nonfinite"
     timing = {
         "train_s": training.train_s,
@@ -151,13 +179,18 @@ def _record(spec: RunSpec, metrics: dict[str, Any], eval_timing: dict[str, float
             "train_examples": len(splits.train),
             "validation_examples": len(splits.validation),
         },
-        "execution": {"device": device_label(device), "backend": backend.name, "compiler": spec.train.compiler,
-                      "tf32": spec.tf32, "precision": spec.precision,
-                      # the seeds run in one group with this one, itself included, and how (seed_layout)
-                      "seed_group": list(group_seeds),
-                      "seed_layout": layout if len(group_seeds) > 1 else None,
-                      # runs sharing this machine while this one ran (set by the study runner)
-                      "concurrent_runs": int(os.environ.get("TFP_VAE_CONCURRENT_RUNS", "1"))},
+        "execution": {
+            "device": device_label(device),
+            "backend": backend.name,
+            "compiler": spec.train.compiler,
+            "tf32": spec.tf32,
+            "precision": spec.precision,
+            # the seeds run in one group with this one, itself included, and how (seed_layout)
+            "seed_group": list(group_seeds),
+            "seed_layout": layout if len(group_seeds) > 1 else None,
+            # runs sharing this machine while this one ran (set by the study runner)
+            "concurrent_runs": int(os.environ.get("TFP_VAE_CONCURRENT_RUNS", "1")),
+        },
         "timing": timing,
         "environment": environment,
     }

@@ -39,8 +39,16 @@ def init_carry(backend: Backend, model: VAE) -> dict[str, Any]:
     return {"dstate": dstate, "step": backend.asarray(np.int32(0)), "bad_step": backend.asarray(np.int32(-1))}
 
 
-def _train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                multipliers: dict[str, Any], mc_samples: int = 1, warmup: bool = False) -> tuple[Callable, Callable]:
+def _train_step(
+    backend: Backend,
+    model: VAE,
+    scaling: str,
+    levels: int,
+    learning_rate: float,
+    multipliers: dict[str, Any],
+    mc_samples: int = 1,
+    warmup: bool = False,
+) -> tuple[Callable, Callable]:
     """(opt_init, step), the step not compiled: see make_train_step."""
     xp = backend.xp
     opt_init, opt_update = backend.adam(learning_rate)
@@ -68,16 +76,27 @@ def _train_step(backend: Backend, model: VAE, scaling: str, levels: int, learnin
         # where a select of new and old kept both alive and copied every moment first (the
         # 784-512-512-16 step at batch 128: 15.4 against 13.0 ms on a 2-core AMD EPYC), same numbers.
         new_params, new_opt, dstate = xp.choose(healthy, update, lambda: (params, opt_state, carry["dstate"]))
-        carry = {"dstate": dstate, "step": carry["step"] + 1,
-                 "bad_step": xp.where(~finite & (carry["bad_step"] < 0), carry["step"], carry["bad_step"])}
+        carry = {
+            "dstate": dstate,
+            "step": carry["step"] + 1,
+            "bad_step": xp.where(~finite & (carry["bad_step"] < 0), carry["step"], carry["bad_step"]),
+        }
         return new_params, new_opt, carry, {"objective": -loss, "bound": bound}
 
     return opt_init, step
 
 
-def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                    multipliers: dict[str, Any], compiler: str, batched: bool = False, mc_samples: int = 1
-                    ) -> tuple[Callable, Callable]:
+def make_train_step(
+    backend: Backend,
+    model: VAE,
+    scaling: str,
+    levels: int,
+    learning_rate: float,
+    multipliers: dict[str, Any],
+    compiler: str,
+    batched: bool = False,
+    mc_samples: int = 1,
+) -> tuple[Callable, Callable]:
     """(opt_init(params), step). `step(params, opt_state, carry, x float32 (B,H,W,C), seeds int32 (2, 2))`
     returns the new (params, opt_state, carry) and {"objective", "bound"}, batch means.
     After the first non-finite loss or gradient nothing is updated again, and the step is kept.
@@ -92,9 +111,18 @@ def make_train_step(backend: Backend, model: VAE, scaling: str, levels: int, lea
 STEP_METRICS = ("objective", "bound")
 
 
-def make_train_epoch(backend: Backend, model: VAE, scaling: str, levels: int, learning_rate: float,
-                     multipliers: dict[str, Any], compiler: str, batched: bool = False, mc_samples: int = 1,
-                     warmup: bool = False) -> tuple[Callable, Callable]:
+def make_train_epoch(
+    backend: Backend,
+    model: VAE,
+    scaling: str,
+    levels: int,
+    learning_rate: float,
+    multipliers: dict[str, Any],
+    compiler: str,
+    batched: bool = False,
+    mc_samples: int = 1,
+    warmup: bool = False,
+) -> tuple[Callable, Callable]:
     """(opt_init(params), epoch): a whole epoch in one compiled call, the steps of make_train_step
     run in a compiled loop over data already on the device.
 
@@ -147,8 +175,12 @@ def _log_mean_exp_chunked(xp, draw: Callable, n: int, chunk: int, seed, batch: i
         if rem:
             parts.append(xp.logsumexp(draw(rem, xp.fold_in(seed, n_full)), 0))
         return xp.logsumexp(xp.stack(parts, 0), 0) - math.log(n)
-    acc = xp.fori_loop(0, n_full, lambda i, acc: xp.logaddexp(acc, xp.logsumexp(draw(chunk, xp.fold_in(seed, i)), 0)),
-                       xp.full((batch,), -math.inf))
+    acc = xp.fori_loop(
+        0,
+        n_full,
+        lambda i, acc: xp.logaddexp(acc, xp.logsumexp(draw(chunk, xp.fold_in(seed, i)), 0)),
+        xp.full((batch,), -math.inf),
+    )
     if rem:
         acc = xp.logaddexp(acc, xp.logsumexp(draw(rem, xp.fold_in(seed, n_full)), 0))
     return acc - math.log(n)
@@ -158,20 +190,28 @@ class EvalFunctions:
     """Compiled per-batch evaluation functions of (params, dstate, y[, seed]); each returns
     per-example values."""
 
-    def __init__(self, backend: Backend, model: VAE, compiler: str, iwae_k: int, k_chunk: int, lppl_samples: int,
-                 batched: bool = False):
+    def __init__(
+        self,
+        backend: Backend,
+        model: VAE,
+        compiler: str,
+        iwae_k: int,
+        k_chunk: int,
+        lppl_samples: int,
+        batched: bool = False,
+    ):
         """`batched`: every function mapped over a leading seed axis of all its arguments."""
         xp, lik = backend.xp, model.likelihood
-        compiled = lambda f: backend.compile(backend.vmap(f) if batched else f, compiler)  # noqa: E731
+        compiled = lambda f: backend.compile(backend.vmap(f) if batched else f, compiler)
 
         def iwae(params, dstate, y, seed):
             q = model.posterior(params, y)
-            draw = lambda n, s: model.log_weights(params, dstate, y, q, n, s)[0]  # noqa: E731
+            draw = lambda n, s: model.log_weights(params, dstate, y, q, n, s)[0]
             return _log_mean_exp_chunked(xp, draw, iwae_k, k_chunk, seed, y.shape[0])
 
         def lppl(params, dstate, y, seed):
             q = model.posterior(params, y)
-            draw = lambda n, s: model.log_weights(params, dstate, y, q, n, s)[1]  # noqa: E731
+            draw = lambda n, s: model.log_weights(params, dstate, y, q, n, s)[1]
             return _log_mean_exp_chunked(xp, draw, lppl_samples, k_chunk, seed, y.shape[0])
 
         def elbo(params, dstate, y, seed):

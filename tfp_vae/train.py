@@ -39,15 +39,27 @@ class _SeedTrack:
         self.best_val, self.best, self.since_best = -math.inf, None, 0
         self.active = True
 
-    def end_epoch(self, epoch: int, steps_per_epoch: int, bad_step: int, train_objective: float, train_bound: float,
-                  check: dict[str, float | None], snapshot: Callable[[], Trained], elapsed: float,
-                  log: Callable[[str], None]) -> None:
+    def end_epoch(
+        self,
+        epoch: int,
+        steps_per_epoch: int,
+        bad_step: int,
+        train_objective: float,
+        train_bound: float,
+        check: dict[str, float | None],
+        snapshot: Callable[[], Trained],
+        elapsed: float,
+        log: Callable[[str], None],
+    ) -> None:
         """Record one epoch: the non-finite guard, the curves, the best epoch and early stopping."""
         result, cfg = self.result, self.spec.train
         result.epochs_run = epoch + 1
         if bad_step >= 0:
-            result.nonfinite = {"epoch": bad_step // steps_per_epoch, "step": bad_step % steps_per_epoch,
-                                "global_step": bad_step}
+            result.nonfinite = {
+                "epoch": bad_step // steps_per_epoch,
+                "step": bad_step % steps_per_epoch,
+                "global_step": bad_step,
+            }
             for key in result.curves:
                 result.curves[key].append(None)
             log(f"  {self.tag}epoch {epoch + 1}: non-finite loss or gradient at step {bad_step}; run ended")
@@ -58,12 +70,15 @@ class _SeedTrack:
             value = values[key]
             result.curves[key].append(None if value is None else _finite_or_none(value))
         val_bound, min_sigma, excess = check["val_bound"], check["val_min_sigma"], check["val_excess_density_frac"]
-        sigma_text = "" if min_sigma is None else (f"  min sd {min_sigma:.3g}  "
-                                                   f"sd below tau {check['val_frac_below_tau']:.2%}")
+        sigma_text = (
+            "" if min_sigma is None else (f"  min sd {min_sigma:.3g}  sd below tau {check['val_frac_below_tau']:.2%}")
+        )
         sigma_text += "" if excess is None else f"  excess density {excess:.2%}"
         lppl_text = f"  val lppl {check['val_lppl']:.2f}" if "val_lppl" in check else ""
-        log(f"  {self.tag}epoch {epoch + 1}/{cfg.epochs}: train bound {train_bound:.2f}  "
-            f"val bound {val_bound:.2f}{lppl_text}{sigma_text}  ({elapsed:.1f} s)")
+        log(
+            f"  {self.tag}epoch {epoch + 1}/{cfg.epochs}: train bound {train_bound:.2f}  "
+            f"val bound {val_bound:.2f}{lppl_text}{sigma_text}  ({elapsed:.1f} s)"
+        )
         monitored = check[cfg.monitor]
         if monitored is not None and math.isfinite(monitored) and monitored - cfg.min_delta > self.best_val:
             self.best_val, self.since_best, result.best_epoch = monitored, 0, epoch
@@ -81,34 +96,58 @@ def epoch_inputs(specs: list[RunSpec], epoch: int, n_train: int, batch_size: int
     would: rows int32 (T, S, B) (a fresh permutation per seed and epoch, the remainder dropped) and
     seeds int32 (T, S, 2, 2) (dequantization and latent noise per step)."""
     steps = n_train // batch_size
-    rows = np.stack([numpy_rng(spec.seed, "shuffle", epoch).permutation(n_train)[:steps * batch_size]
-                     .reshape(steps, batch_size) for spec in specs], 1).astype(np.int32)
-    seeds = np.array([[[derive_seed(spec.seed, "dequant", epoch, i), derive_seed(spec.seed, "z", epoch, i)]
-                       for spec in specs] for i in range(steps)], dtype=np.int32).reshape(steps, len(specs), 2, 2)
+    rows = np.stack(
+        [
+            numpy_rng(spec.seed, "shuffle", epoch).permutation(n_train)[: steps * batch_size].reshape(steps, batch_size)
+            for spec in specs
+        ],
+        1,
+    ).astype(np.int32)
+    seeds = np.array(
+        [
+            [[derive_seed(spec.seed, "dequant", epoch, i), derive_seed(spec.seed, "z", epoch, i)] for spec in specs]
+            for i in range(steps)
+        ],
+        dtype=np.int32,
+    ).reshape(steps, len(specs), 2, 2)
     return rows, seeds
 
 
-def validate(backend: Backend, model: VAE, state: Trained, val: list[EvalData], specs: list[RunSpec],
-             data: DataContext, evals: EvalFunctions, epoch: int, batched: bool) -> list[dict[str, float | None]]:
+def validate(
+    backend: Backend,
+    model: VAE,
+    state: Trained,
+    val: list[EvalData],
+    specs: list[RunSpec],
+    data: DataContext,
+    evals: EvalFunctions,
+    epoch: int,
+    batched: bool,
+) -> list[dict[str, float | None]]:
     """Per seed: validation bound, smallest sd, fraction of sd below tau and excess-density fraction
     (and the validation LPPL where early stopping watches it), every seed of a group evaluated in
     one call per batch."""
     spec, lik = specs[0], model.likelihood
-    bounds = per_example_group(backend, evals.elbo, state, val, spec.eval.batch_size, ("val_z", epoch), specs,
-                               batched)
+    bounds = per_example_group(backend, evals.elbo, state, val, spec.eval.batch_size, ("val_z", epoch), specs, batched)
     at_mean = per_example_group(backend, evals.at_mean, state, val, spec.eval.batch_size, None, specs, batched)
-    lppls = (per_example_group(backend, evals.lppl, state, val, spec.eval.batch_size, ("val_lppl_z", epoch), specs,
-                               batched) if spec.train.monitor == "val_lppl" else None)
+    lppls = (
+        per_example_group(backend, evals.lppl, state, val, spec.eval.batch_size, ("val_lppl_z", epoch), specs, batched)
+        if spec.train.monitor == "val_lppl"
+        else None
+    )
     out = []
     for s, ((bound,), (_, std, log_density, _, _)) in enumerate(zip(bounds, at_mean)):
-        out.append({
-            **({} if lppls is None else {"val_lppl": float(np.mean(lppls[s][0]))}),
-            "val_bound": float(np.mean(bound)),
-            "val_min_sigma": float(np.min(std)) if lik.has_scale else None,
-            "val_frac_below_tau": float(np.mean(std < data.tau)) if lik.has_scale else None,
-            "val_excess_density_frac": (excess_density_frac(log_density, data, spec.eval.density_c)
-                                        if lik.has_density else None),
-        })
+        out.append(
+            {
+                **({} if lppls is None else {"val_lppl": float(np.mean(lppls[s][0]))}),
+                "val_bound": float(np.mean(bound)),
+                "val_min_sigma": float(np.min(std)) if lik.has_scale else None,
+                "val_frac_below_tau": float(np.mean(std < data.tau)) if lik.has_scale else None,
+                "val_excess_density_frac": (
+                    excess_density_frac(log_density, data, spec.eval.density_c) if lik.has_density else None
+                ),
+            }
+        )
     return out
 
 
@@ -126,12 +165,23 @@ def make_group_epoch(backend: Backend, model: VAE, spec: RunSpec, data: DataCont
     and train every seed (or every seed batch) of the group with them, so that they compile once."""
     multipliers = multiplier_tree(model, model.init(spec.seed))
     cfg = spec.train
-    opt_init, run = make_train_epoch(backend, model, spec.scaling, data.levels, cfg.learning_rate, multipliers,
-                                     cfg.compiler, batched, cfg.mc_samples)
+    opt_init, run = make_train_epoch(
+        backend, model, spec.scaling, data.levels, cfg.learning_rate, multipliers, cfg.compiler, batched, cfg.mc_samples
+    )
     warm = None
     if cfg.variance_warmup_epochs:
-        warm = make_train_epoch(backend, model, spec.scaling, data.levels, cfg.learning_rate, multipliers,
-                                cfg.compiler, batched, cfg.mc_samples, warmup=True)[1]
+        warm = make_train_epoch(
+            backend,
+            model,
+            spec.scaling,
+            data.levels,
+            cfg.learning_rate,
+            multipliers,
+            cfg.compiler,
+            batched,
+            cfg.mc_samples,
+            warmup=True,
+        )[1]
     return GroupEpoch(opt_init, run, warm)
 
 
@@ -173,8 +223,9 @@ def _state_trees(state: TrainState, template: TrainState, view: Callable) -> lis
     pairs = [(state.params, template.params), (state.opt_state, template.opt_state), (state.carry, template.carry)]
     for s, track in enumerate(state.tracks):
         if track.best is not None:
-            pairs.append(((track.best.params, track.best.dstate),
-                          (view(template.params, s), view(template.carry["dstate"], s))))
+            pairs.append(
+                ((track.best.params, track.best.dstate), (view(template.params, s), view(template.carry["dstate"], s)))
+            )
     return pairs
 
 
@@ -182,25 +233,40 @@ def save_state(backend: Backend, path, state: TrainState, specs: list[RunSpec]) 
     """Write `state` to the checkpoint file `path` (tfp_vae/checkpoint.py)."""
     from tfp_vae.environment import git_commit
 
-    leaves = [backend.to_numpy(leaf) for tree in (state.params, state.opt_state, state.carry)
-              for leaf in backend.tree_leaves(tree)]
+    leaves = [
+        backend.to_numpy(leaf)
+        for tree in (state.params, state.opt_state, state.carry)
+        for leaf in backend.tree_leaves(tree)
+    ]
     for track in state.tracks:
         if track.best is not None:
             leaves += [backend.to_numpy(leaf) for leaf in backend.tree_leaves((track.best.params, track.best.dstate))]
-    meta = {"run_ids": [spec.run_id() for spec in specs], "epoch": state.epoch,
-            "train_s": state.train_s + sum(state.epoch_s), "segments": state.segments,
-            "git_commit": git_commit().get("commit"),
-            "tracks": [{"best_val": track.best_val, "since_best": track.since_best, "active": track.active,
-                        "has_best": track.best is not None, "result": dataclasses.asdict(track.result)}
-                       for track in state.tracks]}
+    meta = {
+        "run_ids": [spec.run_id() for spec in specs],
+        "epoch": state.epoch,
+        "train_s": state.train_s + sum(state.epoch_s),
+        "segments": state.segments,
+        "git_commit": git_commit().get("commit"),
+        "tracks": [
+            {
+                "best_val": track.best_val,
+                "since_best": track.since_best,
+                "active": track.active,
+                "has_best": track.best is not None,
+                "result": dataclasses.asdict(track.result),
+            }
+            for track in state.tracks
+        ],
+    }
     checkpoint.save(path, meta, leaves)
 
 
-def restore_state(backend: Backend, meta: dict[str, Any], leaves: list[np.ndarray], fresh: TrainState,
-                  batched: bool) -> TrainState:
+def restore_state(
+    backend: Backend, meta: dict[str, Any], leaves: list[np.ndarray], fresh: TrainState, batched: bool
+) -> TrainState:
     """The state a checkpoint holds, rebuilt on the structure of a fresh one of the same specs."""
     it = iter(leaves)
-    fill = lambda tree: backend.tree_map(lambda _: backend.asarray(next(it)), tree)  # noqa: E731
+    fill = lambda tree: backend.tree_map(lambda _: backend.asarray(next(it)), tree)
     view = _seed_view(backend, batched)
     params, opt_state, carry = fill(fresh.params), fill(fresh.opt_state), fill(fresh.carry)
     for s, (track, saved) in enumerate(zip(fresh.tracks, meta["tracks"])):
@@ -209,8 +275,7 @@ def restore_state(backend: Backend, meta: dict[str, Any], leaves: list[np.ndarra
         if saved["has_best"]:
             best_params, best_dstate = fill((view(fresh.params, s), view(fresh.carry["dstate"], s)))
             track.best = Trained(best_params, best_dstate)
-    return TrainState(meta["epoch"], params, opt_state, carry, fresh.tracks, [], meta["train_s"],
-                      meta["segments"])
+    return TrainState(meta["epoch"], params, opt_state, carry, fresh.tracks, [], meta["train_s"], meta["segments"])
 
 
 class _Saver:
@@ -235,10 +300,18 @@ def _segment(from_epoch: int) -> dict[str, Any]:
     return {"from_epoch": from_epoch, "machine": machine_slug(), "cpu": cpu_model()}
 
 
-def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Splits, data: DataContext,
-                evals: EvalFunctions, group_epoch: GroupEpoch,
-                log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), tag_seeds: bool | None = None,
-                checkpoint_path=None) -> list[tuple[Trained, TrainingResult]]:
+def train_group(
+    backend: Backend,
+    model: VAE,
+    specs: list[RunSpec],
+    splits: Splits,
+    data: DataContext,
+    evals: EvalFunctions,
+    group_epoch: GroupEpoch,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    tag_seeds: bool | None = None,
+    checkpoint_path=None,
+) -> list[tuple[Trained, TrainingResult]]:
     """Train specs that differ only in their seed together, one compiled epoch for all of them (seed
     batching, when there is more than one). Each seed keeps its own initial weights, data order,
     noise, non-finite guard, early stopping and best epoch, exactly as if it were trained alone;
@@ -258,12 +331,17 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n_train} training images")
     images = backend.asarray(splits.train.images.astype(np.float32))  # on the device once for the whole group
     state = initial_state(backend, model, specs, opt_init, batched if tag_seeds is None else tag_seeds)
-    saved = None if checkpoint_path is None else checkpoint.load(checkpoint_path, {
-        "run_ids": [spec.run_id() for spec in specs]})
+    saved = (
+        None
+        if checkpoint_path is None
+        else checkpoint.load(checkpoint_path, {"run_ids": [spec.run_id() for spec in specs]})
+    )
     if saved is not None:
         state = restore_state(backend, *saved, state, batched)
-        log(f"  resumed from {checkpoint_path} after epoch {state.epoch} "
-            f"(written on {state.segments[-1]['cpu'] if state.segments else 'unknown'})")
+        log(
+            f"  resumed from {checkpoint_path} after epoch {state.epoch} "
+            f"(written on {state.segments[-1]['cpu'] if state.segments else 'unknown'})"
+        )
     state.segments.append(_segment(state.epoch))
     saver = _Saver(specs[0], checkpoint_path)
     t_start = time.perf_counter()
@@ -274,8 +352,9 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
         if not batched:
             rows, seeds = rows[:, 0], seeds[:, 0]
         run_epoch = group_epoch.warm if epoch < cfg.variance_warmup_epochs else group_epoch.run
-        params, opt_state, carry, metrics = run_epoch(state.params, state.opt_state, state.carry, images,
-                                                      backend.asarray(rows), backend.asarray(seeds))
+        params, opt_state, carry, metrics = run_epoch(
+            state.params, state.opt_state, state.carry, images, backend.asarray(rows), backend.asarray(seeds)
+        )
         state.params, state.opt_state, state.carry = params, opt_state, carry
         # (steps,) or (steps, seeds): per-seed means over the epoch
         train_objective = np.mean(backend.to_numpy(metrics["objective"]), 0).reshape(-1)
@@ -286,9 +365,18 @@ def train_group(backend: Backend, model: VAE, specs: list[RunSpec], splits: Spli
         checks = validate(backend, model, Trained(params, carry["dstate"]), val, specs, data, evals, epoch, batched)
         for s, track in enumerate(state.tracks):
             if track.active:
-                snapshot = lambda s=s: Trained(view(params, s), view(carry["dstate"], s))  # noqa: E731
-                track.end_epoch(epoch, steps_per_epoch, int(bad_steps[s]), float(train_objective[s]),
-                                float(train_bound[s]), checks[s], snapshot, elapsed, log)
+                snapshot = lambda s=s: Trained(view(params, s), view(carry["dstate"], s))
+                track.end_epoch(
+                    epoch,
+                    steps_per_epoch,
+                    int(bad_steps[s]),
+                    float(train_objective[s]),
+                    float(train_bound[s]),
+                    checks[s],
+                    snapshot,
+                    elapsed,
+                    log,
+                )
         # a stopped seed keeps stepping with the others (its best epoch is already kept) until all stop
         state.epoch = epoch + 1
         if state.epoch < cfg.epochs and any(track.active for track in state.tracks) and saver.due(state.epoch):

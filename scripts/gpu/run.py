@@ -18,20 +18,45 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-JAX_TESTS = ["tests/test_jax_without_tensorflow.py", "tests/test_seed_batching.py", "tests/test_precision.py",
-             "tests/test_decoder_log_prob.py", "tests/test_training_objectives.py"]
+JAX_TESTS = [
+    "tests/test_jax_without_tensorflow.py",
+    "tests/test_seed_batching.py",
+    "tests/test_precision.py",
+    "tests/test_decoder_log_prob.py",
+    "tests/test_training_objectives.py",
+]
 
 
 #: What differs between the GPU run and its dry run on the CPU.
 PROFILES = {
-    "gpu": {"device": "gpu", "platform": "cuda", "bench_seeds": "1,16,64,256,1024",
-            "bench_modes": "float32,tf32,bfloat16", "bench_steps": "32", "bench_layouts": "vmap",
-            "pytest_k": None, "study": {}, "limits": (120, 150, 100, 50)},  # with the 60 s check: 8 minutes
-    "dry-run": {"device": "cpu", "platform": "cpu", "bench_seeds": "2", "bench_modes": "float32", "bench_steps": "4",
-                "bench_layouts": "vmap,sequential",
-                "pytest_k": "deterministic and learned", "limits": (300, 300, 300, 300),
-                "study": {"seeds": [0, 1], "scalings": ["raw"], "decoders": {"learned": {}, "floor": {"xi": 0.02}},
-                          "train": {"epochs": 2}, "eval": {"iwae_k": 10}}},
+    "gpu": {
+        "device": "gpu",
+        "platform": "cuda",
+        "bench_seeds": "1,16,64,256,1024",
+        "bench_modes": "float32,tf32,bfloat16",
+        "bench_steps": "32",
+        "bench_layouts": "vmap",
+        "pytest_k": None,
+        "study": {},
+        "limits": (120, 150, 100, 50),
+    },  # with the 60 s check: 8 minutes
+    "dry-run": {
+        "device": "cpu",
+        "platform": "cpu",
+        "bench_seeds": "2",
+        "bench_modes": "float32",
+        "bench_steps": "4",
+        "bench_layouts": "vmap,sequential",
+        "pytest_k": "deterministic and learned",
+        "limits": (300, 300, 300, 300),
+        "study": {
+            "seeds": [0, 1],
+            "scalings": ["raw"],
+            "decoders": {"learned": {}, "floor": {"xi": 0.02}},
+            "train": {"epochs": 2},
+            "eval": {"iwae_k": 10},
+        },
+    },
 }
 
 
@@ -78,11 +103,17 @@ def main(argv: list[str]) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = (out / "log.txt").open("a")
-    env = {**os.environ, "JAX_PLATFORMS": profile["platform"], "TFP_VAE_TEST_DEVICE": profile["device"],
-           "TFP_VAE_BENCH_DEVICE": profile["device"], "TFP_VAE_BENCH_SEEDS": profile["bench_seeds"],
-           "TFP_VAE_BENCH_MODES": profile["bench_modes"], "TFP_VAE_BENCH_STEPS": profile["bench_steps"],
-           "TFP_VAE_BENCH_LAYOUTS": profile["bench_layouts"],
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": profile["platform"],
+        "TFP_VAE_TEST_DEVICE": profile["device"],
+        "TFP_VAE_BENCH_DEVICE": profile["device"],
+        "TFP_VAE_BENCH_SEEDS": profile["bench_seeds"],
+        "TFP_VAE_BENCH_MODES": profile["bench_modes"],
+        "TFP_VAE_BENCH_STEPS": profile["bench_steps"],
+        "TFP_VAE_BENCH_LAYOUTS": profile["bench_layouts"],
+        "PYTHONUNBUFFERED": "1",
+    }
     results: dict[str, int] = {}
 
     def step(label: str, cmd: list[str], limit: int) -> int:
@@ -99,15 +130,32 @@ def main(argv: list[str]) -> int:
         return rc
 
     py = sys.executable
-    code = ("import jax; d = jax.devices(); print(d); "
-            f"assert any(x.platform == {'gpu' if profile['device'] == 'gpu' else 'cpu'!r} for x in d), d")
+    code = (
+        "import jax; d = jax.devices(); print(d); "
+        f"assert any(x.platform == {'gpu' if profile['device'] == 'gpu' else 'cpu'!r} for x in d), d"
+    )
     if step("jax sees the device", [py, "-c", code], 60) != 0:
         return 1
     t_tests, t_bench, t_study, t_repro = profile["limits"]
     k = ["-k", profile["pytest_k"]] if profile["pytest_k"] else []
     step("JAX tests", [py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *k, *JAX_TESTS], t_tests)
-    step("compiled-epoch benchmark", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "benchmarks/test_throughput.py",
-                                      "-k", "test_compiled_epoch", "--benchmark-json", str(out / "benchmark.json")], t_bench)
+    step(
+        "compiled-epoch benchmark",
+        [
+            py,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "benchmarks/test_throughput.py",
+            "-k",
+            "test_compiled_epoch",
+            "--benchmark-json",
+            str(out / "benchmark.json"),
+        ],
+        t_bench,
+    )
     bench_json = out / "benchmark.json"
     if bench_json.is_file():  # the device against every committed CPU's figures
         from tfp_vae.report.bench_compare import device_ratio_table
@@ -119,10 +167,28 @@ def main(argv: list[str]) -> int:
     study_path = out / f"{name}.toml"
     study_path.write_text(toml_text(gpu_study(profile, name)))
     cli = [py, "-c", "import sys; from tfp_vae.cli import main; sys.exit(main(sys.argv[1:]))"]
-    step("quick study, JAX on the device", [*cli, "run", str(study_path), "--results", str(out / "runs"),
-                                            "--workers", "1", "--seeds-per-group", "16"], t_study)
-    step("reproduce one record", [*cli, "reproduce", str(study_path), "--results", str(out / "runs"),
-                                  "--out", str(out / "reproductions"), "--sample", "1", "--workers", "1"], t_repro)
+    step(
+        "quick study, JAX on the device",
+        [*cli, "run", str(study_path), "--results", str(out / "runs"), "--workers", "1", "--seeds-per-group", "16"],
+        t_study,
+    )
+    step(
+        "reproduce one record",
+        [
+            *cli,
+            "reproduce",
+            str(study_path),
+            "--results",
+            str(out / "runs"),
+            "--out",
+            str(out / "reproductions"),
+            "--sample",
+            "1",
+            "--workers",
+            "1",
+        ],
+        t_repro,
+    )
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
     return 0 if all(rc == 0 for rc in results.values()) else 1

@@ -38,8 +38,9 @@ def get_backend(name: str) -> Backend:
     try:
         return importlib.import_module(module).BACKEND
     except ImportError as exc:
-        raise ConfigError(f"backend {name!r} is not installed here ({exc}); "
-                          f"install tfp-vae with the [{name}] extra") from None
+        raise ConfigError(
+            f"backend {name!r} is not installed here ({exc}); install tfp-vae with the [{name}] extra"
+        ) from None
 
 
 def installed_backends() -> list[str]:

@@ -43,21 +43,45 @@ def _sum_image(x):
 
 
 OPS = Ops(
-    exp=jnp.exp, log=jnp.log, sqrt=jnp.sqrt, square=jnp.square, softplus=jax.nn.softplus, sigmoid=jax.nn.sigmoid,
-    relu=jax.nn.relu, elu=jax.nn.elu, floor=jnp.floor, round=jnp.round, clip=jnp.clip, where=jnp.where,
-    stop_gradient=jax.lax.stop_gradient, digamma=jax.scipy.special.digamma, isfinite=jnp.isfinite,
-    sum=lambda x, axis=None: jnp.sum(x, axis), sum_image=_sum_image,
-    mean=lambda x, axis=None: jnp.mean(x, axis), all=jnp.all,
-    logsumexp=lambda x, axis=None: jax.scipy.special.logsumexp(x, axis), logaddexp=jnp.logaddexp,
-    fori_loop=jax.lax.fori_loop, choose=jax.lax.cond, take=lambda x, idx: jnp.take(x, idx, axis=0),
-    set_row=lambda buf, i, value: buf.at[i].set(value), matmul=jnp.matmul, reshape=jnp.reshape, moveaxis=jnp.moveaxis,
-    matmul_bf16=lambda a, b: jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
-                                        preferred_element_type=jnp.float32),
-    concat=lambda xs, axis: jnp.concatenate(xs, axis), stack=lambda xs, axis=0: jnp.stack(xs, axis),
-    broadcast_to=jnp.broadcast_to, full=lambda shape, value: jnp.full(shape, value, jnp.float32),
+    exp=jnp.exp,
+    log=jnp.log,
+    sqrt=jnp.sqrt,
+    square=jnp.square,
+    softplus=jax.nn.softplus,
+    sigmoid=jax.nn.sigmoid,
+    relu=jax.nn.relu,
+    elu=jax.nn.elu,
+    floor=jnp.floor,
+    round=jnp.round,
+    clip=jnp.clip,
+    where=jnp.where,
+    stop_gradient=jax.lax.stop_gradient,
+    digamma=jax.scipy.special.digamma,
+    isfinite=jnp.isfinite,
+    sum=lambda x, axis=None: jnp.sum(x, axis),
+    sum_image=_sum_image,
+    mean=lambda x, axis=None: jnp.mean(x, axis),
+    all=jnp.all,
+    logsumexp=lambda x, axis=None: jax.scipy.special.logsumexp(x, axis),
+    logaddexp=jnp.logaddexp,
+    fori_loop=jax.lax.fori_loop,
+    choose=jax.lax.cond,
+    take=lambda x, idx: jnp.take(x, idx, axis=0),
+    set_row=lambda buf, i, value: buf.at[i].set(value),
+    matmul=jnp.matmul,
+    reshape=jnp.reshape,
+    moveaxis=jnp.moveaxis,
+    matmul_bf16=lambda a, b: jnp.matmul(
+        a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32
+    ),
+    concat=lambda xs, axis: jnp.concatenate(xs, axis),
+    stack=lambda xs, axis=0: jnp.stack(xs, axis),
+    broadcast_to=jnp.broadcast_to,
+    full=lambda shape, value: jnp.full(shape, value, jnp.float32),
     conv2d=lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DIMS),
-    conv2d_transpose=lambda x, w: jax.lax.conv_transpose(x, w, (2, 2), "SAME", dimension_numbers=DIMS,
-                                                         transpose_kernel=True),
+    conv2d_transpose=lambda x, w: jax.lax.conv_transpose(
+        x, w, (2, 2), "SAME", dimension_numbers=DIMS, transpose_kernel=True
+    ),
     normal=lambda seed, shape: jax.random.normal(_key(seed), shape, jnp.float32),
     uniform=lambda seed, shape: jax.random.uniform(_key(seed), shape, jnp.float32),
     fold_in=_fold_in,
@@ -90,8 +114,9 @@ def configure(device: str, tf32: bool) -> str:
     jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
     gpus = [d for d in jax.devices() if d.platform == "gpu"]
     if device == "gpu" and not gpus:
-        raise ConfigError("device = 'gpu' was asked for but JAX sees no GPU on this machine; "
-                          "use device = 'cpu' or 'auto'")
+        raise ConfigError(
+            "device = 'gpu' was asked for but JAX sees no GPU on this machine; use device = 'cpu' or 'auto'"
+        )
     return "gpu:0" if device == "gpu" or (device == "auto" and gpus) else "cpu:0"
 
 
@@ -116,8 +141,17 @@ def _gpu_fields(gpus: list) -> dict[str, Any]:
     except AttributeError:
         cuda = None
     try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=20).stdout.split("\n")[0].strip() or None
+        driver = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            .stdout.split("\n")[0]
+            .strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         driver = None
     memory = [(d.memory_stats() or {}).get("bytes_limit", 0) / 2**20 for d in gpus]
@@ -133,8 +167,12 @@ def environment(device: str) -> dict[str, Any]:
     except (ImportError, AttributeError):
         jaxlib_version = None
     return {
-        "framework_versions": {"jax": jax.__version__, "jaxlib": jaxlib_version, "optax": optax.__version__,
-                               "tensorflow_probability": tfp.__version__},
+        "framework_versions": {
+            "jax": jax.__version__,
+            "jaxlib": jaxlib_version,
+            "optax": optax.__version__,
+            "tensorflow_probability": tfp.__version__,
+        },
         "threads": {"xla_cpu_devices": len(jax.devices("cpu"))},
         "gpus": [d.device_kind for d in gpus],
         **_gpu_fields(gpus),
@@ -145,8 +183,19 @@ def environment(device: str) -> dict[str, Any]:
 
 
 BACKEND = Backend(
-    name="jax", xp=OPS, tfd=tfp.distributions, asarray=asarray, to_numpy=lambda t: np.asarray(t),
-    tree_map=jax.tree_util.tree_map, tree_leaves=jax.tree_util.tree_leaves, value_and_grad=value_and_grad, vmap=jax.vmap,
-    compile=_compile, adam=adam, configure=configure, device_scope=device_scope,
-    peak_memory_mib=peak_memory_mib, environment=environment,
+    name="jax",
+    xp=OPS,
+    tfd=tfp.distributions,
+    asarray=asarray,
+    to_numpy=lambda t: np.asarray(t),
+    tree_map=jax.tree_util.tree_map,
+    tree_leaves=jax.tree_util.tree_leaves,
+    value_and_grad=value_and_grad,
+    vmap=jax.vmap,
+    compile=_compile,
+    adam=adam,
+    configure=configure,
+    device_scope=device_scope,
+    peak_memory_mib=peak_memory_mib,
+    environment=environment,
 )

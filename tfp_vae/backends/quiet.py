@@ -15,13 +15,17 @@ import sys
 import tempfile
 from typing import Iterator
 
-NOISE = re.compile("|".join([
-    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
-    r"^I0000 \S+ +\d+ \S+\] ",  # INFO lines of the C++ runtime
-    r"cuda_platform\.cc:\d+\] failed call to cuInit",  # no GPU on this machine: not an error here
-    r"^To enable the following instructions: .* rebuild TensorFlow",
-    r"^This TensorFlow binary is optimized to use available CPU instructions",
-]))
+NOISE = re.compile(
+    "|".join(
+        [
+            r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+            r"^I0000 \S+ +\d+ \S+\] ",  # INFO lines of the C++ runtime
+            r"cuda_platform\.cc:\d+\] failed call to cuInit",  # no GPU on this machine: not an error here
+            r"^To enable the following instructions: .* rebuild TensorFlow",
+            r"^This TensorFlow binary is optimized to use available CPU instructions",
+        ]
+    )
+)
 
 
 @contextlib.contextmanager

@@ -9,12 +9,12 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's later chatter; real errors still show
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tfp_vae.backends.base import Backend, Ops  # noqa: E402
-from tfp_vae.backends.quiet import startup_noise_filtered  # noqa: E402
-from tfp_vae.environment import host_peak_memory_mib  # noqa: E402
-from tfp_vae.errors import ConfigError  # noqa: E402
+from tfp_vae.backends.base import Backend, Ops
+from tfp_vae.backends.quiet import startup_noise_filtered
+from tfp_vae.environment import host_peak_memory_mib
+from tfp_vae.errors import ConfigError
 
 with startup_noise_filtered():
     import tensorflow as tf
@@ -73,25 +73,46 @@ def _matmul_bf16(a, b):
     bfloat16 matmul cannot say it: on a CPU without bf16 units (AMD EPYC here) its kernel
     accumulates in bfloat16 (results 0.6 % off on a 3x4x5 product), and with oneDNN it rounds
     the float32 sum to bfloat16, so the number would depend on the CPU."""
-    widen = lambda x: tf.cast(tf.cast(x, tf.bfloat16), tf.float32)  # noqa: E731
+    widen = lambda x: tf.cast(tf.cast(x, tf.bfloat16), tf.float32)
     return tf.matmul(widen(a), widen(b))
 
 
 OPS = Ops(
-    exp=tf.exp, log=tf.math.log, sqrt=tf.sqrt, square=tf.square, softplus=tf.math.softplus, sigmoid=tf.sigmoid,
-    relu=tf.nn.relu, elu=tf.nn.elu, floor=tf.floor, round=tf.round, clip=tf.clip_by_value, where=tf.where,
-    stop_gradient=tf.stop_gradient, digamma=tf.math.digamma, isfinite=tf.math.is_finite,
-    sum=lambda x, axis=None: tf.reduce_sum(x, axis), sum_image=_sum_image,
+    exp=tf.exp,
+    log=tf.math.log,
+    sqrt=tf.sqrt,
+    square=tf.square,
+    softplus=tf.math.softplus,
+    sigmoid=tf.sigmoid,
+    relu=tf.nn.relu,
+    elu=tf.nn.elu,
+    floor=tf.floor,
+    round=tf.round,
+    clip=tf.clip_by_value,
+    where=tf.where,
+    stop_gradient=tf.stop_gradient,
+    digamma=tf.math.digamma,
+    isfinite=tf.math.is_finite,
+    sum=lambda x, axis=None: tf.reduce_sum(x, axis),
+    sum_image=_sum_image,
     mean=lambda x, axis=None: tf.reduce_mean(x, axis),
-    all=lambda x: tf.reduce_all(x), logsumexp=lambda x, axis=None: tf.reduce_logsumexp(x, axis),
-    logaddexp=lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), 0), fori_loop=_fori_loop, choose=_choose,
+    all=lambda x: tf.reduce_all(x),
+    logsumexp=lambda x, axis=None: tf.reduce_logsumexp(x, axis),
+    logaddexp=lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), 0),
+    fori_loop=_fori_loop,
+    choose=_choose,
     take=lambda x, idx: tf.gather(x, idx, axis=0),
     set_row=lambda buf, i, value: tf.tensor_scatter_nd_update(buf, tf.reshape(i, (1, 1)), value[None]),
-    matmul=tf.matmul, matmul_bf16=_matmul_bf16, reshape=tf.reshape,
-    moveaxis=tf.experimental.numpy.moveaxis, concat=lambda xs, axis: tf.concat(xs, axis),
-    stack=lambda xs, axis=0: tf.stack(xs, axis), broadcast_to=tf.broadcast_to,
+    matmul=tf.matmul,
+    matmul_bf16=_matmul_bf16,
+    reshape=tf.reshape,
+    moveaxis=tf.experimental.numpy.moveaxis,
+    concat=lambda xs, axis: tf.concat(xs, axis),
+    stack=lambda xs, axis=0: tf.stack(xs, axis),
+    broadcast_to=tf.broadcast_to,
     full=lambda shape, value: tf.fill(shape, tf.constant(value, tf.float32)),
-    conv2d=lambda x, w: tf.nn.conv2d(x, w, strides=2, padding="SAME"), conv2d_transpose=_conv2d_transpose,
+    conv2d=lambda x, w: tf.nn.conv2d(x, w, strides=2, padding="SAME"),
+    conv2d_transpose=_conv2d_transpose,
     # philox asked for explicitly: under XLA on CPU "auto_select" made the training step ~3x slower
     normal=lambda seed, shape: tf.random.stateless_normal(shape, seed, alg="philox"),
     uniform=lambda seed, shape: tf.random.stateless_uniform(shape, seed, alg="philox"),
@@ -157,8 +178,9 @@ def configure(device: str, tf32: bool) -> str:
     with startup_noise_filtered():  # the first device probe reports a missing CUDA driver
         gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
-        raise ConfigError("device = 'gpu' was asked for but TensorFlow sees no GPU on this machine; "
-                          "use device = 'cpu' or 'auto'")
+        raise ConfigError(
+            "device = 'gpu' was asked for but TensorFlow sees no GPU on this machine; use device = 'cpu' or 'auto'"
+        )
     return "/GPU:0" if device == "gpu" or (device == "auto" and gpus) else "/CPU:0"
 
 
@@ -177,8 +199,10 @@ def environment(device: str) -> dict[str, Any]:
     on_gpu = bool(gpus) and "gpu" in device.lower()
     return {
         "framework_versions": {"tensorflow": tf.__version__, "tensorflow_probability": tfp.__version__},
-        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+        "threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
         "gpus": [tf.config.experimental.get_device_details(g).get("device_name") for g in gpus],
         # the build's CUDA says nothing about a run on a CPU: only a GPU run names it
         "cuda_version": build.get("cuda_version") if on_gpu else None,
@@ -189,11 +213,22 @@ def environment(device: str) -> dict[str, Any]:
 
 
 BACKEND = Backend(
-    name="tensorflow", xp=OPS, tfd=tfp.distributions, asarray=asarray, to_numpy=lambda t: np.asarray(t),
-    tree_map=tf.nest.map_structure, tree_leaves=tf.nest.flatten, value_and_grad=value_and_grad, vmap=vmap,
+    name="tensorflow",
+    xp=OPS,
+    tfd=tfp.distributions,
+    asarray=asarray,
+    to_numpy=lambda t: np.asarray(t),
+    tree_map=tf.nest.map_structure,
+    tree_leaves=tf.nest.flatten,
+    value_and_grad=value_and_grad,
+    vmap=vmap,
     # autograph off: the core has no tensor-dependent Python control flow, and tracing is faster
-    compile=lambda f, compiler="xla": tf.function(_selecting(f, _XLA[compiler]), jit_compile=_XLA[compiler],
-                                                  autograph=False), adam=adam,
+    compile=lambda f, compiler="xla": tf.function(
+        _selecting(f, _XLA[compiler]), jit_compile=_XLA[compiler], autograph=False
+    ),
+    adam=adam,
     configure=configure,
-    device_scope=lambda device: tf.device(device), peak_memory_mib=peak_memory_mib, environment=environment,
+    device_scope=lambda device: tf.device(device),
+    peak_memory_mib=peak_memory_mib,
+    environment=environment,
 )

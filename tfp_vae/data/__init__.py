@@ -50,4 +50,14 @@ def load_splits(name: str, validation_fraction: float) -> Splits:
     return split_pool(train_pool, test, validation_fraction)
 
 
-__all__ = ["DATASETS", "DatasetEntry", "FileSpec", "ImageData", "Splits", "dataset_entry", "load_pool", "load_splits", "split_pool"]
+__all__ = [
+    "DATASETS",
+    "DatasetEntry",
+    "FileSpec",
+    "ImageData",
+    "Splits",
+    "dataset_entry",
+    "load_pool",
+    "load_splits",
+    "split_pool",
+]

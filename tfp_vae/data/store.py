@@ -82,8 +82,10 @@ def verify(raw: bytes, spec: FileSpec, where: str) -> bytes:
     else:
         return payload  # no published checksum: such files only come from the user's own directories
     if got != expected:
-        raise DataError(f"{where}: SHA-256 of the {what} is {got}, expected {expected}; the file is corrupt or "
-                        f"not the published one, and was not used")
+        raise DataError(
+            f"{where}: SHA-256 of the {what} is {got}, expected {expected}; the file is corrupt or "
+            f"not the published one, and was not used"
+        )
     return payload
 
 
@@ -104,13 +106,17 @@ def download(url: str, dest: Path, spec: FileSpec, timeout: float = DOWNLOAD_TIM
     temporary file, so the cache never holds a partial or unverified file.
     """
     if spec.archive_sha256 is None and spec.payload_sha256 is None:
-        raise DataError(f"{spec.name}: no published checksum is known, so it is never downloaded; place it in a data directory")
+        raise DataError(
+            f"{spec.name}: no published checksum is known, so it is never downloaded; place it in a data directory"
+        )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as exc:
-        raise DataError(f"cannot write to {dest.parent} ({exc.strerror}); set TFP_VAE_DATA_DIR or XDG_CACHE_HOME "
-                        f"to a writable directory") from None
+        raise DataError(
+            f"cannot write to {dest.parent} ({exc.strerror}); set TFP_VAE_DATA_DIR or XDG_CACHE_HOME "
+            f"to a writable directory"
+        ) from None
     tmp = Path(tmp_name)
     try:
         started = time.perf_counter()
@@ -163,6 +169,8 @@ def fetch(entry: DatasetEntry) -> Location:
 def missing(entry: DatasetEntry, why: str) -> DataError:
     looked = "\n".join(f"  - {loc.source}: {loc.directory}" for loc in candidates(entry))
     hint = f"\n{entry.install_hint}" if entry.install_hint else ""
-    return DataError(f"data set {entry.name!r} is not present ({why}). Looked in:\n{looked}\n"
-                     f"Get it with `tfp-vae data fetch {entry.name}`, or put its files "
-                     f"({', '.join(f.name for f in entry.files)}) in $TFP_VAE_DATA_DIR/{entry.name}/.{hint}")
+    return DataError(
+        f"data set {entry.name!r} is not present ({why}). Looked in:\n{looked}\n"
+        f"Get it with `tfp-vae data fetch {entry.name}`, or put its files "
+        f"({', '.join(f.name for f in entry.files)}) in $TFP_VAE_DATA_DIR/{entry.name}/.{hint}"
+    )

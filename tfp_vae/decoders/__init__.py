@@ -18,8 +18,21 @@ from tfp_vae.errors import ConfigError, unknown_name
 DECODERS: dict[str, type[Decoder]] = {
     cls.name: cls
     for cls in (
-        Fixed, Learned, Shared, SigmaVAE, Floor, StudentT, BetaNLL, MapPrecision, StudentTPixel,
-        VariationalVariance, Faithful, Natural, Bernoulli, ContinuousBernoulli, DiscretizedLogistic,
+        Fixed,
+        Learned,
+        Shared,
+        SigmaVAE,
+        Floor,
+        StudentT,
+        BetaNLL,
+        MapPrecision,
+        StudentTPixel,
+        VariationalVariance,
+        Faithful,
+        Natural,
+        Bernoulli,
+        ContinuousBernoulli,
+        DiscretizedLogistic,
     )
 }
 

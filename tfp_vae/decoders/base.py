@@ -186,8 +186,9 @@ class Decoder:
         # = self.distribution(raw, dp).log_prob: the same sum, taken by sum_image (faster on XLA)
         return self.xp.sum_image(self._distribution(raw, self._dp(dp)).log_prob(self.target(y)))
 
-    def training_terms(self, y: Array, raw: Array, dp: Mapping[str, Array] | None = None
-                       ) -> tuple[TrainingTerms, dict[str, Array]]:
+    def training_terms(
+        self, y: Array, raw: Array, dp: Mapping[str, Array] | None = None
+    ) -> tuple[TrainingTerms, dict[str, Array]]:
         """Per-example training objective and true log-likelihood (equal by default), and the
         decoder's new state (empty for stateless decoders)."""
         ll = self.log_lik(y, raw, dp)

@@ -88,7 +88,15 @@ class SigmaVAE(GaussianDecoder):
     summary = "Normal(mu, sigma*) with sigma*^2 = batch MSE, log sigma soft-clipped at min_log_sigma"
     params = (
         Param("min_log_sigma", -6.0, "soft clip of log sigma*", low=None, high=None),
-        Param("ema", 0.99, "decay of the moving average of log sigma* used at evaluation", low=0.0, low_inclusive=True, high=1.0, high_inclusive=False),
+        Param(
+            "ema",
+            0.99,
+            "decay of the moving average of log sigma* used at evaluation",
+            low=0.0,
+            low_inclusive=True,
+            high=1.0,
+            high_inclusive=False,
+        ),
     )
 
     def init_state(self):

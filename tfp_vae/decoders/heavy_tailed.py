@@ -30,7 +30,10 @@ class StudentT(Decoder):
     @classmethod
     def check_together(cls, hyper):
         if hyper["learn_nu"] and hyper["nu"] < NU_LEARNED_MIN:
-            raise ConfigError(f"decoder 'student_t': nu = {hyper['nu']!r} with learn_nu = true; a learned nu starts at >= {NU_LEARNED_MIN:g}")
+            raise ConfigError(
+                f"decoder 'student_t': nu = {hyper['nu']!r} with learn_nu = true; "
+                f"a learned nu starts at >= {NU_LEARNED_MIN:g}"
+            )
 
     def init_params(self):
         if not self.hyper["learn_nu"]:
@@ -119,8 +122,9 @@ class VariationalVariance(Decoder):
         xp, tfd = self.xp, self.tfd
         alpha, beta = self._alpha_beta(raw)
         x = self.target(y)
-        expected_ll = 0.5 * (xp.digamma(alpha) - xp.log(beta) - math.log(2.0 * math.pi)
-                             - alpha / beta * xp.square(x - raw[..., 0]))
+        expected_ll = 0.5 * (
+            xp.digamma(alpha) - xp.log(beta) - math.log(2.0 * math.pi) - alpha / beta * xp.square(x - raw[..., 0])
+        )
         prior = tfd.Gamma(xp.full((), self.hyper["prior_alpha"]), xp.full((), self.hyper["prior_beta"]))
         kl = tfd.kl_divergence(tfd.Gamma(alpha, beta), prior)
         return TrainingTerms(xp.sum_image(expected_ll - kl), self.log_lik(y, raw, dp)), {}

@@ -31,7 +31,9 @@ class Natural(Decoder):
         # written in the natural parameters, where it is convex in the network's outputs
         xp, x = self.xp, self.target(y)
         eta1, eta2 = self._natural(raw)
-        pixel = eta1 * x + eta2 * xp.square(x) + xp.square(eta1) / (4.0 * eta2) + 0.5 * xp.log(-2.0 * eta2) - HALF_LOG_2PI
+        pixel = (
+            eta1 * x + eta2 * xp.square(x) + xp.square(eta1) / (4.0 * eta2) + 0.5 * xp.log(-2.0 * eta2) - HALF_LOG_2PI
+        )
         return xp.sum_image(pixel)
 
     def mean(self, raw):

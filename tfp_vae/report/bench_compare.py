@@ -43,14 +43,27 @@ def ratio_table(new_path: Path, reference_path: Path) -> Table:
         if b["name"] not in medians:
             continue
         ratio = b["stats"]["median"] / medians[b["name"]]
-        numbers.append({"benchmark": b["name"], "median_s": b["stats"]["median"], "reference_median_s": medians[b["name"]],
-                        "time_ratio": ratio})
+        numbers.append(
+            {
+                "benchmark": b["name"],
+                "median_s": b["stats"]["median"],
+                "reference_median_s": medians[b["name"]],
+                "time_ratio": ratio,
+            }
+        )
         rows.append([b["name"], f"{b['stats']['median'] * 1e3:.1f}", f"{medians[b['name']] * 1e3:.1f}", f"{ratio:.2f}"])
     ref_machine = benchmark_machine(ref, Path(reference_path).stem)
-    caption = (f"This machine ({_info(new).get('cpu_model', '?')}) against the committed benchmarks of {ref_machine}: "
-               "median time per round, and their ratio (this / reference; below 1 is faster here).")
-    return Table("benchmark_ratios", caption, pd.DataFrame(numbers),
-                 ["benchmark", "median ms here", "median ms reference", "ratio"], rows)
+    caption = (
+        f"This machine ({_info(new).get('cpu_model', '?')}) against the committed benchmarks of {ref_machine}: "
+        "median time per round, and their ratio (this / reference; below 1 is faster here)."
+    )
+    return Table(
+        "benchmark_ratios",
+        caption,
+        pd.DataFrame(numbers),
+        ["benchmark", "median ms here", "median ms reference", "ratio"],
+        rows,
+    )
 
 
 def _epochs(data: dict) -> list[dict]:
@@ -75,11 +88,24 @@ def device_ratio_table(gpu_path: Path, cpu_path: Path) -> Table:
         if key not in best:
             continue
         ratio = e["model_examples_per_s"] / best[key]
-        numbers.append({"benchmark": b["name"], "gpu_model_examples_per_s": e["model_examples_per_s"],
-                        "cpu_best_model_examples_per_s": best[key], "ratio": ratio})
+        numbers.append(
+            {
+                "benchmark": b["name"],
+                "gpu_model_examples_per_s": e["model_examples_per_s"],
+                "cpu_best_model_examples_per_s": best[key],
+                "ratio": ratio,
+            }
+        )
         rows.append([b["name"], f"{e['model_examples_per_s']:.0f}", f"{best[key]:.0f}", f"{ratio:.1f}x"])
-    caption = (f"{benchmark_machine(gpu, Path(gpu_path).stem)} against {benchmark_machine(cpu, Path(cpu_path).stem)}: "
-               "model-examples/s of each seed-batched benchmark the GPU ran, over the most the CPU reached at the "
-               "same benchmark, backend and precision (TF32 against float32), at any number of seeds.")
-    return Table("device_ratios", caption, pd.DataFrame(numbers),
-                 ["benchmark", "GPU model-examples/s", "CPU best model-examples/s", "GPU / CPU"], rows)
+    caption = (
+        f"{benchmark_machine(gpu, Path(gpu_path).stem)} against {benchmark_machine(cpu, Path(cpu_path).stem)}: "
+        "model-examples/s of each seed-batched benchmark the GPU ran, over the most the CPU reached at the "
+        "same benchmark, backend and precision (TF32 against float32), at any number of seeds."
+    )
+    return Table(
+        "device_ratios",
+        caption,
+        pd.DataFrame(numbers),
+        ["benchmark", "GPU model-examples/s", "CPU best model-examples/s", "GPU / CPU"],
+        rows,
+    )

@@ -35,20 +35,34 @@ def _write(path: Path, text: str) -> Path:
 
 def run_summary(df) -> dict[str, str]:
     """What the records hold and where they came from, for the page's summary."""
+
     def values(column: str) -> str:
         counts = df[column].fillna("unknown").astype(str).value_counts().sort_index()
         return ", ".join(f"{k} ({v})" for k, v in counts.items())
 
-    return {"runs": f"{len(df)} ({int((df['status'] == 'ok').sum())} ok, {int((df['status'] == 'nonfinite').sum())} "
-                    f"non-finite, {int((df['status'] == 'error').sum())} failed)",
-            "data": values("dataset"), "scalings": values("scaling"), "decoders": str(df["label"].nunique()),
-            "seeds": ", ".join(str(s) for s in sorted(df["seed"].unique())), "backends": values("backend"),
-            "devices": values("device"), "CPU models": values("cpu_model"), "code (git commit)": values("commit"),
-            "TensorFlow": values("tensorflow"), "JAX": values("jax")}
+    return {
+        "runs": f"{len(df)} ({int((df['status'] == 'ok').sum())} ok, {int((df['status'] == 'nonfinite').sum())} "
+        f"non-finite, {int((df['status'] == 'error').sum())} failed)",
+        "data": values("dataset"),
+        "scalings": values("scaling"),
+        "decoders": str(df["label"].nunique()),
+        "seeds": ", ".join(str(s) for s in sorted(df["seed"].unique())),
+        "backends": values("backend"),
+        "devices": values("device"),
+        "CPU models": values("cpu_model"),
+        "code (git commit)": values("commit"),
+        "TensorFlow": values("tensorflow"),
+        "JAX": values("jax"),
+    }
 
 
-def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-                 benchmarks: str | Path | None = None, reproductions: str | Path | None = None) -> list[Path]:
+def build_report(
+    runs: str | Path,
+    out: str | Path,
+    warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    benchmarks: str | Path | None = None,
+    reproductions: str | Path | None = None,
+) -> list[Path]:
     """Write the report of the records under `runs` into `out` (with the benchmark JSON
     files under `benchmarks` and the reproduction summaries of this study under
     `reproductions`/<machine>/<study>/, if given); returns the files written."""
@@ -80,12 +94,14 @@ def build_report(runs: str | Path, out: str | Path, warn: Callable[[str], None] 
         for ext, fmt in FORMATS.items():
             written.append(_write(out / f"{t.name}.{ext}", fmt(t)))
     ok = df[df["status"] != "error"]
-    figures = {name: (draw(ok, out / f"{name}.png"), " ".join((draw.__doc__ or "").split()))
-               for name, draw in FIGURES.items()}
+    figures = {
+        name: (draw(ok, out / f"{name}.png"), " ".join((draw.__doc__ or "").split())) for name, draw in FIGURES.items()
+    }
     written += [path for path, _ in figures.values()]
     title = f"tfp-vae report: {Path(runs).name} ({len(ok)} runs)"
-    written.append(_write(out / "report.html", render.html_page(title, tables, figures, loaded.problems,
-                                                                run_summary(df))))
+    written.append(
+        _write(out / "report.html", render.html_page(title, tables, figures, loaded.problems, run_summary(df)))
+    )
     summary = [f"# {title}", ""] + [render.markdown(t) for t in tables]
     written.append(_write(out / "README.md", "\n".join(summary)))
     return written

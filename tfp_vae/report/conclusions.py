@@ -30,16 +30,20 @@ def _ranks(frame: pd.DataFrame) -> dict[tuple, str]:
     numbers = loglik_table(frame).numbers
     if numbers.empty:
         return {}
-    return {(r["decoder"], r["dataset"], r["scaling"], r["backend"], r["precision"], r["device"]):
-            r["rank"] if isinstance(r["rank"], str) else "-"
-            for r in numbers.to_dict("records")}
+    return {
+        (r["decoder"], r["dataset"], r["scaling"], r["backend"], r["precision"], r["device"]): r["rank"]
+        if isinstance(r["rank"], str)
+        else "-"
+        for r in numbers.to_dict("records")
+    }
 
 
-def conclusions(committed: list[dict[str, Any]], reruns: list[dict[str, Any]], rtol: float = 0.0,
-                atol: float = 0.0) -> list[dict[str, Any]]:
+def conclusions(
+    committed: list[dict[str, Any]], reruns: list[dict[str, Any]], rtol: float = 0.0, atol: float = 0.0
+) -> list[dict[str, Any]]:
     """One entry per cell with a rerun: the three checks of the module docstring and `holds`;
     the committed range is widened by max(rtol |end|, atol) at each end."""
-    ok = lambda recs: [r for r in recs if r.get("status") != "error"]  # noqa: E731
+    ok = lambda recs: [r for r in recs if r.get("status") != "error"]
     committed, reruns = ok(committed), ok(reruns)
     rerun_ids = {r["run_id"] for r in reruns}
     before = frame_of(committed)
@@ -50,24 +54,35 @@ def conclusions(committed: list[dict[str, Any]], reruns: list[dict[str, Any]], r
     for frame in (before, after, fresh):
         frame["device"] = frame["device"].str.split(":").str[0]
     ranks_before, ranks_after = _ranks(before), _ranks(after)
-    slack = lambda v: max(rtol * abs(v), atol)  # noqa: E731
+    slack = lambda v: max(rtol * abs(v), atol)
     out = []
     for key, cell in fresh.groupby(list(CELL), sort=True):
         label, dataset, scaling, backend, precision, device = key
         old = Column(dataset, scaling, backend, precision, device).select(before[before["label"] == label])
         old_by_run = old.set_index("run_id")
-        same_collapse = all(bool(old_by_run.loc[r, "variance_collapse"]) == bool(v)
-                            for r, v in zip(cell["run_id"], cell["variance_collapse"]) if r in old_by_run.index)
+        same_collapse = all(
+            bool(old_by_run.loc[r, "variance_collapse"]) == bool(v)
+            for r, v in zip(cell["run_id"], cell["variance_collapse"])
+            if r in old_by_run.index
+        )
         lo, hi = old["iwae_ll"].min(), old["iwae_ll"].max()
         mean = cell["iwae_ll"].mean()
         inside = bool(lo - slack(lo) <= mean <= hi + slack(hi)) if old["iwae_ll"].notna().any() else None
         rank_key = (label, dataset, scaling, backend, precision, device)
         same_rank = ranks_before.get(rank_key, "-") == ranks_after.get(rank_key, "-")
-        out.append({"cell": f"{label} {dataset} {scaling} ({backend}, {precision}, {device})", "reruns": len(cell),
-                    "committed_seeds": len(old), "same_collapse": same_collapse,
-                    "inside_committed_range": inside, "committed_range": [lo, hi],
-                    "rank": ranks_before.get(rank_key, "-"), "same_rank": same_rank,
-                    "holds": same_collapse and inside is not False and same_rank})
+        out.append(
+            {
+                "cell": f"{label} {dataset} {scaling} ({backend}, {precision}, {device})",
+                "reruns": len(cell),
+                "committed_seeds": len(old),
+                "same_collapse": same_collapse,
+                "inside_committed_range": inside,
+                "committed_range": [lo, hi],
+                "rank": ranks_before.get(rank_key, "-"),
+                "same_rank": same_rank,
+                "holds": same_collapse and inside is not False and same_rank,
+            }
+        )
     return out
 
 
@@ -76,10 +91,18 @@ def conclusion_lines(cells: list[dict[str, Any]]) -> list[str]:
     lines = []
     for c in cells:
         if not c["holds"]:
-            why = [w for w, failed in (("collapse verdict changed", not c["same_collapse"]),
-                                       ("outside the committed range", c["inside_committed_range"] is False),
-                                       (f"rank {c['rank']} changed", not c["same_rank"])) if failed]
+            why = [
+                w
+                for w, failed in (
+                    ("collapse verdict changed", not c["same_collapse"]),
+                    ("outside the committed range", c["inside_committed_range"] is False),
+                    (f"rank {c['rank']} changed", not c["same_rank"]),
+                )
+                if failed
+            ]
             lines.append(f"does not hold     {c['cell']}: {', '.join(why)}")
-    lines.append(f"conclusions: {sum(c['holds'] for c in cells)} of {len(cells)} table cells hold (same collapse "
-                 "verdicts, the reruns' mean inside the committed range, same best and tied entries)")
+    lines.append(
+        f"conclusions: {sum(c['holds'] for c in cells)} of {len(cells)} table cells hold (same collapse "
+        "verdicts, the reruns' mean inside the committed range, same best and tied entries)"
+    )
     return lines

@@ -52,8 +52,10 @@ def load_declarations(path: str | Path) -> list[Declaration]:
         if item["kind"] not in KINDS:
             raise ConfigError(f"{where}: kind = {item['kind']!r} is not allowed; expected one of {', '.join(KINDS)}")
         if (item["kind"] == PUBLISHED_KIND) != isinstance(item.get("published"), str):
-            raise ConfigError(f"{where}: published = {item.get('published')!r}: a table of kind {PUBLISHED_KIND!r} "
-                              "names its published file, and no other kind takes one")
+            raise ConfigError(
+                f"{where}: published = {item.get('published')!r}: a table of kind {PUBLISHED_KIND!r} "
+                "names its published file, and no other kind takes one"
+            )
         if "reference_decoder" in item and item["kind"] != "faithfulness":
             raise ConfigError(f"{where}: reference_decoder is a key of kind 'faithfulness' only, not {item['kind']!r}")
         out.append(Declaration(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}))
@@ -73,8 +75,12 @@ def reorder(table: Table, labels: tuple[str, ...]) -> Table:
     return replace(table, rows=rows, bold=bold, numbers=numbers.reset_index(drop=True))
 
 
-def build_declared(path: str | Path, runs_root: str | Path, out: str | Path,
-                   warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[Path]:
+def build_declared(
+    path: str | Path,
+    runs_root: str | Path,
+    out: str | Path,
+    warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> list[Path]:
     """Write every declared table. A table whose rows are refused (its notes say why) is an error;
     one with no rows yet, of a study still running, is skipped with a warning that says so."""
     out = Path(out)
@@ -97,8 +103,10 @@ def build_declared(path: str | Path, runs_root: str | Path, out: str | Path,
         if not table.rows and table.notes:  # e.g. a refused faithfulness reference: say why, publish nothing
             raise ConfigError(f"{path}: table {d.name!r} has no rows: {'; '.join(table.notes)}")
         if not table.rows:  # the decoders it needs have no records yet: a study in progress
-            warn(f"{path}: table {d.name!r} skipped: no rows yet in the {len(df)} records of study {d.study!r} "
-                 f"(`tfp-vae status benchmarks/studies/{d.study}.toml` says what is still to run)")
+            warn(
+                f"{path}: table {d.name!r} skipped: no rows yet in the {len(df)} records of study {d.study!r} "
+                f"(`tfp-vae status benchmarks/studies/{d.study}.toml` says what is still to run)"
+            )
             continue
         if d.decoders:
             table = reorder(table, d.decoders)

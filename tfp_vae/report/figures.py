@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from tfp_vae.report.tables import _order, likelihood_kind  # noqa: E402
+from tfp_vae.report.tables import _order, likelihood_kind
 
 PNG_METADATA = {"Software": None}  # no library version or date inside the file
 
@@ -52,8 +52,14 @@ def sigma_vs_tau(df: pd.DataFrame, path: Path) -> Path:
     for i, lab in enumerate(labels):
         runs = scaled[scaled["label"] == lab]
         for offset, key, marker in ((-0.2, "sigma_min", "v"), (0.0, "sigma_p01", "o"), (0.2, "sigma_median", "^")):
-            ax.scatter(runs[key], np.full(len(runs), i + offset), marker=marker, s=14,
-                       label=key if i == 0 else None, color={"v": "C3", "o": "C1", "^": "C0"}[marker])
+            ax.scatter(
+                runs[key],
+                np.full(len(runs), i + offset),
+                marker=marker,
+                s=14,
+                label=key if i == 0 else None,
+                color={"v": "C3", "o": "C1", "^": "C0"}[marker],
+            )
     for tau in sorted(set(scaled["tau"].round(6))):
         ax.axvline(tau, color="k", ls="--", lw=0.8)
     ax.set_xscale("log")
@@ -84,7 +90,7 @@ def sigma_histograms(df: pd.DataFrame, path: Path) -> Path:
         ax.set_xscale("log")
         ax.set_title(lab, fontsize=9)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(labels):]:
+    for ax in list(axes.flat)[len(labels) :]:
         ax.axis("off")
     fig.supxlabel("decoder sigma over all test pixels (dashed: tau = bin / sqrt(12))")
     fig.tight_layout()
@@ -99,8 +105,9 @@ def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
     ok = df[df["iwae_ll"].notna()].sort_values(["label", "dataset", "scaling", "seed"])
     kinds = ok["decoder"].map(likelihood_kind)
     data_columns, kind_list = sorted(set(zip(ok["dataset"], ok["scaling"]))), sorted(set(kinds))
-    fig, axes = plt.subplots(len(data_columns), len(kind_list), figsize=(5 * len(kind_list), 4 * len(data_columns)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(data_columns), len(kind_list), figsize=(5 * len(kind_list), 4 * len(data_columns)), squeeze=False
+    )
     colours = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(_order(ok["label"]))}
     for (r, (dataset, scaling)), (c, kind) in itertools.product(enumerate(data_columns), enumerate(kind_list)):
         ax = axes[r][c]
@@ -142,8 +149,9 @@ def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
     data_columns = sorted(set(zip(df["dataset"], df["scaling"])))
     labels, backends = _order(df["label"]), sorted(set(df["backend"]))
     panels = [(d, kind) for d in data_columns for kind in ("train_bound_curve", "val_excess_curve")]
-    fig, axes = plt.subplots(len(labels), len(panels), figsize=(3.2 * len(panels), 1.9 * len(labels) + 0.6),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(labels), len(panels), figsize=(3.2 * len(panels), 1.9 * len(labels) + 0.6), squeeze=False, sharex=True
+    )
     for (r, lab), (c, ((dataset, scaling), key)) in itertools.product(enumerate(labels), enumerate(panels)):
         ax = axes[r][c]
         cell = df[(df["label"] == lab) & (df["dataset"] == dataset) & (df["scaling"] == scaling)].sort_values("seed")
@@ -162,8 +170,12 @@ def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
             ax.set_ylim(0, 1.1 * max(2 * threshold, top))
         if not drawn:
             ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-        elif (key == "train_bound_curve" and scaling == "dequantized" and cell["discrete_limit_nats"].notna().any()
-              and likelihood_kind(cell["decoder"].iloc[0]) == "density"):  # a probability is at most 0 nats already
+        elif (
+            key == "train_bound_curve"
+            and scaling == "dequantized"
+            and cell["discrete_limit_nats"].notna().any()
+            and likelihood_kind(cell["decoder"].iloc[0]) == "density"
+        ):  # a probability is at most 0 nats already
             ax.axhline(float(cell["discrete_limit_nats"].dropna().iloc[0]), color="k", ls="--", lw=0.8)
         if r == 0:
             what = "training bound" if key == "train_bound_curve" else "val excess density"
@@ -179,5 +191,10 @@ def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-FIGURES = {"collapse_over_epochs": collapse_over_epochs, "training_curves": training_curves, "sigma_histograms": sigma_histograms, "sigma_vs_tau": sigma_vs_tau,
-           "loglik_vs_rmse": loglik_vs_rmse}
+FIGURES = {
+    "collapse_over_epochs": collapse_over_epochs,
+    "training_curves": training_curves,
+    "sigma_histograms": sigma_histograms,
+    "sigma_vs_tau": sigma_vs_tau,
+    "loglik_vs_rmse": loglik_vs_rmse,
+}

@@ -33,7 +33,11 @@ def decoder_label(decoder: str, params: dict[str, Any]) -> str:
     cls = DECODERS.get(decoder)
     defaults = {p.name: p.default for p in cls.params} if cls else {}
     shown = {k: v for k, v in sorted(params.items()) if defaults.get(k, object()) != v}
-    return decoder + (f"({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in shown.items())})" if shown else "")
+    return decoder + (
+        f"({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in shown.items())})"
+        if shown
+        else ""
+    )
 
 
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
@@ -41,30 +45,76 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
     t, env = rec.get("timing") or {}, rec.get("environment") or {}
     curves = (rec.get("training") or {}).get("curves") or {}
     return {
-        "run_id": rec["run_id"], "status": rec["status"], "dataset": spec["dataset"], "scaling": spec["scaling"],
-        "decoder": spec["decoder"], "label": decoder_label(spec["decoder"], spec.get("decoder_params") or {}),
-        "seed": spec["seed"], **{k: (spec.get("train") or {}).get(k) for k in ("learning_rate", "epochs", "patience",
-                                                                               "validation_fraction")},
+        "run_id": rec["run_id"],
+        "status": rec["status"],
+        "dataset": spec["dataset"],
+        "scaling": spec["scaling"],
+        "decoder": spec["decoder"],
+        "label": decoder_label(spec["decoder"], spec.get("decoder_params") or {}),
+        "seed": spec["seed"],
+        **{k: (spec.get("train") or {}).get(k) for k in ("learning_rate", "epochs", "patience", "validation_fraction")},
         # one label per device ("/CPU:0" of older TensorFlow records is "cpu:0")
         "device": str((rec.get("execution") or {}).get("device", spec["device"])).strip("/").lower(),
         # TF32 is a precision of its own: float32 matmuls on a GPU's tensor cores
-        "precision": "tf32" if spec.get("tf32") and spec.get("precision", "float32") == "float32"
+        "precision": "tf32"
+        if spec.get("tf32") and spec.get("precision", "float32") == "float32"
         else spec.get("precision", "float32"),
-        "backend": spec["backend"], "error": rec.get("error"),
+        "backend": spec["backend"],
+        "error": rec.get("error"),
         "compiler": (rec.get("execution") or {}).get("compiler") or (spec.get("train") or {}).get("compiler"),
         "seeds_per_step": len((rec.get("execution") or {}).get("seed_group") or [spec["seed"]]),
-        **{k: m.get(k) for k in ("elbo", "iwae_ll", "lppl", "bpd", "rmse", "sigma_min", "sigma_p01", "sigma_median",
-                                 "frac_below_tau", "tau", "excess_density_frac", "variance_collapse",
-                                 "collapse_reason", "active_units", "train_test_gap", "iwae_k", "sigma_log10_hist",
-                                 "global_scale", "global_scale_optimum", "global_scale_converged", "collapse_threshold", "density_c",
-                                 "val_bound_final_change", "val_bound_window_change", "converged", "dims",
-                                 "lppl_samples", "test_examples", "discrete_limit_nats")},
-        "collapse_onset_epoch": m.get("collapse_onset_epoch", collapse_onset_epoch(
-            curves.get("val_excess_density_frac") or [], m.get("collapse_threshold") or 0.0)),
+        **{
+            k: m.get(k)
+            for k in (
+                "elbo",
+                "iwae_ll",
+                "lppl",
+                "bpd",
+                "rmse",
+                "sigma_min",
+                "sigma_p01",
+                "sigma_median",
+                "frac_below_tau",
+                "tau",
+                "excess_density_frac",
+                "variance_collapse",
+                "collapse_reason",
+                "active_units",
+                "train_test_gap",
+                "iwae_k",
+                "sigma_log10_hist",
+                "global_scale",
+                "global_scale_optimum",
+                "global_scale_converged",
+                "collapse_threshold",
+                "density_c",
+                "val_bound_final_change",
+                "val_bound_window_change",
+                "converged",
+                "dims",
+                "lppl_samples",
+                "test_examples",
+                "discrete_limit_nats",
+            )
+        },
+        "collapse_onset_epoch": m.get(
+            "collapse_onset_epoch",
+            collapse_onset_epoch(curves.get("val_excess_density_frac") or [], m.get("collapse_threshold") or 0.0),
+        ),
         "network": json.dumps(spec.get("network"), sort_keys=True),
-        **{k: t.get(k) for k in ("train_examples_per_s", "eval_examples_per_s", "importance_samples_per_s",
-                                 "compile_s", "peak_memory_mib", "wall_s")},
-        "train_bound_curve": curves.get("train_bound"), "val_bound_curve": curves.get("val_bound"),
+        **{
+            k: t.get(k)
+            for k in (
+                "train_examples_per_s",
+                "eval_examples_per_s",
+                "importance_samples_per_s",
+                "compile_s",
+                "peak_memory_mib",
+                "wall_s",
+            )
+        },
+        "train_bound_curve": curves.get("train_bound"),
+        "val_bound_curve": curves.get("val_bound"),
         "val_excess_curve": curves.get("val_excess_density_frac"),
         "commit": ((env.get("git") or {}).get("commit") or "unknown")[:12],
         "tensorflow": (env.get("versions") or {}).get("tensorflow"),
@@ -133,8 +183,9 @@ def frame_of(records: list[dict]) -> pd.DataFrame:
         return frame
     frame["config"] = frame["label"]  # the decoder and its parameters, whatever the learning rate
     swept = frame.groupby("decoder")["learning_rate"].transform("nunique") > 1
-    frame.loc[swept, "label"] = [_with_learning_rate(lab, lr) for lab, lr in
-                                 zip(frame.loc[swept, "label"], frame.loc[swept, "learning_rate"])]
+    frame.loc[swept, "label"] = [
+        _with_learning_rate(lab, lr) for lab, lr in zip(frame.loc[swept, "label"], frame.loc[swept, "learning_rate"])
+    ]
     return frame
 
 

@@ -42,8 +42,12 @@ class Published:
 
 
 def _pair(value: Any, where: str, key: str) -> tuple[float, float]:
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
-            and value[1] >= 0):
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) for v in value)
+        and value[1] >= 0
+    ):
         raise ConfigError(f"{where}: {key} = {value!r} is not allowed; expected [mean, sd] with sd >= 0")
     return float(value[0]), float(value[1])
 
@@ -61,21 +65,32 @@ def load_published(path: str | Path) -> Published:
     if missing:
         raise ConfigError(f"{where}: [protocol] lacks {', '.join(missing)}; expected {', '.join(PROTOCOL_KEYS)}")
     if not isinstance(protocol["trials"], int) or protocol["trials"] < 2:
-        raise ConfigError(f"{where}: [protocol] trials = {protocol['trials']!r} is not allowed; expected an integer >= 2")
+        raise ConfigError(
+            f"{where}: [protocol] trials = {protocol['trials']!r} is not allowed; expected an integer >= 2"
+        )
     models = []
     for i, item in enumerate(data.get("model", [])):
         at = f"{where} [[model]] #{i + 1}"
         unknown = sorted(set(item) - set(MODEL_KEYS) - set(OPTIONAL_MODEL_KEYS))
         missing = [k for k in MODEL_KEYS if k not in item]
         if unknown or missing:
-            raise ConfigError(f"{at}: keys {', '.join(unknown) or '-'} unknown, {', '.join(missing) or '-'} missing; "
-                              f"expected {', '.join(MODEL_KEYS)} (and optionally {', '.join(OPTIONAL_MODEL_KEYS)})")
+            raise ConfigError(
+                f"{at}: keys {', '.join(unknown) or '-'} unknown, {', '.join(missing) or '-'} missing; "
+                f"expected {', '.join(MODEL_KEYS)} (and optionally {', '.join(OPTIONAL_MODEL_KEYS)})"
+            )
         sigma = item.get("fixed_sigma")
         if sigma is not None and not (isinstance(sigma, (int, float)) and sigma > 0):
             raise ConfigError(f"{at}: fixed_sigma = {sigma!r} is not allowed; expected a number > 0")
-        models.append(PublishedModel(str(item["name"]), str(item["decoder"]), str(item["correspondence"]),
-                                     _pair(item["lppl"], at, "lppl"), _pair(item["rmse"], at, "rmse"),
-                                     None if sigma is None else float(sigma)))
+        models.append(
+            PublishedModel(
+                str(item["name"]),
+                str(item["decoder"]),
+                str(item["correspondence"]),
+                _pair(item["lppl"], at, "lppl"),
+                _pair(item["rmse"], at, "rmse"),
+                None if sigma is None else float(sigma),
+            )
+        )
     if not models:
         raise ConfigError(f"{where}: no [[model]] given")
     return Published(data["source"], data["dataset"], data["scaling"], dict(protocol), tuple(models))
@@ -112,7 +127,7 @@ def rmse_predicted_gap(model: PublishedModel, cell: pd.DataFrame, rmse_mean: flo
     if not np.allclose(scales, model.fixed_sigma, rtol=1e-6):  # float32 records of the same sigma
         return None
     dims = float(cell["dims"].iloc[0])
-    return dims * (rmse_mean ** 2 - model.rmse[0] ** 2) / (2 * model.fixed_sigma ** 2)
+    return dims * (rmse_mean**2 - model.rmse[0] ** 2) / (2 * model.fixed_sigma**2)
 
 
 def published_table(df: pd.DataFrame, published: Published) -> Table:
@@ -133,20 +148,54 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
             p = _welch_p(lppl, model.lppl, trials)
             collapsed = int(cell["variance_collapse"].astype(bool).sum())
             predicted = rmse_predicted_gap(model, cell, rm)
-            numbers.append({"published": model.name, "decoder": lab, "correspondence": model.correspondence,
-                            "n": len(lppl), "lppl_mean": lm, "lppl_std": ls, "published_lppl_mean": model.lppl[0],
-                            "published_lppl_std": model.lppl[1], "lppl_p": p,
-                            "lppl_differs": None if p is None else p < ALPHA, "rmse_mean": rm, "rmse_std": rs,
-                            "published_rmse_mean": model.rmse[0], "published_rmse_std": model.rmse[1],
-                            "collapsed": collapsed, "rmse_predicted_gap": predicted,
-                            "observed_gap": model.lppl[0] - lm})
+            numbers.append(
+                {
+                    "published": model.name,
+                    "decoder": lab,
+                    "correspondence": model.correspondence,
+                    "n": len(lppl),
+                    "lppl_mean": lm,
+                    "lppl_std": ls,
+                    "published_lppl_mean": model.lppl[0],
+                    "published_lppl_std": model.lppl[1],
+                    "lppl_p": p,
+                    "lppl_differs": None if p is None else p < ALPHA,
+                    "rmse_mean": rm,
+                    "rmse_std": rs,
+                    "published_rmse_mean": model.rmse[0],
+                    "published_rmse_std": model.rmse[1],
+                    "collapsed": collapsed,
+                    "rmse_predicted_gap": predicted,
+                    "observed_gap": model.lppl[0] - lm,
+                }
+            )
             verdict = "n/a" if p is None else (f"differs (p = {p:.2g})" if p < ALPHA else f"consistent (p = {p:.2g})")
-            rows.append([model.name, lab, model.correspondence, f"{collapsed}/{len(lppl)}",
-                         f"{_fmt(lm)} ± {_fmt(ls)}", f"{_fmt(model.lppl[0])} ± {_fmt(model.lppl[1])}", verdict,
-                         f"{_fmt(rm, 4)} ± {_fmt(rs, 4)}", f"{model.rmse[0]:.3g} ± {model.rmse[1]:.2g}",
-                         "n/a" if predicted is None else f"{predicted:+.1f} of {model.lppl[0] - lm:+.1f}"])
-    header = ["published model", "ours", "correspondence", "collapsed", "LPPL (ours, nats)", "LPPL (published)",
-              "ours vs published", "rmse (ours)", "rmse (published)", "LPPL gap predicted by the rmse"]
+            rows.append(
+                [
+                    model.name,
+                    lab,
+                    model.correspondence,
+                    f"{collapsed}/{len(lppl)}",
+                    f"{_fmt(lm)} ± {_fmt(ls)}",
+                    f"{_fmt(model.lppl[0])} ± {_fmt(model.lppl[1])}",
+                    verdict,
+                    f"{_fmt(rm, 4)} ± {_fmt(rs, 4)}",
+                    f"{model.rmse[0]:.3g} ± {model.rmse[1]:.2g}",
+                    "n/a" if predicted is None else f"{predicted:+.1f} of {model.lppl[0] - lm:+.1f}",
+                ]
+            )
+    header = [
+        "published model",
+        "ours",
+        "correspondence",
+        "collapsed",
+        "LPPL (ours, nats)",
+        "LPPL (published)",
+        "ours vs published",
+        "rmse (ours)",
+        "rmse (published)",
+        "LPPL gap predicted by the rmse",
+    ]
     proto = published.protocol
     cells = ok[ok["config"].isin([m.decoder for m in published.models])]
     machines = ""
@@ -162,11 +211,13 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
         f"(patience {_values(cells['patience'])}) on {_values(100 * cells['validation_fraction'])} "
         f"% of the training images, the test set evaluated once at the best validation epoch: LPPL with "
         f"{_values(cells['lppl_samples'])} posterior samples on {_values(cells['test_examples'])} test "
-        f"images, rmse of the decoder mean at the posterior mean{machines}. 'differs': a Welch t-test from the two means and "
+        f"images, rmse of the decoder mean at the posterior mean{machines}. 'differs': a Welch t-test from the two "
+        "means and "
         f"sds rejects equal means at {ALPHA:g} (the protocol differences above are the first suspects). "
         f"'collapsed': our seeds flagged by the collapse rules, whose LPPL is an unbounded density. 'LPPL gap "
         f"predicted by the rmse', for a model with one fixed sigma: D (rmse_ours^2 - rmse_published^2) / "
         f"(2 sigma^2), the published minus our LPPL that the two reconstruction errors alone account for, beside "
         f"the observed gap; where the two agree, the gap is how far the decoder mean was trained, not the "
-        f"likelihood.")
+        f"likelihood."
+    )
     return Table("published", caption, pd.DataFrame(numbers), header, rows)

@@ -9,8 +9,19 @@ from pathlib import Path
 
 from tfp_vae.report.tables import Table
 
-LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+}
 
 
 def markdown(table: Table) -> str:
@@ -34,14 +45,22 @@ def latex_escape(text: str) -> str:
 
 def latex(table: Table) -> str:
     """A booktabs table written out: tabulate's booktabs format escapes every cell, so it cannot bold one."""
+
     def cell(i: int, j: int, text: str) -> str:
         text = latex_escape(text)
         return rf"\textbf{{{text}}}" if (i, j) in table.bold and text else text
 
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{latex_escape(table.caption)}}}", rf"\label{{tab:{table.name}}}",
-             r"\begin{tabular}{l" + "l" * (len(table.header) - 1) + "}", r"\toprule",
-             " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(table.caption)}}}",
+        rf"\label{{tab:{table.name}}}",
+        r"\begin{tabular}{l" + "l" * (len(table.header) - 1) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in table.header) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(cell(i, j, t) for j, t in enumerate(row)) + r" \\" for i, row in enumerate(table.rows)]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -58,9 +77,11 @@ def html_table(table: Table) -> str:
         best = ' class="best"'
         cells = "".join(f"<td{best if (i, j) in table.bold else ''}>{html.escape(t)}</td>" for j, t in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
-    notes = "".join(f"<p class=\"warn\">Warning: {html.escape(n)}</p>" for n in table.notes)
-    return (f"<section id=\"{table.name}\"><h2>{html.escape(table.name)}</h2><p>{html.escape(table.caption)}</p>"
-            f"<table class=\"sortable\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}</section>")
+    notes = "".join(f'<p class="warn">Warning: {html.escape(n)}</p>' for n in table.notes)
+    return (
+        f'<section id="{table.name}"><h2>{html.escape(table.name)}</h2><p>{html.escape(table.caption)}</p>'
+        f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{notes}</section>'
+    )
 
 
 SORT_SCRIPT = """
@@ -108,53 +129,74 @@ def answer_section(tables: list[Table]) -> str:
             if text is None:
                 return "<td></td>"
             k, n = (int(v) for v in text.split("/"))
-            return (f"<td class=\"frac\" data-collapsed=\"{k}\" data-runs=\"{n}\" "
-                    f"style=\"background:rgba(200,0,0,{k / n:.2f})\">{html.escape(text)}</td>")
+            return (
+                f'<td class="frac" data-collapsed="{k}" data-runs="{n}" '
+                f'style="background:rgba(200,0,0,{k / n:.2f})">{html.escape(text)}</td>'
+            )
 
         head = "".join(f"<th>{html.escape(d)}</th>" for d in data)
         body = "".join(f"<tr><th>{html.escape(dec)}</th>{''.join(cell(dec, d) for d in data)}</tr>" for dec in decoders)
-        parts.append("<h3>Seeds flagged as collapsed (darker: a larger fraction)</h3>"
-                     f"<table id=\"collapse-map\"><thead><tr><th>decoder</th>{head}</tr></thead>"
-                     f"<tbody>{body}</tbody></table>")
+        parts.append(
+            "<h3>Seeds flagged as collapsed (darker: a larger fraction)</h3>"
+            f'<table id="collapse-map"><thead><tr><th>decoder</th>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>"
+        )
     loglik = by_name.get("loglik")
     if loglik is not None and loglik.bold:
         best = sorted((j, i) for i, j in loglik.bold if "(tied)" not in loglik.rows[i][j])
-        items = "".join(f"<li><b>{html.escape(loglik.header[j])}</b>: {html.escape(loglik.rows[i][0])}, "
-                        f"{html.escape(loglik.rows[i][j])}</li>" for j, i in best)
-        parts.append(f"<h3>Best entry of every ranked column</h3><ul id=\"best-entries\">{items}</ul>")
+        items = "".join(
+            f"<li><b>{html.escape(loglik.header[j])}</b>: {html.escape(loglik.rows[i][0])}, "
+            f"{html.escape(loglik.rows[i][j])}</li>"
+            for j, i in best
+        )
+        parts.append(f'<h3>Best entry of every ranked column</h3><ul id="best-entries">{items}</ul>')
     if not parts:
         return ""
-    return ("<section id=\"answer\"><h2>The answer</h2><p>Details and definitions: the collapse and loglik "
-            "tables below.</p>" + "".join(parts) + "</section>")
+    return (
+        '<section id="answer"><h2>The answer</h2><p>Details and definitions: the collapse and loglik '
+        "tables below.</p>" + "".join(parts) + "</section>"
+    )
 
 
 def summary_list(summary: dict[str, str]) -> str:
     items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in summary.items())
-    return f"<section id=\"summary\"><h2>Runs and environments</h2><dl>{items}</dl></section>"
+    return f'<section id="summary"><h2>Runs and environments</h2><dl>{items}</dl></section>'
 
 
-def html_page(title: str, tables: list[Table], figures: dict[str, tuple[Path, str]], problems: list[str],
-              summary: dict[str, str] | None = None) -> str:
-    """One self-contained page a researcher can share: the answer first (answer_section), a summary of runs and environments,
+def html_page(
+    title: str,
+    tables: list[Table],
+    figures: dict[str, tuple[Path, str]],
+    problems: list[str],
+    summary: dict[str, str] | None = None,
+) -> str:
+    """One self-contained page a researcher can share: the answer first (answer_section), a summary of runs and
+    environments,
     sortable tables (click a header), and the figures embedded as base64 PNG with captions."""
     figs = "".join(
-        f"<figure><img alt=\"{html.escape(name)}\" src=\"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}\">"
+        f'<figure><img alt="{html.escape(name)}" '
+        f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
         f"<figcaption><b>{html.escape(name)}</b>: {html.escape(caption)}</figcaption></figure>"
-        for name, (path, caption) in figures.items())
+        for name, (path, caption) in figures.items()
+    )
     skipped = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
-    contents = "".join(f"<li><a href=\"#{t.name}\">{html.escape(t.name)}</a></li>" for t in tables)
-    style = ("body{font-family:sans-serif;margin:2em;max-width:90em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #999;padding:.3em .6em;font-size:90%}th{background:#eee;cursor:pointer}"
-             "th[data-dir=asc]::after{content:' \\25B2'}th[data-dir=desc]::after{content:' \\25BC'}"
-             ".best{font-weight:bold}.warn{color:#a00}img{max-width:48em;border:1px solid #ccc}"
-             "dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}"
-             "figure{margin:1em 0}figcaption{max-width:48em;font-size:90%}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
-            + answer_section(tables)
-            + (summary_list(summary) if summary else "")
-            + f"<nav><ul>{contents}<li><a href=\"#figures\">figures</a></li></ul></nav>"
-            + "".join(html_table(t) for t in tables)
-            + f"<h2 id=\"figures\">Figures</h2>{figs}"
-            + (f"<h2>Skipped records</h2><ul>{skipped}</ul>" if skipped else "")
-            + f"<script>{SORT_SCRIPT}</script></body></html>\n")
+    contents = "".join(f'<li><a href="#{t.name}">{html.escape(t.name)}</a></li>' for t in tables)
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:90em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #999;padding:.3em .6em;font-size:90%}th{background:#eee;cursor:pointer}"
+        "th[data-dir=asc]::after{content:' \\25B2'}th[data-dir=desc]::after{content:' \\25BC'}"
+        ".best{font-weight:bold}.warn{color:#a00}img{max-width:48em;border:1px solid #ccc}"
+        "dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}"
+        "figure{margin:1em 0}figcaption{max-width:48em;font-size:90%}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+        + answer_section(tables)
+        + (summary_list(summary) if summary else "")
+        + f'<nav><ul>{contents}<li><a href="#figures">figures</a></li></ul></nav>'
+        + "".join(html_table(t) for t in tables)
+        + f'<h2 id="figures">Figures</h2>{figs}'
+        + (f"<h2>Skipped records</h2><ul>{skipped}</ul>" if skipped else "")
+        + f"<script>{SORT_SCRIPT}</script></body></html>\n"
+    )

@@ -39,15 +39,23 @@ def iqm(values: Sequence[float]) -> float:
     return float(_iqm(np.asarray(values, dtype=float)))
 
 
-def iqm_interval(values: Sequence[float], level: float = 0.95, reps: int = BOOTSTRAP_REPS,
-                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float] | None:
+def iqm_interval(
+    values: Sequence[float], level: float = 0.95, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float] | None:
     """Percentile-bootstrap interval of the IQM (runs resampled with replacement; one
     stratum, so a plain bootstrap). None with fewer than MIN_SEEDS_FOR_IQM_INTERVAL values."""
     x = np.sort(np.asarray(values, dtype=float))  # resampling picks positions: fix them, whatever the input order
     if len(x) < MIN_SEEDS_FOR_IQM_INTERVAL:
         return None
-    res = stats.bootstrap((x,), _iqm, n_resamples=reps, confidence_level=level, method="percentile",
-                          vectorized=True, random_state=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (x,),
+        _iqm,
+        n_resamples=reps,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -71,7 +79,9 @@ def tied_with_best(best: Sequence[float], other: Sequence[float], alpha: float =
     return bool(p >= alpha)
 
 
-def worse_than(candidate: Sequence[float], reference: Sequence[float], alpha: float = ALPHA) -> tuple[bool, float] | None:
+def worse_than(
+    candidate: Sequence[float], reference: Sequence[float], alpha: float = ALPHA
+) -> tuple[bool, float] | None:
     """Paired one-sided t-test that `candidate` is larger than `reference` (pairs in order):
     (significant at alpha, p-value). None with fewer than two pairs."""
     a, b = np.asarray(candidate, float), np.asarray(reference, float)
@@ -84,8 +94,12 @@ def worse_than(candidate: Sequence[float], reference: Sequence[float], alpha: fl
     return p < alpha, p
 
 
-def equivalence(a: Sequence[float], b: Sequence[float], margin: float, alpha: float = ALPHA,
-                ) -> tuple[str, float, float] | None:
+def equivalence(
+    a: Sequence[float],
+    b: Sequence[float],
+    margin: float,
+    alpha: float = ALPHA,
+) -> tuple[str, float, float] | None:
     """Two samples compared with an equivalence margin: (verdict, p of the equivalence test, p of
     the difference test). "agree": two one-sided Welch t-tests (TOST) show |mean(b) - mean(a)| <
     margin at `alpha`; "differ": not shown equivalent and the two-sided Welch test finds a

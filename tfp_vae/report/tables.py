@@ -16,8 +16,18 @@ import pandas as pd
 
 from tfp_vae.decoders import DECODERS
 from tfp_vae.records import SAME_ENVIRONMENT, SCALE_CONVERGENCE_RTOL, SENSITIVITY_C
-from tfp_vae.report.stats import (ALPHA, MIN_SEEDS_FOR_INTERVAL, MIN_SEEDS_FOR_IQM_INTERVAL, equivalence, iqm,
-                                  iqm_interval, mean_std, tied_with_best, wilson, worse_than)
+from tfp_vae.report.stats import (
+    ALPHA,
+    MIN_SEEDS_FOR_INTERVAL,
+    MIN_SEEDS_FOR_IQM_INTERVAL,
+    equivalence,
+    iqm,
+    iqm_interval,
+    mean_std,
+    tied_with_best,
+    wilson,
+    worse_than,
+)
 
 
 @dataclass
@@ -47,18 +57,35 @@ class Column(NamedTuple):
     device: str = "cpu"
 
     def select(self, df: pd.DataFrame) -> pd.DataFrame:
-        return df[(df["dataset"] == self.dataset) & (df["scaling"] == self.scaling) & (df["backend"] == self.backend)
-                  & (df["precision"] == self.precision) & (df["device"].str.split(":").str[0] == self.device)]
+        return df[
+            (df["dataset"] == self.dataset)
+            & (df["scaling"] == self.scaling)
+            & (df["backend"] == self.backend)
+            & (df["precision"] == self.precision)
+            & (df["device"].str.split(":").str[0] == self.device)
+        ]
 
     def fields(self) -> dict[str, str]:
-        return {"dataset": self.dataset, "scaling": self.scaling, "backend": self.backend, "precision": self.precision,
-                "device": self.device}
+        return {
+            "dataset": self.dataset,
+            "scaling": self.scaling,
+            "backend": self.backend,
+            "precision": self.precision,
+            "device": self.device,
+        }
 
     def title(self, df: pd.DataFrame) -> str:
         """'digits raw', with the backend, precision and device named when the records hold more than one."""
         kinds = df["device"].str.split(":").str[0]
-        named = [v for v, n in ((self.backend, df["backend"].nunique()), (self.precision, df["precision"].nunique()),
-                               (self.device, kinds.nunique())) if n > 1]
+        named = [
+            v
+            for v, n in (
+                (self.backend, df["backend"].nunique()),
+                (self.precision, df["precision"].nunique()),
+                (self.device, kinds.nunique()),
+            )
+            if n > 1
+        ]
         return f"{self.dataset} {self.scaling}" + (f" ({', '.join(named)})" if named else "")
 
 
@@ -73,7 +100,9 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def _mixed(cell: pd.DataFrame) -> str | None:
     """A warning when a cell pools records from different code or library versions."""
-    parts = [f"{len(set(cell[k]))} {k}s" for k in ("commit", "tensorflow", "cpu_model") if cell[k].nunique(dropna=False) > 1]
+    parts = [
+        f"{len(set(cell[k]))} {k}s" for k in ("commit", "tensorflow", "cpu_model") if cell[k].nunique(dropna=False) > 1
+    ]
     return ", ".join(parts) or None
 
 
@@ -102,12 +131,15 @@ def likelihood_kind(decoder: str) -> str:
 #: Marks of the log-likelihood table's cells, each explained in its caption.
 COLLAPSED_MARK, NOT_NORMALISED_MARK = "†", "‡"
 
-RANKING_RULE = (f"Ranked only where likelihoods stand on the same footing: in dequantized columns by bits per "
-                f"dimension (lower is better; densities of dequantized data and probabilities of the discrete levels "
-                f"alike). Bold: the lowest mean bpd; '(tied)': not significantly worse than it (Welch t-test, "
-                f"p >= {ALPHA:g}).")
-RAW_RULE = ("Raw columns are not ranked: densities of raw pixels are unbounded, so the highest score is the "
-            "worst collapse.")
+RANKING_RULE = (
+    f"Ranked only where likelihoods stand on the same footing: in dequantized columns by bits per "
+    f"dimension (lower is better; densities of dequantized data and probabilities of the discrete levels "
+    f"alike). Bold: the lowest mean bpd; '(tied)': not significantly worse than it (Welch t-test, "
+    f"p >= {ALPHA:g})."
+)
+RAW_RULE = (
+    "Raw columns are not ranked: densities of raw pixels are unbounded, so the highest score is the worst collapse."
+)
 
 
 def loglik_table(df: pd.DataFrame) -> Table:
@@ -124,17 +156,27 @@ def loglik_table(df: pd.DataFrame) -> Table:
         m, s = mean_std(values)
         ci = iqm_interval(values)
         bpd = cell["bpd"].dropna().to_numpy(float)
-        row = {"decoder": lab, **col.fields(), "n": len(values), "iwae_ll_mean": m,
-               "iwae_ll_std": s, "iwae_ll_iqm": iqm(values), "iwae_ll_iqm_lo": ci and ci[0],
-               "iwae_ll_iqm_hi": ci and ci[1], "bpd_mean": mean_std(bpd)[0] if len(bpd) else None,
-               "bpd_std": mean_std(bpd)[1] if len(bpd) else None, "iwae_k": int(cell["iwae_k"].iloc[0]),
-               "collapsed": int(cell["variance_collapse"].astype(bool).sum()),
-               "kind": likelihood_kind(cell["decoder"].iloc[0]), "rank": None}
+        row = {
+            "decoder": lab,
+            **col.fields(),
+            "n": len(values),
+            "iwae_ll_mean": m,
+            "iwae_ll_std": s,
+            "iwae_ll_iqm": iqm(values),
+            "iwae_ll_iqm_lo": ci and ci[0],
+            "iwae_ll_iqm_hi": ci and ci[1],
+            "bpd_mean": mean_std(bpd)[0] if len(bpd) else None,
+            "bpd_std": mean_std(bpd)[1] if len(bpd) else None,
+            "iwae_k": int(cell["iwae_k"].iloc[0]),
+            "collapsed": int(cell["variance_collapse"].astype(bool).sum()),
+            "kind": likelihood_kind(cell["decoder"].iloc[0]),
+            "rank": None,
+        }
         numbers.append(row)
         grid[lab, col] = row
         if len(bpd) and col.scaling == "dequantized":
             bpds[lab, col] = bpd
-        if (w := _mixed(cell)):
+        if w := _mixed(cell):
             notes.append(f"{lab} on {col.dataset}/{col.scaling} pools records from {w}")
     for col in cols:  # ranking: lowest mean bpd, and the entries tied with it
         ranked = [lab for lab in labels if (lab, col) in bpds]
@@ -169,13 +211,15 @@ def loglik_table(df: pd.DataFrame) -> Table:
         rows.append(line)
     k = sorted({int(x) for x in ok["iwae_k"].dropna()})
     rule = RANKING_RULE + (" " + RAW_RULE if any(col.scaling == "raw" for col in cols) else "")
-    caption = (f"Test log-likelihood (importance-weighted bound, K = {', '.join(map(str, k))}, nats per image): "
-               f"mean ± std over the n seeds, and with {MIN_SEEDS_FOR_IQM_INTERVAL} or more seeds the IQM with its "
-               "95 % percentile-bootstrap interval (with fewer, the IQM is the mean and the interval the range, so "
-               f"neither is shown); bits per dimension where defined. {COLLAPSED_MARK}k: k of the n seeds were "
-               "flagged as collapsed (collapse table): their number is an unbounded density, not a better fit. "
-               f"{NOT_NORMALISED_MARK}: not a normalised likelihood of these pixel values (Bernoulli's "
-               f"cross-entropy of grey levels), comparable with nothing else. {rule}")
+    caption = (
+        f"Test log-likelihood (importance-weighted bound, K = {', '.join(map(str, k))}, nats per image): "
+        f"mean ± std over the n seeds, and with {MIN_SEEDS_FOR_IQM_INTERVAL} or more seeds the IQM with its "
+        "95 % percentile-bootstrap interval (with fewer, the IQM is the mean and the interval the range, so "
+        f"neither is shown); bits per dimension where defined. {COLLAPSED_MARK}k: k of the n seeds were "
+        "flagged as collapsed (collapse table): their number is an unbounded density, not a better fit. "
+        f"{NOT_NORMALISED_MARK}: not a normalised likelihood of these pixel values (Bernoulli's "
+        f"cross-entropy of grey levels), comparable with nothing else. {rule}"
+    )
     return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, notes)
 
 
@@ -190,49 +234,85 @@ def collapse_table(df: pd.DataFrame) -> Table:
         reasons = Counter(str(r).split(":")[0] for r in cell["collapse_reason"].dropna())
         excess, frac = cell["excess_density_frac"].dropna(), cell["frac_below_tau"].dropna()
         onsets = cell["collapse_onset_epoch"].dropna() if "collapse_onset_epoch" in cell else pd.Series([], dtype=float)
-        row = {"decoder": lab, **col.fields(), "collapsed": k, "n": n,
-               "wilson_lo": ci and ci[0], "wilson_hi": ci and ci[1], "onset_seeds": len(onsets),
-               "onset_epoch_median": float(onsets.median()) if len(onsets) else None,
-               "top_reason": reasons.most_common(1)[0][0] if reasons else "",
-               "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
-               "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
-               "active_units_mean": float(cell["active_units"].mean())}
-        row.update({f"ended_{e}": int((cell["ending"] == e).sum()) for e in ENDINGS},
-                   cpu_generations="; ".join(sorted(set(cell["cpu_generation"]))))
+        row = {
+            "decoder": lab,
+            **col.fields(),
+            "collapsed": k,
+            "n": n,
+            "wilson_lo": ci and ci[0],
+            "wilson_hi": ci and ci[1],
+            "onset_seeds": len(onsets),
+            "onset_epoch_median": float(onsets.median()) if len(onsets) else None,
+            "top_reason": reasons.most_common(1)[0][0] if reasons else "",
+            "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
+            "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
+            "active_units_mean": float(cell["active_units"].mean()),
+        }
+        row.update(
+            {f"ended_{e}": int((cell["ending"] == e).sum()) for e in ENDINGS},
+            cpu_generations="; ".join(sorted(set(cell["cpu_generation"]))),
+        )
         numbers.append(row)
         onset = f"{len(onsets)}/{n}" + (f", epoch {row['onset_epoch_median']:g}" if len(onsets) else "")
         rule = row["top_reason"] or "-"
         if rule == "excess_density" and col.fields().get("scaling") == "dequantized":
             rule = "excess_density (local concentration)"  # bounded there: density <= D ln L on average
-        rows.append([lab, col.title(ok), f"{k}/{n}", _interval(ci), onset, rule,
-                     _fmt(row["excess_density_frac_mean"], 4), _fmt(row["frac_below_tau_mean"], 4),
-                     _fmt(row["active_units_mean"], 1), _endings(row), row["cpu_generations"]])
-    header = ["decoder", "data", "collapsed", "Wilson 95 %", "validation onset (seeds, median epoch)", "most common rule", "excess density frac (seed mean)",
-              "sd below tau frac (seed mean)", "active units (seed mean)", "runs ended", "CPU"]
+        rows.append(
+            [
+                lab,
+                col.title(ok),
+                f"{k}/{n}",
+                _interval(ci),
+                onset,
+                rule,
+                _fmt(row["excess_density_frac_mean"], 4),
+                _fmt(row["frac_below_tau_mean"], 4),
+                _fmt(row["active_units_mean"], 1),
+                _endings(row),
+                row["cpu_generations"],
+            ]
+        )
+    header = [
+        "decoder",
+        "data",
+        "collapsed",
+        "Wilson 95 %",
+        "validation onset (seeds, median epoch)",
+        "most common rule",
+        "excess density frac (seed mean)",
+        "sd below tau frac (seed mean)",
+        "active units (seed mean)",
+        "runs ended",
+        "CPU",
+    ]
     thresholds = " or ".join(f"{t:.2%}".replace(".00%", " %") for t in sorted(set(ok["collapse_threshold"].dropna())))
     cs = " or ".join(f"{c:g}" for c in sorted(set(ok["density_c"].dropna())))
-    caption = ("Variance collapse: runs flagged over runs, with the Wilson 95 % interval (only with "
-               f"{MIN_SEEDS_FOR_INTERVAL} or more runs). A run is flagged when a training loss or gradient was "
-               f"non-finite (nonfinite), when more than {thresholds or 'the threshold'} of test pixels have a decoder "
-               f"density above c / bin (c = {cs or 'n/a'}) at the posterior mean (excess_density), or when the "
-               "training bound on dequantized "
-               "data exceeded D ln L at any epoch (bound_above_discrete_limit). Validation onset: the seeds whose "
-               "validation excess-density fraction passed the same threshold at some epoch, and the median over them "
-               "of the first such epoch (collapse_onset_epoch); a seed can pass it and come back below by the epoch "
-               "the verdict is judged at, the best validation epoch. The fraction of decoder standard "
-               "deviations below tau describes the fit and is not the verdict: a healthy fit of dequantized data "
-               "sits at tau. On dequantized pixels the expected log density cannot exceed D ln L, so density above "
-               "c / bin there is local concentration of a bounded density (named so), not an unbounded likelihood. "
-               f"Runs ended: {ENDING_WORDS}; a verdict of capped runs describes their epoch budget "
-               f"({_budgets(ok)}), not the decoder. CPU: the generations the cell's runs ran on (one model name "
-               "covers several); cells of different generations are not bit-for-bit comparable.")
+    caption = (
+        "Variance collapse: runs flagged over runs, with the Wilson 95 % interval (only with "
+        f"{MIN_SEEDS_FOR_INTERVAL} or more runs). A run is flagged when a training loss or gradient was "
+        f"non-finite (nonfinite), when more than {thresholds or 'the threshold'} of test pixels have a decoder "
+        f"density above c / bin (c = {cs or 'n/a'}) at the posterior mean (excess_density), or when the "
+        "training bound on dequantized "
+        "data exceeded D ln L at any epoch (bound_above_discrete_limit). Validation onset: the seeds whose "
+        "validation excess-density fraction passed the same threshold at some epoch, and the median over them "
+        "of the first such epoch (collapse_onset_epoch); a seed can pass it and come back below by the epoch "
+        "the verdict is judged at, the best validation epoch. The fraction of decoder standard "
+        "deviations below tau describes the fit and is not the verdict: a healthy fit of dequantized data "
+        "sits at tau. On dequantized pixels the expected log density cannot exceed D ln L, so density above "
+        "c / bin there is local concentration of a bounded density (named so), not an unbounded likelihood. "
+        f"Runs ended: {ENDING_WORDS}; a verdict of capped runs describes their epoch budget "
+        f"({_budgets(ok)}), not the decoder. CPU: the generations the cell's runs ran on (one model name "
+        "covers several); cells of different generations are not bit-for-bit comparable."
+    )
     return Table("collapse", caption, pd.DataFrame(numbers), header, rows)
 
 
 #: How a run ends (report.load.ending), in the order tables list them.
 ENDINGS = ("stopped", "capped", "diverged")
-ENDING_WORDS = ("stopped (early stopping fired: converged by the stopping rule), capped (the epoch budget ran "
-                "out first) or diverged (a non-finite loss)")
+ENDING_WORDS = (
+    "stopped (early stopping fired: converged by the stopping rule), capped (the epoch budget ran "
+    "out first) or diverged (a non-finite loss)"
+)
 
 
 def _endings(row: dict) -> str:
@@ -262,20 +342,35 @@ def sensitivity_table(df: pd.DataFrame) -> Table:
             row[f"threshold_{t:g}"] = int((fixed | (cell["excess_density_frac"] > t)).sum())
         for c in SENSITIVITY_C:
             fracs = [None if not by_c else by_c.get(f"{c:g}") for by_c in cell["excess_by_c"]]
-            row[f"c_{c:g}"] = (None if any(f is None for f in fracs) else
-                               int(sum(bool(x) or f > t for x, f, t in zip(fixed, fracs, cell["collapse_threshold"]))))
+            row[f"c_{c:g}"] = (
+                None
+                if any(f is None for f in fracs)
+                else int(sum(bool(x) or f > t for x, f, t in zip(fixed, fracs, cell["collapse_threshold"])))
+            )
         numbers.append(row)
         n = len(cell)
-        rows.append([lab, col.title(ok), *(f"{row[f'threshold_{t:g}']}/{n}" for t in SENSITIVITY_THRESHOLDS),
-                     *("n/a" if row[f"c_{c:g}"] is None else f"{row[f'c_{c:g}']}/{n}" for c in SENSITIVITY_C)])
-    header = ["decoder", "data", *(f"threshold {t:.1%}" for t in SENSITIVITY_THRESHOLDS),
-              *(f"c = {c:g}" for c in SENSITIVITY_C)]
+        rows.append(
+            [
+                lab,
+                col.title(ok),
+                *(f"{row[f'threshold_{t:g}']}/{n}" for t in SENSITIVITY_THRESHOLDS),
+                *("n/a" if row[f"c_{c:g}"] is None else f"{row[f'c_{c:g}']}/{n}" for c in SENSITIVITY_C),
+            ]
+        )
+    header = [
+        "decoder",
+        "data",
+        *(f"threshold {t:.1%}" for t in SENSITIVITY_THRESHOLDS),
+        *(f"c = {c:g}" for c in SENSITIVITY_C),
+    ]
     cs = " or ".join(f"{c:g}" for c in sorted(set(ok["density_c"].dropna())))
     thresholds = " or ".join(f"{t:.2%}" for t in sorted(set(ok["collapse_threshold"].dropna())))
-    caption = ("Sensitivity of the collapse verdict: runs flagged over runs as the fraction of test pixels that "
-               f"must exceed c / bin varies (at c = {cs or 'n/a'}), and as c varies (at the threshold "
-               f"{thresholds or 'n/a'}); n/a where the records predate the fractions at other c. A verdict that "
-               "changes across a row hangs on the chosen value.")
+    caption = (
+        "Sensitivity of the collapse verdict: runs flagged over runs as the fraction of test pixels that "
+        f"must exceed c / bin varies (at c = {cs or 'n/a'}), and as c varies (at the threshold "
+        f"{thresholds or 'n/a'}); n/a where the records predate the fractions at other c. A verdict that "
+        "changes across a row hangs on the chosen value."
+    )
     return Table("sensitivity", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -305,37 +400,67 @@ def faithfulness_table(df: pd.DataFrame, reference: str = FAITHFULNESS_REFERENCE
     for col in _columns(ok):
         ref = col.select(ref_runs)
         latent = [_latent(n) for n in ref["network"]] if "network" in ref else []
-        if any(k is not None and a < MIN_REFERENCE_ACTIVE_FRACTION * k
-               for a, k in zip(ref.get("active_units", []), latent)):
+        if any(
+            k is not None and a < MIN_REFERENCE_ACTIVE_FRACTION * k for a, k in zip(ref.get("active_units", []), latent)
+        ):
             refused.add(col)
             units = ", ".join(f"{a:g}" for a in ref["active_units"])
-            notes.append(f"faithfulness: reference {reference!r} on {col.title(ok)} has {units} active units of "
-                         f"{latent[0]} latent dimensions (fewer than {MIN_REFERENCE_ACTIVE_FRACTION:.0%} in some "
-                         f"seed): its posterior has collapsed, so it is no reference for a decoder's mean; no verdicts "
-                         f"for this column (choose another reference decoder)")
+            notes.append(
+                f"faithfulness: reference {reference!r} on {col.title(ok)} has {units} active units of "
+                f"{latent[0]} latent dimensions (fewer than {MIN_REFERENCE_ACTIVE_FRACTION:.0%} in some "
+                f"seed): its posterior has collapsed, so it is no reference for a decoder's mean; no verdicts "
+                f"for this column (choose another reference decoder)"
+            )
     for lab, col, cell in _cells(ok[ok["config"] != reference]):
         if col in refused:
             continue
         # a decoder trained at several learning rates meets the reference trained at the same rate
-        pairs = cell.merge(col.select(ref_runs), on=["network", "seed", "learning_rate"],
-                           suffixes=("", "_ref")).sort_values("seed")
+        pairs = cell.merge(
+            col.select(ref_runs), on=["network", "seed", "learning_rate"], suffixes=("", "_ref")
+        ).sort_values("seed")
         if pairs.empty:  # no reference run in this column: nothing to say, so no row (and no table at all)
             continue
         test = worse_than(pairs["rmse"].to_numpy(float), pairs["rmse_ref"].to_numpy(float))
-        row = {"decoder": lab, **col.fields(), "reference": reference, "pairs": len(pairs),
-               "rmse_mean": float(pairs["rmse"].mean()), "reference_rmse_mean": float(pairs["rmse_ref"].mean()),
-               "p_value": test and test[1], "worse": test and test[0]}
+        row = {
+            "decoder": lab,
+            **col.fields(),
+            "reference": reference,
+            "pairs": len(pairs),
+            "rmse_mean": float(pairs["rmse"].mean()),
+            "reference_rmse_mean": float(pairs["rmse_ref"].mean()),
+            "p_value": test and test[1],
+            "worse": test and test[0],
+        }
         numbers.append(row)
         verdict = "n/a (fewer than 2 pairs)" if test is None else ("worse" if test[0] else "not worse")
-        rows.append([lab, col.title(ok), str(len(pairs)), _fmt(row["rmse_mean"], 4),
-                     _fmt(row["reference_rmse_mean"], 4), "n/a" if test is None else f"{test[1]:.3g}", verdict])
-    header = ["decoder", "data", "paired seeds", "rmse", f"rmse of {reference}", "p (one-sided)",
-              f"mean vs {reference}"]
-    caption = (f"Faithfulness: is the decoder mean as good as that of the reference decoder, {reference}? Test rmse "
-               "of the decoder mean at the posterior mean, against the reference of the same data, scaling, network, "
-               f"learning rate and seed; paired over seeds, one-sided t-test at {ALPHA:g}: 'worse' means significantly worse than "
-               f"{reference}. A reference with fewer active latent units than "
-               f"{MIN_REFERENCE_ACTIVE_FRACTION:.0%} of its latent dimensions is refused.")
+        rows.append(
+            [
+                lab,
+                col.title(ok),
+                str(len(pairs)),
+                _fmt(row["rmse_mean"], 4),
+                _fmt(row["reference_rmse_mean"], 4),
+                "n/a" if test is None else f"{test[1]:.3g}",
+                verdict,
+            ]
+        )
+    header = [
+        "decoder",
+        "data",
+        "paired seeds",
+        "rmse",
+        f"rmse of {reference}",
+        "p (one-sided)",
+        f"mean vs {reference}",
+    ]
+    caption = (
+        f"Faithfulness: is the decoder mean as good as that of the reference decoder, {reference}? Test rmse "
+        "of the decoder mean at the posterior mean, against the reference of the same data, scaling, network, "
+        f"learning rate and seed; paired over seeds, one-sided t-test at {ALPHA:g}: 'worse' means significantly "
+        "worse than "
+        f"{reference}. A reference with fewer active latent units than "
+        f"{MIN_REFERENCE_ACTIVE_FRACTION:.0%} of its latent dimensions is refused."
+    )
     return Table("faithfulness", caption, pd.DataFrame(numbers), header, rows, notes=notes)
 
 
@@ -348,21 +473,42 @@ def convergence_table(df: pd.DataFrame) -> Table:
         change = cell["val_bound_final_change"].dropna()
         scaled = cell[cell["global_scale"].notna()]
         conv = int(scaled["global_scale_converged"].astype(bool).sum()) if len(scaled) else None
-        row = {"decoder": lab, **col.fields(), "n": len(cell),
-               "val_bound_final_change_median": float(change.median()) if len(change) else None,
-               "global_scale_mean": float(scaled["global_scale"].mean()) if len(scaled) else None,
-               "global_scale_optimum_mean": float(scaled["global_scale_optimum"].mean()) if len(scaled) else None,
-               "global_scale_converged": conv}
+        row = {
+            "decoder": lab,
+            **col.fields(),
+            "n": len(cell),
+            "val_bound_final_change_median": float(change.median()) if len(change) else None,
+            "global_scale_mean": float(scaled["global_scale"].mean()) if len(scaled) else None,
+            "global_scale_optimum_mean": float(scaled["global_scale_optimum"].mean()) if len(scaled) else None,
+            "global_scale_converged": conv,
+        }
         numbers.append(row)
-        rows.append([lab, col.title(ok), str(len(cell)), _fmt(row["val_bound_final_change_median"], 3),
-                     _fmt(row["global_scale_mean"], 4), _fmt(row["global_scale_optimum_mean"], 4),
-                     "n/a" if conv is None else f"{conv}/{len(scaled)}"])
-    header = ["decoder", "data", "seeds", "last-epoch change of val bound (median)", "global scale (seed mean)",
-              "its optimum (seed mean)", "scale converged"]
-    caption = ("Convergence: median over seeds of the last epoch's change of the validation bound (nats); for a "
-               "decoder with one learned scale for all pixels, that scale and its closed-form optimum given the "
-               "mean (root mean squared error at sampled z on the training split), converged when within "
-               f"{SCALE_CONVERGENCE_RTOL:.0%} of it.")
+        rows.append(
+            [
+                lab,
+                col.title(ok),
+                str(len(cell)),
+                _fmt(row["val_bound_final_change_median"], 3),
+                _fmt(row["global_scale_mean"], 4),
+                _fmt(row["global_scale_optimum_mean"], 4),
+                "n/a" if conv is None else f"{conv}/{len(scaled)}",
+            ]
+        )
+    header = [
+        "decoder",
+        "data",
+        "seeds",
+        "last-epoch change of val bound (median)",
+        "global scale (seed mean)",
+        "its optimum (seed mean)",
+        "scale converged",
+    ]
+    caption = (
+        "Convergence: median over seeds of the last epoch's change of the validation bound (nats); for a "
+        "decoder with one learned scale for all pixels, that scale and its closed-form optimum given the "
+        "mean (root mean squared error at sampled z on the training split), converged when within "
+        f"{SCALE_CONVERGENCE_RTOL:.0%} of it."
+    )
     return Table("convergence", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -394,32 +540,63 @@ def backend_agreement_table(df: pd.DataFrame) -> Table:
                 test = equivalence(a["iwae_ll"], b["iwae_ll"], margin)
                 ka, kb = (int(c["variance_collapse"].astype(bool).sum()) for c in (a, b))
                 difference = float(b["iwae_ll"].mean() - a["iwae_ll"].mean())
-                row = {"decoder": lab, "dataset": dataset, "scaling": scaling,
-                       f"{first}_mean": float(a["iwae_ll"].mean()), f"{second}_mean": float(b["iwae_ll"].mean()),
-                       "difference": difference, "margin": margin, "verdict": test and test[0],
-                       "p_equivalence": test and test[1], "p_difference": test and test[2],
-                       f"{first}_collapsed": ka, f"{second}_collapsed": kb, "n": f"{len(a)}/{len(b)}",
-                       "verdicts_identical": ka * len(b) == kb * len(a)}
+                row = {
+                    "decoder": lab,
+                    "dataset": dataset,
+                    "scaling": scaling,
+                    f"{first}_mean": float(a["iwae_ll"].mean()),
+                    f"{second}_mean": float(b["iwae_ll"].mean()),
+                    "difference": difference,
+                    "margin": margin,
+                    "verdict": test and test[0],
+                    "p_equivalence": test and test[1],
+                    "p_difference": test and test[2],
+                    f"{first}_collapsed": ka,
+                    f"{second}_collapsed": kb,
+                    "n": f"{len(a)}/{len(b)}",
+                    "verdicts_identical": ka * len(b) == kb * len(a),
+                }
                 numbers.append(row)
-                rows.append([lab, f"{dataset} {scaling}", row["n"], _fmt(row[f"{first}_mean"]),
-                             _fmt(row[f"{second}_mean"]), f"{difference:+.2f}",
-                             "n/a (fewer than 2 seeds)" if test is None
-                             else f"{test[0]} (p {test[1]:.2g} / {test[2]:.2g})",
-                             f"{ka}/{len(a)} vs {kb}/{len(b)}", "yes" if row["verdicts_identical"] else "NO"])
-    header = ["decoder", "data", "seeds", f"iwae_ll {first} (mean)", f"iwae_ll {second} (mean)",
-              f"{second} - {first}", "means (p equivalent / p different)", "collapsed", "same verdicts"]
+                rows.append(
+                    [
+                        lab,
+                        f"{dataset} {scaling}",
+                        row["n"],
+                        _fmt(row[f"{first}_mean"]),
+                        _fmt(row[f"{second}_mean"]),
+                        f"{difference:+.2f}",
+                        "n/a (fewer than 2 seeds)" if test is None else f"{test[0]} (p {test[1]:.2g} / {test[2]:.2g})",
+                        f"{ka}/{len(a)} vs {kb}/{len(b)}",
+                        "yes" if row["verdicts_identical"] else "NO",
+                    ]
+                )
+    header = [
+        "decoder",
+        "data",
+        "seeds",
+        f"iwae_ll {first} (mean)",
+        f"iwae_ll {second} (mean)",
+        f"{second} - {first}",
+        "means (p equivalent / p different)",
+        "collapsed",
+        "same verdicts",
+    ]
     margin_text = ", ".join(f"{m:.2f} nats on {d}" for d, m in sorted(margins.items())) or "n/a"
     compilers = ok["compiler"] if "compiler" in ok else pd.Series(None, index=ok.index, dtype=object)
-    compiled = "; ".join(f"{be} compiled with {', '.join(sorted(set(compilers[ok['backend'] == be].dropna()))) or 'n/a'}"
-                         for be in backends)
-    caption = (f"Backends: the same specs under TensorFlow and JAX (TFP's JAX substrate; {compiled}). Their random "
-               "streams differ, "
-               "so their means are compared with an equivalence margin of "
-               f"{BACKEND_MARGIN_NATS_PER_DIM:g} nats per pixel ({margin_text}): 'agree' when two one-sided Welch "
-               f"t-tests show the difference of mean test iwae_ll inside the margin (p equivalent < {ALPHA:g}); "
-               f"'differ' when not, and a two-sided Welch test finds a difference (p different < {ALPHA:g}); "
-               "'undetermined' when neither: the seeds are too few or too spread to tell. 'same verdicts': the "
-               "same fraction of seeds flagged as collapsed.")
+    compiled = "; ".join(
+        f"{be} compiled with {', '.join(sorted(set(compilers[ok['backend'] == be].dropna()))) or 'n/a'}"
+        for be in backends
+    )
+    caption = (
+        f"Backends: the same specs under TensorFlow and JAX (TFP's JAX substrate; {compiled}). Their random "
+        "streams differ, "
+        "so their means are compared with an equivalence margin of "
+        f"{BACKEND_MARGIN_NATS_PER_DIM:g} nats per pixel ({margin_text}): 'agree' when two one-sided Welch "
+        f"t-tests show the difference of mean test iwae_ll inside the margin (p equivalent < {ALPHA:g}); "
+        f"'differ' when not, and a two-sided Welch test finds a difference (p different < {ALPHA:g}); "
+        "'undetermined' when neither: the seeds are too few or too spread to tell. 'same verdicts': the "
+        "same fraction of seeds flagged as collapsed."
+    )
     return Table("backends", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -432,20 +609,50 @@ def throughput_table(df: pd.DataFrame) -> Table:
     for key in keys:
         cell = ok[np.logical_and.reduce([ok[f] == v for f, v in zip(fields, key)])]
         lab, dataset, device, backend, precision = key
-        row = {"decoder": lab, "dataset": dataset, "device": device, "backend": backend, "precision": precision,
-               "runs": len(cell), "seeds_per_step_median": float(cell["seeds_per_step"].median()),
-               **{f"{k}_median": float(cell[k].median()) for k in ("train_examples_per_s", "eval_examples_per_s", "compile_s")},
-               "peak_memory_mib_max": float(cell["peak_memory_mib"].max())}
+        row = {
+            "decoder": lab,
+            "dataset": dataset,
+            "device": device,
+            "backend": backend,
+            "precision": precision,
+            "runs": len(cell),
+            "seeds_per_step_median": float(cell["seeds_per_step"].median()),
+            **{
+                f"{k}_median": float(cell[k].median())
+                for k in ("train_examples_per_s", "eval_examples_per_s", "compile_s")
+            },
+            "peak_memory_mib_max": float(cell["peak_memory_mib"].max()),
+        }
         numbers.append(row)
-        rows.append([lab, dataset, f"{device} / {backend} / {precision}", str(len(cell)),
-                     f"{row['seeds_per_step_median']:g}", f"{row['train_examples_per_s_median']:.0f}",
-                     f"{row['eval_examples_per_s_median']:.0f}", f"{row['compile_s_median']:.2f}",
-                     f"{row['peak_memory_mib_max']:.0f}"])
-    header = ["decoder", "data", "device / backend / precision", "runs", "seeds per step", "train ex/s per model",
-              "eval ex/s", "compile s", "peak MiB"]
-    caption = ("Throughput: medians over runs (steady-state training, compile time apart; evaluation of the test "
-               "split). Training is per model: a step of a seed group trains `seeds per step` models, so it "
-               "processes that many times as many examples.")
+        rows.append(
+            [
+                lab,
+                dataset,
+                f"{device} / {backend} / {precision}",
+                str(len(cell)),
+                f"{row['seeds_per_step_median']:g}",
+                f"{row['train_examples_per_s_median']:.0f}",
+                f"{row['eval_examples_per_s_median']:.0f}",
+                f"{row['compile_s_median']:.2f}",
+                f"{row['peak_memory_mib_max']:.0f}",
+            ]
+        )
+    header = [
+        "decoder",
+        "data",
+        "device / backend / precision",
+        "runs",
+        "seeds per step",
+        "train ex/s per model",
+        "eval ex/s",
+        "compile s",
+        "peak MiB",
+    ]
+    caption = (
+        "Throughput: medians over runs (steady-state training, compile time apart; evaluation of the test "
+        "split). Training is per model: a step of a seed group trains `seeds per step` models, so it "
+        "processes that many times as many examples."
+    )
     return Table("throughput", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -453,8 +660,9 @@ def benchmark_machine(data: dict, fallback: str) -> str:
     """'CPU model, family F model M (N threads)' of a pytest-benchmark JSON written with
     benchmarks/conftest.py: one model name covers CPUs of different generations."""
     info = data.get("machine_info", {}).get("tfp_vae", {})
-    return machine_label(info.get("cpu_model", fallback), info.get("cpu_count", "?"),
-                         data.get("machine_info", {}).get("cpu"))
+    return machine_label(
+        info.get("cpu_model", fallback), info.get("cpu_count", "?"), data.get("machine_info", {}).get("cpu")
+    )
 
 
 def machine_label(cpu_model: str, threads: Any, cpu: dict | None) -> str:
@@ -475,19 +683,44 @@ def benchmark_table(files: list) -> Table:
         machine = benchmark_machine(data, path.stem)
         for b in sorted(data.get("benchmarks", []), key=lambda b: b["name"]):
             extra = b.get("extra_info", {})
-            row = {"machine": machine, "benchmark": b["name"], "median_s": b["stats"]["median"],
-                   "iqr_s": b["stats"]["iqr"], "examples_per_s": extra.get("examples_per_s"),
-                   "ceiling_fraction": extra.get("ceiling_fraction"), "peak_mib": extra.get("peak_mib"),
-                   "dequantization_overhead": extra.get("dequantization_overhead")}
+            row = {
+                "machine": machine,
+                "benchmark": b["name"],
+                "median_s": b["stats"]["median"],
+                "iqr_s": b["stats"]["iqr"],
+                "examples_per_s": extra.get("examples_per_s"),
+                "ceiling_fraction": extra.get("ceiling_fraction"),
+                "peak_mib": extra.get("peak_mib"),
+                "dequantization_overhead": extra.get("dequantization_overhead"),
+            }
             numbers.append(row)
             frac, over = row["ceiling_fraction"], row["dequantization_overhead"]
-            rows.append([b["name"], f"{row['median_s'] * 1e3:.1f}", f"{row['iqr_s'] * 1e3:.1f}",
-                         _fmt(row["examples_per_s"], 0), "n/a" if frac is None else f"{frac:.0%}",
-                         "n/a" if over is None else f"{over:+.1%}", _fmt(row["peak_mib"], 0), machine])
-    header = ["benchmark", "median ms", "IQR ms", "examples/s", "of matmul ceiling", "dequantization overhead",
-              "peak MiB", "machine"]
-    caption = ("Throughput benchmarks (pytest-benchmark): median and IQR per round, examples/s, and the fraction of "
-               "the float32 matmul throughput at the same layer shapes measured in the same run.")
+            rows.append(
+                [
+                    b["name"],
+                    f"{row['median_s'] * 1e3:.1f}",
+                    f"{row['iqr_s'] * 1e3:.1f}",
+                    _fmt(row["examples_per_s"], 0),
+                    "n/a" if frac is None else f"{frac:.0%}",
+                    "n/a" if over is None else f"{over:+.1%}",
+                    _fmt(row["peak_mib"], 0),
+                    machine,
+                ]
+            )
+    header = [
+        "benchmark",
+        "median ms",
+        "IQR ms",
+        "examples/s",
+        "of matmul ceiling",
+        "dequantization overhead",
+        "peak MiB",
+        "machine",
+    ]
+    caption = (
+        "Throughput benchmarks (pytest-benchmark): median and IQR per round, examples/s, and the fraction of "
+        "the float32 matmul throughput at the same layer shapes measured in the same run."
+    )
     return Table("benchmarks", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -504,22 +737,44 @@ def peers_table(files: list) -> Table:
         extras = [b.get("extra_info", {}) for b in data.get("benchmarks", [])]
         for peer in (e for e in extras if e.get("peer") not in (None, "tfp-vae")):
             for ours in (e for e in extras if e.get("peer") == "tfp-vae"):
-                row = {"machine": machine, "peer": peer["peer"], "peer_examples_per_s": peer["examples_per_s"],
-                       "backend": ours["backend"], "compiler": ours.get("compiler", "xla"),  # files before it: XLA
-                       "precision": ours["precision"], "steady_examples_per_s": ours["steady_examples_per_s"],
-                       "whole_train_examples_per_s": ours["whole_train_examples_per_s"],
-                       "ratio_steady": ours["steady_examples_per_s"] / peer["examples_per_s"],
-                       "ratio_whole": ours["whole_train_examples_per_s"] / peer["examples_per_s"]}
+                row = {
+                    "machine": machine,
+                    "peer": peer["peer"],
+                    "peer_examples_per_s": peer["examples_per_s"],
+                    "backend": ours["backend"],
+                    "compiler": ours.get("compiler", "xla"),  # files before it: XLA
+                    "precision": ours["precision"],
+                    "steady_examples_per_s": ours["steady_examples_per_s"],
+                    "whole_train_examples_per_s": ours["whole_train_examples_per_s"],
+                    "ratio_steady": ours["steady_examples_per_s"] / peer["examples_per_s"],
+                    "ratio_whole": ours["whole_train_examples_per_s"] / peer["examples_per_s"],
+                }
                 numbers.append(row)
-                rows.append([f"{row['backend']} ({row['compiler']}) / {row['precision']}",
-                         _fmt(row["steady_examples_per_s"], 0),
-                             _fmt(row["whole_train_examples_per_s"], 0), f"{row['peer']} {_fmt(peer['examples_per_s'], 0)}",
-                             f"{row['ratio_steady']:.2f}x", f"{row['ratio_whole']:.2f}x", machine])
-    header = ["tfp-vae", "train ex/s (steady)", "train ex/s (whole epoch)", "peer ex/s (whole pipeline)",
-              "ratio (steady)", "ratio (whole)", "machine"]
-    caption = ("Peers (`tox -e peers`): one epoch of Fashion-MNIST, MLP 784-512-512-16, batch 128, Adam 1e-3, a "
-               "fixed-variance Gaussian decoder, measured in one run. The peer's rate is its whole training pipeline "
-               "(evaluation included); tfp-vae's steady rate leaves compilation out, its whole-epoch rate does not.")
+                rows.append(
+                    [
+                        f"{row['backend']} ({row['compiler']}) / {row['precision']}",
+                        _fmt(row["steady_examples_per_s"], 0),
+                        _fmt(row["whole_train_examples_per_s"], 0),
+                        f"{row['peer']} {_fmt(peer['examples_per_s'], 0)}",
+                        f"{row['ratio_steady']:.2f}x",
+                        f"{row['ratio_whole']:.2f}x",
+                        machine,
+                    ]
+                )
+    header = [
+        "tfp-vae",
+        "train ex/s (steady)",
+        "train ex/s (whole epoch)",
+        "peer ex/s (whole pipeline)",
+        "ratio (steady)",
+        "ratio (whole)",
+        "machine",
+    ]
+    caption = (
+        "Peers (`tox -e peers`): one epoch of Fashion-MNIST, MLP 784-512-512-16, batch 128, Adam 1e-3, a "
+        "fixed-variance Gaussian decoder, measured in one run. The peer's rate is its whole training pipeline "
+        "(evaluation included); tfp-vae's steady rate leaves compilation out, its whole-epoch rate does not."
+    )
     return Table("peers", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -530,8 +785,10 @@ def _walltime_timings(data: dict) -> list[dict]:
         return data["timings"]
     commit = (data.get("git") or {}).get("commit")
     on, off = data["with_seed_batching"], data["without_seed_batching"]
-    return [{**on, "label": f"seed groups of up to {on['seeds_per_group']}", "commit": commit},
-            {**off, "label": "every seed alone", "commit": commit}]
+    return [
+        {**on, "label": f"seed groups of up to {on['seeds_per_group']}", "commit": commit},
+        {**off, "label": "every seed alone", "commit": commit},
+    ]
 
 
 def study_walltime_table(files: list) -> Table:
@@ -547,16 +804,33 @@ def study_walltime_table(files: list) -> Table:
         machine = machine_label(data["cpu_model"], data["cores"], data.get("cpu"))
         timings = _walltime_timings(data)
         for timing in timings:
-            row = {"machine": machine, "variant": timing["label"], "commit": timing["commit"], "runs": timing["runs"],
-                   "workers": timing["workers"], "wall_s": timing["wall_s"],
-                   "ratio_to_first": timing["wall_s"] / timings[0]["wall_s"]}
+            row = {
+                "machine": machine,
+                "variant": timing["label"],
+                "commit": timing["commit"],
+                "runs": timing["runs"],
+                "workers": timing["workers"],
+                "wall_s": timing["wall_s"],
+                "ratio_to_first": timing["wall_s"] / timings[0]["wall_s"],
+            }
             numbers.append(row)
-            rows.append([machine, row["variant"], str(row["commit"])[:7], str(row["runs"]), str(row["workers"]),
-                         f"{row['wall_s']:.0f}", f"{row['ratio_to_first']:.2f}x"])
+            rows.append(
+                [
+                    machine,
+                    row["variant"],
+                    str(row["commit"])[:7],
+                    str(row["runs"]),
+                    str(row["workers"]),
+                    f"{row['wall_s']:.0f}",
+                    f"{row['ratio_to_first']:.2f}x",
+                ]
+            )
     header = ["machine", "variant", "commit", "runs", "workers", "wall s", "vs the first"]
-    caption = ("The quick study from scratch (scripts/study_walltime.py), each variant in worker processes that stay "
-               "up between seed groups, measured one after the other in one run; the last column is each wall time "
-               "over the first of its run.")
+    caption = (
+        "The quick study from scratch (scripts/study_walltime.py), each variant in worker processes that stay "
+        "up between seed groups, measured one after the other in one run; the last column is each wall time "
+        "over the first of its run."
+    )
     return Table("study_walltime", caption, pd.DataFrame(numbers), header, rows)
 
 
@@ -572,26 +846,52 @@ def reproduction_table(files: list) -> Table:
         for o in data.get("outcomes", []):
             why = "; ".join(o["explanation"]) or SAME_ENVIRONMENT
             different = ", ".join(f"{k}: {v}" for k, v in list((o["detail"].get("different") or {}).items())[:3])
-            numbers.append({"machine": data["machine"], "cpu_model": data["cpu_model"], "run_id": o["run_id"],
-                            "run": o["label"], "verdict": o["verdict"], "expected_identical": o["expected_identical"],
-                            "unexpected": o["failed"], "differs": why, "fields": different})
-            rows.append([o["label"], o["verdict"] + (" (unexpected)" if o["failed"] else ""), data["cpu_model"], why,
-                         different or "-"])
+            numbers.append(
+                {
+                    "machine": data["machine"],
+                    "cpu_model": data["cpu_model"],
+                    "run_id": o["run_id"],
+                    "run": o["label"],
+                    "verdict": o["verdict"],
+                    "expected_identical": o["expected_identical"],
+                    "unexpected": o["failed"],
+                    "differs": why,
+                    "fields": different,
+                }
+            )
+            rows.append(
+                [
+                    o["label"],
+                    o["verdict"] + (" (unexpected)" if o["failed"] else ""),
+                    data["cpu_model"],
+                    why,
+                    different or "-",
+                ]
+            )
     header = ["run", "verdict", "rerun on", "what differs from the committed environment", "fields beyond tolerance"]
-    tolerances = sorted({(data.get("rtol"), data.get("atol")) for data in map(json.loads, map(Path.read_text,
-                                                                                              map(Path, files)))})
+    tolerances = sorted(
+        {(data.get("rtol"), data.get("atol")) for data in map(json.loads, map(Path.read_text, map(Path, files)))}
+    )
     stated = " or ".join(f"relative {r:g}, absolute {a:g}" for r, a in tolerances if r is not None) or "as recorded"
     summaries = [json.loads(Path(f).read_text()) for f in sorted(files)]
-    held = "; ".join(f"on {d['cpu_model']}, {sum(c['holds'] for c in d['conclusions'])} of {len(d['conclusions'])} "
-                     "table cells hold" for d in summaries if "conclusions" in d)
-    caption = ("Reproduction: committed runs rerun from scratch (tfp-vae reproduce) and compared field by field, "
-               f"timing and environment apart: bit-identical, within tolerance ({stated}), or "
-               "different. With the same CPU model, family and instruction set, library versions, backend and worker "
-               "threads a run must be bit-identical."
-               + (f" Conclusions ({held}): a cell holds when each rerun seed keeps its collapse verdict, the mean "
-                  "test iwae_ll of its reruns lies within its committed seeds' range (widened by the tolerance), "
-                  "and the cell keeps its best or tied mark."
-                  if held else ""))
+    held = "; ".join(
+        f"on {d['cpu_model']}, {sum(c['holds'] for c in d['conclusions'])} of {len(d['conclusions'])} table cells hold"
+        for d in summaries
+        if "conclusions" in d
+    )
+    caption = (
+        "Reproduction: committed runs rerun from scratch (tfp-vae reproduce) and compared field by field, "
+        f"timing and environment apart: bit-identical, within tolerance ({stated}), or "
+        "different. With the same CPU model, family and instruction set, library versions, backend and worker "
+        "threads a run must be bit-identical."
+        + (
+            f" Conclusions ({held}): a cell holds when each rerun seed keeps its collapse verdict, the mean "
+            "test iwae_ll of its reruns lies within its committed seeds' range (widened by the tolerance), "
+            "and the cell keeps its best or tied mark."
+            if held
+            else ""
+        )
+    )
     return Table("reproduction", caption, pd.DataFrame(numbers), header, rows)
 
 

@@ -60,13 +60,19 @@ def threads_per_worker(cores: int, workers: int) -> int:
 def worker_env(threads: int, concurrent: int, compile_cache: str | None = None) -> dict[str, str]:
     """The environment of a worker process: its thread budget, how many runs share the machine and
     where compiled programs persist (compile_cache.py; None: nowhere)."""
-    env = {**os.environ, **worker_environment(None if compile_cache is None else Path(compile_cache)),
-           "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(min(2, threads)),
-           "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
-           "TFP_VAE_CONCURRENT_RUNS": str(concurrent)}
+    env = {
+        **os.environ,
+        **worker_environment(None if compile_cache is None else Path(compile_cache)),
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": str(min(2, threads)),
+        "OMP_NUM_THREADS": str(threads),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+        "TFP_VAE_CONCURRENT_RUNS": str(concurrent),
+    }
     if threads == 1:  # XLA on CPU (the JAX backend) otherwise starts a thread per core in every run
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                            " intra_op_parallelism_threads=1").strip()
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        ).strip()
     return env
 
 
@@ -75,9 +81,14 @@ class WorkerProcess:
 
     def __init__(self, threads: int, concurrent: int, compile_cache: str | None = None):
         self.log = tempfile.TemporaryFile(mode="w+", prefix="tfp_vae_worker_")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tfp_vae.runner.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     env=worker_env(threads, concurrent, compile_cache))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tfp_vae.runner.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=worker_env(threads, concurrent, compile_cache),
+        )
         self.groups = 0
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -91,9 +102,14 @@ class WorkerProcess:
         lines = [line.strip() for line in self.log_tail().splitlines() if " epoch " in f" {line.strip()}"]
         return lines[-1] if lines else None
 
-    def run_group(self, spec_dicts: list[dict[str, Any]], run_ids: list[str], timeout_s: float = WORKER_TIMEOUT_S,
-                  on_record: Callable[[dict[str, Any]], None] | None = None, poll_s: float = POLL_S,
-                  ) -> tuple[list[dict[str, Any]], bool]:
+    def run_group(
+        self,
+        spec_dicts: list[dict[str, Any]],
+        run_ids: list[str],
+        timeout_s: float = WORKER_TIMEOUT_S,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+        poll_s: float = POLL_S,
+    ) -> tuple[list[dict[str, Any]], bool]:
         """(one record per spec, whether the worker is still usable); never raises. `on_record` is
         called with each record the worker has written while the group still runs (looked for
         every `poll_s`), so that a client killed part way through a group keeps its finished seeds."""
@@ -127,9 +143,11 @@ class WorkerProcess:
             except (BrokenPipeError, OSError) as exc:
                 failure = f"worker process unreachable ({exc}), exit code {self.proc.poll()}"
             collect(notify=False)
-            records = [found.get(run_id) or error_record(spec_dict, run_id, failure or "worker wrote no record",
-                                                         self.log_tail())
-                       for spec_dict, run_id in zip(spec_dicts, run_ids)]
+            records = [
+                found.get(run_id)
+                or error_record(spec_dict, run_id, failure or "worker wrote no record", self.log_tail())
+                for spec_dict, run_id in zip(spec_dicts, run_ids)
+            ]
         self.groups += 1
         return records, failure is None and self.groups < GROUPS_PER_WORKER
 
@@ -152,9 +170,14 @@ _IDLE_LOCK = threading.Lock()
 _BUSY: dict[tuple[str, ...], WorkerProcess] = {}
 
 
-def run_group_in_worker(spec_dicts: list[dict[str, Any]], run_ids: list[str], threads: int,
-                        concurrent: int = 1, compile_cache: str | None = None,
-                        on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def run_group_in_worker(
+    spec_dicts: list[dict[str, Any]],
+    run_ids: list[str],
+    threads: int,
+    concurrent: int = 1,
+    compile_cache: str | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Run one seed group in an idle worker process of this machine (started if there is none);
     never raises. `concurrent` (how many groups share the machine) goes into the records;
     `compile_cache`: the directory compiled programs persist in (None: none); `on_record`: as in
@@ -203,8 +226,15 @@ class LocalExecutor:
         self.finished: queue.SimpleQueue = queue.SimpleQueue()  # records of seeds whose group still runs
 
     def submit(self, group: list[RunSpec]) -> cf.Future:
-        return self.pool.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
-                                self.threads, self.workers, self.compile_cache, self.finished.put)
+        return self.pool.submit(
+            run_group_in_worker,
+            [s.to_dict() for s in group],
+            [s.run_id() for s in group],
+            self.threads,
+            self.workers,
+            self.compile_cache,
+            self.finished.put,
+        )
 
     def early_records(self) -> list[dict[str, Any]]:
         """Records of finished seeds of groups that still run, each once."""
@@ -239,15 +269,21 @@ class DaskExecutor:
             self.client = Client(scheduler)
             self.threads = 1
         else:
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
             self.client = Client(self.cluster)
             self.threads = threads_per_worker(os.cpu_count() or 1, workers)
         self.workers = 1 if scheduler else workers
 
     def submit(self, group: list[RunSpec]):
-        return self.client.submit(run_group_in_worker, [s.to_dict() for s in group], [s.run_id() for s in group],
-                                  self.threads, self.workers, self.compile_cache, pure=False)
+        return self.client.submit(
+            run_group_in_worker,
+            [s.to_dict() for s in group],
+            [s.run_id() for s in group],
+            self.threads,
+            self.workers,
+            self.compile_cache,
+            pure=False,
+        )
 
     def wait_any(self, futures: list, timeout: float | None = None) -> set:
         from distributed import wait
@@ -316,7 +352,8 @@ class Progress:
         eta = f"{elapsed / finished * remaining:.0f}s" if finished else "?"
         (self.out or (lambda s: print(s, file=sys.stderr, flush=True)))(
             f"[{finished + self.skipped}/{self.total}] done {self.done + self.skipped} failed {self.failed} "
-            f"running {self.running} eta {eta} | {text}")
+            f"running {self.running} eta {eta} | {text}"
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -347,13 +384,22 @@ def seed_groups(specs: list[RunSpec], cap: int) -> list[list[RunSpec]]:
     by_key: dict[str, list[RunSpec]] = {}
     for spec in specs:
         by_key.setdefault(spec.group_key(), []).append(spec)
-    return [members[i:i + cap] for members in by_key.values() for i in range(0, len(members), cap)]
+    return [members[i : i + cap] for members in by_key.values() for i in range(0, len(members), cap)]
 
 
-def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str = "local", scheduler: str | None = None,
-              force: bool = False, rerun_failed: bool = False, out: Callable[[str], None] | None = None,
-              seeds_per_group: int = DEFAULT_SEEDS_PER_GROUP, groups: list[list[RunSpec]] | None = None,
-              compile_cache: Path | None = None) -> Progress:
+def run_study(
+    study: Study,
+    store: ResultStore,
+    workers: int = 1,
+    executor: str = "local",
+    scheduler: str | None = None,
+    force: bool = False,
+    rerun_failed: bool = False,
+    out: Callable[[str], None] | None = None,
+    seeds_per_group: int = DEFAULT_SEEDS_PER_GROUP,
+    groups: list[list[RunSpec]] | None = None,
+    compile_cache: Path | None = None,
+) -> Progress:
     """Run every pending spec of `study`, seed groups of at most `seeds_per_group`, at most `workers`
     groups at a time. `groups` (e.g. the groups of committed records being reproduced) replaces
     the grouping; its specs are run whatever their status. `compile_cache`: the directory the
@@ -367,8 +413,9 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
     else:
         queue_ = seed_groups(todo, seeds_per_group)
     progress = Progress(total=len(study.specs), skipped=len(study.specs) - len(todo), out=out)
-    progress.start(f"{len(todo)} to run in {len(queue_)} seed group(s), {progress.skipped} already recorded, "
-                   f"executor {executor}")
+    progress.start(
+        f"{len(todo)} to run in {len(queue_)} seed group(s), {progress.skipped} already recorded, executor {executor}"
+    )
     if not todo:
         progress.close()
         return progress
@@ -391,7 +438,8 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
             raise StoreError(
                 f"cannot write records to {store.dir} ({exc.strerror or exc}); {done} of "
                 f"{len(study.specs)} runs of {study.name} are saved there, intact; make room and run "
-                f"the same command again: it resumes from them") from None
+                f"the same command again: it resumes from them"
+            ) from None
         saved.add(spec.run_id())
         store.release(spec.run_id())
         if record["status"] == "error":
@@ -437,9 +485,8 @@ def run_study(study: Study, store: ResultStore, workers: int = 1, executor: str 
                 group = running[future]  # until its records are saved: if saving fails, its claims are released
                 try:
                     records = future.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. a Dask worker was lost
-                    records = [error_record(s.to_dict(), s.run_id(), f"{type(exc).__name__}: {exc}", "")
-                               for s in group]
+                except Exception as exc:
+                    records = [error_record(s.to_dict(), s.run_id(), f"{type(exc).__name__}: {exc}", "") for s in group]
                 for record in engine.early_records() + records:
                     if record["run_id"] not in saved:
                         save(record)

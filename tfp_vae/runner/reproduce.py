@@ -91,7 +91,12 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def _close(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
     return a == b
 
@@ -111,14 +116,21 @@ def compare(committed: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
     unequal = [k for k in keys if a.get(k) != b.get(k)]
     beyond = [k for k in unequal if not _close(a.get(k), b.get(k))]
     verdict = "bit-identical" if not unequal else ("within tolerance" if not beyond else "different")
-    return {"verdict": verdict, "fields_compared": len(keys), "fields_unequal": len(unequal),
-            "different": {k: _size(a.get(k), b.get(k)) for k in beyond[:20]}, "different_count": len(beyond)}
+    return {
+        "verdict": verdict,
+        "fields_compared": len(keys),
+        "fields_unequal": len(unequal),
+        "different": {k: _size(a.get(k), b.get(k)) for k in beyond[:20]},
+        "different_count": len(beyond),
+    }
 
 
 def worker_threads(record: dict[str, Any]) -> int | None:
     """The threads the record's worker process had: the machine's cores over the runs sharing it."""
-    cores, sharing = (record.get("environment") or {}).get("cpu_count"), (record.get("execution") or {}).get(
-        "concurrent_runs")
+    cores, sharing = (
+        (record.get("environment") or {}).get("cpu_count"),
+        (record.get("execution") or {}).get("concurrent_runs"),
+    )
     return threads_per_worker(cores, sharing) if cores and sharing else None
 
 
@@ -163,7 +175,9 @@ def environment_differences(committed: dict[str, Any], rerun: dict[str, Any]) ->
     if worker_threads(committed) != worker_threads(rerun):
         out.append(f"worker threads {worker_threads(committed)} -> {worker_threads(rerun)}")
     if (ea.get("git") or {}).get("commit") != (eb.get("git") or {}).get("commit"):
-        out.append(f"code {str((ea.get('git') or {}).get('commit'))[:10]} -> {str((eb.get('git') or {}).get('commit'))[:10]}")
+        out.append(
+            f"code {str((ea.get('git') or {}).get('commit'))[:10]} -> {str((eb.get('git') or {}).get('commit'))[:10]}"
+        )
     return out
 
 
@@ -190,9 +204,15 @@ class Outcome:
         return self.expected_identical and self.verdict != "bit-identical"
 
 
-def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n: int | None,
-              run_specs: Callable[[Study, ResultStore, list, int], Any], log: Callable[[str], None] = print,
-              workers: int | None = None) -> Reproduction:
+def reproduce(
+    study: Study,
+    committed_root: str | Path,
+    out_root: str | Path,
+    n: int | None,
+    run_specs: Callable[[Study, ResultStore, list, int], Any],
+    log: Callable[[str], None] = print,
+    workers: int | None = None,
+) -> Reproduction:
     """Rerun the sample of `study` into out_root/<machine>/<study>/ and compare, run by run and
     table cell by table cell (report.conclusions); writes summary.json. `run_specs(sample, store,
     groups, workers)` runs them, `workers` at a time (default: as many as when they were recorded)."""
@@ -206,8 +226,10 @@ def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n:
     fresh = ResultStore(Path(out_root) / machine, study.name)
     workers = workers or recorded_workers([committed.read(spec.run_id()) or {} for spec in specs])
     n_committed = sum(committed.status(spec.run_id()) == "done" for spec in study.specs)
-    log(f"reproducing {len(specs)} of the {n_committed} committed runs of {study.name} ({len(study.specs)} in its "
-        f"spec; {len(groups)} seed group(s), as recorded) on {cpu_model()} into {fresh.dir}, {workers} at a time")
+    log(
+        f"reproducing {len(specs)} of the {n_committed} committed runs of {study.name} ({len(study.specs)} in its "
+        f"spec; {len(groups)} seed group(s), as recorded) on {cpu_model()} into {fresh.dir}, {workers} at a time"
+    )
     run_specs(Study(study.name, study.path, tuple(specs)), fresh, groups, workers)
     outcomes = []
     for spec in specs:
@@ -221,11 +243,19 @@ def reproduce(study: Study, committed_root: str | Path, out_root: str | Path, n:
         code_only = all(e.startswith("code ") for e in env)
         outcomes.append(Outcome(spec.run_id(), describe(spec), diff["verdict"], code_only, env, diff))
     all_committed = [rec for spec in study.specs if (rec := committed.read(spec.run_id())) is not None]
-    cells = conclusions(all_committed, [rec for spec in specs if (rec := fresh.read(spec.run_id())) is not None],
-                        RTOL, ATOL)
-    summary = {"study": study.name, "machine": machine, "cpu_model": cpu_model(), "cpu": cpu_identity(),
-               "rtol": RTOL, "atol": ATOL,
-               "outcomes": [o.__dict__ | {"failed": o.failed} for o in outcomes], "conclusions": cells}
+    cells = conclusions(
+        all_committed, [rec for spec in specs if (rec := fresh.read(spec.run_id())) is not None], RTOL, ATOL
+    )
+    summary = {
+        "study": study.name,
+        "machine": machine,
+        "cpu_model": cpu_model(),
+        "cpu": cpu_identity(),
+        "rtol": RTOL,
+        "atol": ATOL,
+        "outcomes": [o.__dict__ | {"failed": o.failed} for o in outcomes],
+        "conclusions": cells,
+    }
     write_record(summary, fresh.dir / "summary.json")
     return Reproduction(outcomes, cells)
 
@@ -235,13 +265,19 @@ def verdict_lines(outcomes: list[Outcome]) -> list[str]:
     lines = []
     for o in outcomes:
         why = "; ".join(o.explanation) or SAME_ENVIRONMENT
-        extra = "" if o.verdict != "different" else " (" + ", ".join(f"{k}: {v}" for k, v in
-                                                                       list(o.detail["different"].items())[:3]) + ")"
+        extra = (
+            ""
+            if o.verdict != "different"
+            else " (" + ", ".join(f"{k}: {v}" for k, v in list(o.detail["different"].items())[:3]) + ")"
+        )
         flag = "  <- should be bit-identical" if o.failed else ""
         lines.append(f"{o.verdict:<17} {o.label} [{why}]{extra}{flag}")
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.verdict] = counts.get(o.verdict, 0) + 1
-    lines.append("verdict: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-                 + f"; {sum(o.failed for o in outcomes)} unexpected")
+    lines.append(
+        "verdict: "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        + f"; {sum(o.failed for o in outcomes)} unexpected"
+    )
     return lines

@@ -19,8 +19,22 @@ from typing import Any, Mapping
 from tfp_vae.config import RunSpec, read_toml, spec_from_dict
 from tfp_vae.errors import ConfigError
 
-STUDY_KEYS = ("name", "datasets", "scalings", "decoders", "seeds", "devices", "backends", "network", "train", "eval",
-              "tf32", "compilers", "checkpoint", "order")
+STUDY_KEYS = (
+    "name",
+    "datasets",
+    "scalings",
+    "decoders",
+    "seeds",
+    "devices",
+    "backends",
+    "network",
+    "train",
+    "eval",
+    "tf32",
+    "compilers",
+    "checkpoint",
+    "order",
+)
 #: The order runs are taken in: "grid" (the seeds of a configuration together, in seed groups) or
 #: "seed-major" (every configuration's seed 0 first, then every seed 1, ..., one seed a group), so
 #: that a study stopped part way covers every cell.
@@ -72,8 +86,11 @@ def _sweep(params: Any, decoder: str, where: str) -> list[tuple[dict[str, Any], 
             raise ConfigError(f"{where}: decoders.{decoder} must be a table of parameter values, got {params!r}")
         own = sorted(k for k in table if not _is_override(k))
         overrides = sorted(k for k in table if _is_override(k))
-        out += list(itertools.product(_combinations(table, own, decoder, where),
-                                      _combinations(table, overrides, decoder, where)))
+        out += list(
+            itertools.product(
+                _combinations(table, own, decoder, where), _combinations(table, overrides, decoder, where)
+            )
+        )
     return out
 
 
@@ -88,9 +105,11 @@ def _with_overrides(spec: dict[str, Any], overrides: Mapping[str, Any], where: s
         elif len(path) == 2 and path[0] in SPEC_SECTIONS:
             out.setdefault(path[0], {})[path[1]] = value
         else:
-            raise ConfigError(f"{where}: {key!r} is not allowed in a decoder's table; expected a decoder "
-                              f"parameter, scaling or a key of one of {', '.join(SPEC_SECTIONS)} such as "
-                              f"'network.activation'")
+            raise ConfigError(
+                f"{where}: {key!r} is not allowed in a decoder's table; expected a decoder "
+                f"parameter, scaling or a key of one of {', '.join(SPEC_SECTIONS)} such as "
+                f"'network.activation'"
+            )
     return out
 
 
@@ -100,7 +119,7 @@ def _compilers(table: Any, where: str) -> dict[str, str]:
     from tfp_vae.backends import BACKENDS
 
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{where}: compilers must be a table of backend = compiler, e.g. tensorflow = \"graph\"")
+        raise ConfigError(f'{where}: compilers must be a table of backend = compiler, e.g. tensorflow = "graph"')
     unknown = sorted(set(table) - set(BACKENDS))
     if unknown:
         raise ConfigError(f"{where}: compilers: unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
@@ -126,13 +145,24 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
     compilers = _compilers(data.get("compilers", {}), where)
     specs, seen = [], set()
     for dataset, scaling, decoder, device, backend in itertools.product(
-        _list(data, "datasets", where), _list(data, "scalings", where, ["raw"]), list(decoders),
-        _list(data, "devices", where, ["cpu"]), _list(data, "backends", where, ["tensorflow"]),
+        _list(data, "datasets", where),
+        _list(data, "scalings", where, ["raw"]),
+        list(decoders),
+        _list(data, "devices", where, ["cpu"]),
+        _list(data, "backends", where, ["tensorflow"]),
     ):
         base_train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
         for params, overrides in _sweep(decoders[decoder], decoder, where):
-            base = {**shared, "train": base_train, "dataset": dataset, "scaling": scaling, "decoder": decoder,
-                    "decoder_params": params, "device": device, "backend": backend}
+            base = {
+                **shared,
+                "train": base_train,
+                "dataset": dataset,
+                "scaling": scaling,
+                "decoder": decoder,
+                "decoder_params": params,
+                "device": device,
+                "backend": backend,
+            }
             for seed in seeds:
                 spec = spec_from_dict({**_with_overrides(base, overrides, where), "seed": seed}, where)
                 if spec.run_id() not in seen:
@@ -151,6 +181,7 @@ def load_study(path: str | Path) -> Study:
 
 def describe(spec: RunSpec) -> str:
     params = ",".join(f"{k}={v}" for k, v in sorted(spec.decoder_params.items()))
-    return (f"{spec.dataset}/{spec.scaling}/{spec.decoder}{'(' + params + ')' if params else ''}/seed{spec.seed}/"
-            f"{spec.device}/{spec.backend}")
-
+    return (
+        f"{spec.dataset}/{spec.scaling}/{spec.decoder}{'(' + params + ')' if params else ''}/seed{spec.seed}/"
+        f"{spec.device}/{spec.backend}"
+    )

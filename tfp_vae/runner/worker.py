@@ -25,8 +25,15 @@ DONE = "done"
 
 def error_record(spec_dict: dict[str, Any], run_id: str, error: str, tb: str) -> dict[str, Any]:
     """The record of a run that raised: its spec, the error and the traceback."""
-    return {"schema_version": SCHEMA_VERSION, "tfp_vae_version": __version__, "run_id": run_id,
-            "spec": spec_dict, "status": "error", "error": error, "traceback": tb}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tfp_vae_version": __version__,
+        "run_id": run_id,
+        "spec": spec_dict,
+        "status": "error",
+        "error": error,
+        "traceback": tb,
+    }
 
 
 def run_specs(spec_dicts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -34,14 +41,14 @@ def run_specs(spec_dicts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     from tfp_vae.config import spec_from_dict
     from tfp_vae.run import group_records
 
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda s: print(s, file=sys.stderr, flush=True)
     specs = [spec_from_dict(d) for d in spec_dicts]
     recorded = set()
     try:
         for record in group_records(specs, log):
             recorded.add(record["run_id"])
             yield record
-    except Exception:  # noqa: BLE001 - a failing run is recorded and the study goes on
+    except Exception:
         rest = [d for d, spec in zip(spec_dicts, specs) if spec.run_id() not in recorded]
         if len(specs) > 1:
             log(f"seed group failed:\n{traceback.format_exc()}retrying its seeds without a record one at a time")
@@ -49,8 +56,7 @@ def run_specs(spec_dicts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 yield from run_specs([spec_dict])
             return
         exc_type, exc, _ = sys.exc_info()
-        yield error_record(specs[0].to_dict(), specs[0].run_id(), f"{exc_type.__name__}: {exc}",
-                           traceback.format_exc())
+        yield error_record(specs[0].to_dict(), specs[0].run_id(), f"{exc_type.__name__}: {exc}", traceback.format_exc())
 
 
 def serve(requests: TextIO, answers: TextIO) -> None:
