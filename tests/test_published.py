@@ -165,15 +165,42 @@ def test_for_one_fixed_sigma_the_rmse_predict_the_lppl_gap_that_scipy_densities_
     ]
     n = published_table(_frame(rows), load_published(path)).numbers.set_index("decoder")
     assert n.loc["fixed", "observed_gap"] == pytest.approx(theirs[0] - ours[0][0], rel=1e-12)
-    assert n.loc["fixed", "rmse_predicted_gap"] == pytest.approx(n.loc["fixed", "observed_gap"], rel=1e-9)
+    # theirs[1] is given to all its digits here, so the predicted range is the observed gap
+    assert n.loc["fixed", "rmse_predicted_gap_low"] == pytest.approx(n.loc["fixed", "observed_gap"], rel=1e-9)
+    assert n.loc["fixed", "rmse_predicted_gap_high"] == pytest.approx(n.loc["fixed", "observed_gap"], rel=1e-9)
     assert n.loc["fixed", "observed_gap"] > 10  # far beyond the spreads (0.1 and 0), all of it the errors
-    assert pd.isna(n.loc["learned", "rmse_predicted_gap"])  # the published model has no fixed sigma
+    assert pd.isna(n.loc["learned", "rmse_predicted_gap_low"])  # the published model has no fixed sigma
     rows = [{**r, "sigma_min": 1.0, "sigma_median": 1.0} for r in rows]  # not the published model's sigma
     assert pd.isna(
         published_table(_frame(rows), load_published(path))
         .numbers.set_index("decoder")
-        .loc["fixed", "rmse_predicted_gap"]
+        .loc["fixed", "rmse_predicted_gap_low"]
     )
+
+
+def test_the_predicted_gap_spans_the_published_rmses_rounding(tmp_path):
+    """0.094 given to two significant figures is 0.0935 to 0.0945: the range is the gap at each end."""
+    sigma, dims = 0.0316227766, 784
+    path = tmp_path / "pub.toml"
+    path.write_text(PUBLISHED.replace("rmse = [0.15, 0.002]", f"rmse = [0.094, 4.6e-05]\nfixed_sigma = {sigma}"))
+    rows = [
+        {
+            "decoder": "fixed",
+            "label": "fixed",
+            "seed": s,
+            "lppl": -2095.0,
+            "rmse": 0.1024,
+            "learning_rate": 1e-3,
+            "sigma_min": sigma,
+            "sigma_median": sigma,
+            "dims": dims,
+        }
+        for s in range(3)
+    ]
+    n = published_table(_frame(rows), load_published(path)).numbers.set_index("decoder")
+    gap = lambda theirs: dims * (0.1024**2 - theirs**2) / (2 * sigma**2)
+    assert n.loc["fixed", "rmse_predicted_gap_low"] == pytest.approx(gap(0.0945), rel=1e-9)
+    assert n.loc["fixed", "rmse_predicted_gap_high"] == pytest.approx(gap(0.0935), rel=1e-9)
 
 
 def test_a_fixed_sigma_must_be_positive(tmp_path):

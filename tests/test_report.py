@@ -545,3 +545,26 @@ def test_sensitivity_and_endings_count_the_planted_fractions(tmp_path):
     collapse = collapse_table(frame)
     assert collapse.rows[0][collapse.header.index("runs ended")] == "1 stopped, 2 capped"
     assert "3 epochs" in collapse.caption
+
+
+def test_labels_name_settings_off_their_defaults_so_no_cell_pools_them(tmp_path):
+    """Two learned configurations that differ only in network.split_decoder get two labels (and
+    two configs); a record made before the setting existed counts as its default."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    for seed in range(2):
+        for split in (False, True):
+            rec = record("learned", seed, 50.0, False)
+            rec["run_id"] = f"learned-{split}-{seed}"
+            rec["spec"]["network"] = {
+                "hidden": [32],
+                "latent": 5,
+                "activation": "elu",
+                **({"split_decoder": True} if split else {}),
+            }
+            (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    old = record("fixed", 0, 40.0, False)
+    (d / "old.json").write_text(json.dumps(old))
+    frame = load_records(d).frame
+    assert sorted(set(frame["label"])) == ["fixed", "learned(act=elu)", "learned(split=True, act=elu)"]
+    assert set(frame["config"]) == set(frame["label"])

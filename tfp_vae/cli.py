@@ -318,7 +318,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tfp_vae.report.build import build_report
 
     started = time.perf_counter()
-    written = build_report(args.runs, args.out, benchmarks=args.benchmarks, reproductions=args.reproductions)
+    from tfp_vae.report.declared import published_for
+
+    published = published_for(args.tables, Path(args.runs).name)
+    written = build_report(
+        args.runs, args.out, benchmarks=args.benchmarks, reproductions=args.reproductions, published=published
+    )
     print(f"report of {args.runs}: {len(written)} files in {args.out} ({time.perf_counter() - started:.1f} s)")
     return 0
 
@@ -492,6 +497,13 @@ def make_parser() -> argparse.ArgumentParser:
         "--benchmarks", help="directory of pytest-benchmark JSON files to tabulate, e.g. results/benchmarks"
     )
     rp.add_argument("--reproductions", help="root of tfp-vae reproduce output, e.g. results/reproductions")
+    rp.add_argument(
+        "--tables",
+        default="benchmarks/tables.toml",
+        help="the paper-table declarations: a published "
+        "table declared there for this study (its records' directory name) opens the page "
+        "(default benchmarks/tables.toml)",
+    )
     rp.set_defaults(func=cmd_report)
     pp = sub.add_parser("paper", help="regenerate the declared paper tables from committed records")
     pp.add_argument("tables", nargs="?", default="benchmarks/tables.toml")

@@ -11,6 +11,7 @@ from tfp_vae.errors import TfpVaeError
 from tfp_vae.report import render
 from tfp_vae.report.figures import FIGURES
 from tfp_vae.report.load import load_records
+from tfp_vae.report.published import load_published, published_table
 from tfp_vae.report.tables import TABLES, benchmark_table, peers_table, reproduction_table, study_walltime_table
 
 FORMATS = {"md": render.markdown, "tex": render.latex, "csv": render.csv}
@@ -62,6 +63,7 @@ def build_report(
     warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     benchmarks: str | Path | None = None,
     reproductions: str | Path | None = None,
+    published: str | Path | None = None,
 ) -> list[Path]:
     """Write the report of the records under `runs` into `out` (with the benchmark JSON
     files under `benchmarks` and the reproduction summaries of this study under
@@ -74,23 +76,26 @@ def build_report(
     if failed:
         warn(f"{failed} failed run(s) are left out of the tables")
     tables = [t for t in (make(df) for make in TABLES.values()) if t.rows]  # e.g. no backends table for one backend
+    if published:  # the study's published counterpart comes first, after the answer
+        tables.insert(0, published_table(df[df["status"] != "error"], load_published(published)))
+    machine_tables = []  # speeds of machines, not results of the study: their own page
     bench_files = sorted(Path(benchmarks).glob("*.json")) if benchmarks else []
     if bench_files:
-        tables.append(benchmark_table(bench_files))
+        machine_tables.append(benchmark_table(bench_files))
     peer_files = sorted((Path(benchmarks) / "peers").glob("*.json")) if benchmarks else []
     if peer_files:
-        tables.append(peers_table(peer_files))
+        machine_tables.append(peers_table(peer_files))
     walltime_files = sorted((Path(benchmarks) / "study_walltime").glob("*.json")) if benchmarks else []
     if walltime_files:
-        tables.append(study_walltime_table(walltime_files))
+        machine_tables.append(study_walltime_table(walltime_files))
     repro_files = sorted(Path(reproductions).glob(f"*/{Path(runs).name}/summary.json")) if reproductions else []
     if repro_files:
         tables.append(reproduction_table(repro_files))
-    for t in tables:
+    for t in tables + machine_tables:
         for note in t.notes:
             warn(f"warning: {note}")
     written = []
-    for t in tables:
+    for t in tables + machine_tables:
         for ext, fmt in FORMATS.items():
             written.append(_write(out / f"{t.name}.{ext}", fmt(t)))
     ok = df[df["status"] != "error"]
@@ -100,8 +105,24 @@ def build_report(
     written += [path for path, _ in figures.values()]
     title = f"tfp-vae report: {Path(runs).name} ({len(ok)} runs)"
     written.append(
-        _write(out / "report.html", render.html_page(title, tables, figures, loaded.problems, run_summary(df)))
+        _write(
+            out / "report.html",
+            render.html_page(
+                title,
+                tables,
+                figures,
+                loaded.problems,
+                {**run_summary(df), **({"benchmarks": "benchmarks.html, beside this page"} if machine_tables else {})},
+            ),
+        )
     )
-    summary = [f"# {title}", ""] + [render.markdown(t) for t in tables]
+    if machine_tables:
+        written.append(
+            _write(
+                out / "benchmarks.html",
+                render.html_page(f"tfp-vae benchmarks beside {Path(runs).name}", machine_tables, {}, []),
+            )
+        )
+    summary = [f"# {title}", ""] + [render.markdown(t) for t in tables + machine_tables]
     written.append(_write(out / "README.md", "\n".join(summary)))
     return written

@@ -64,6 +64,16 @@ def load_declarations(path: str | Path) -> list[Declaration]:
     return out
 
 
+def published_for(path: str | Path, study: str) -> Path | None:
+    """The published table declared beside `study` in the declarations file `path`, if any (so the
+    study's report page can show it without the file being named twice)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    found = [d for d in load_declarations(path) if d.kind == PUBLISHED_KIND and d.study == study]
+    return path.parent / found[0].published if found else None
+
+
 def reorder(table: Table, labels: tuple[str, ...]) -> Table:
     """Keep every row whose first cell (the decoder) is in `labels`, decoders in that order and
     each decoder's rows in their original order (a collapse table has one row per data column);

@@ -102,6 +102,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
             collapse_onset_epoch(curves.get("val_excess_density_frac") or [], m.get("collapse_threshold") or 0.0),
         ),
         "network": json.dumps(spec.get("network"), sort_keys=True),
+        **{column: setting(spec, path) for column, (path, _) in SETTINGS.items()},
         **{
             k: t.get(k)
             for k in (
@@ -174,20 +175,48 @@ def load_records(directory: str | Path, warn: Callable[[str], None] = lambda s: 
     return Loaded(frame_of(records), records, problems)
 
 
+#: Settings of a spec that a study may set for one decoder (a dotted key of a decoder's table), as
+#: frame column: (path in the spec, name in a label). A record whose setting is not its default has
+#: it in its label ('learned(split=True)'), so that no cell pools them. A learning rate that differs
+#: between a decoder's records is named last ('learned(lr=0.0001)') and is not part of `config`,
+#: the model a published row stands for.
+SETTINGS = {
+    "split_decoder": (("network", "split_decoder"), "split"),
+    "activation": (("network", "activation"), "act"),
+    "mc_samples": (("train", "mc_samples"), "samples"),
+    "variance_warmup_epochs": (("train", "variance_warmup_epochs"), "warmup"),
+}
+LATER_DEFAULTS = {"split_decoder": False, "activation": "relu", "mc_samples": 1, "variance_warmup_epochs": 0}
+
+
+def setting(spec: dict, path: tuple[str, str]) -> Any:
+    """A setting of a record's spec; a record made before the setting existed has its default."""
+    section, key = path
+    value = (spec.get(section) or {}).get(key)
+    column = next(c for c, (p, _) in SETTINGS.items() if p == path)
+    return LATER_DEFAULTS[column] if value is None else value
+
+
 def frame_of(records: list[dict]) -> pd.DataFrame:
-    """The tables' frame of records already read: one row per record, in the order given. A decoder
-    trained at more than one learning rate has it in its label ('learned(lr=0.0001)'), so that no
-    cell pools learning rates."""
+    """The tables' frame of records already read: one row per record, in the order given. A
+    decoder's label names every setting its records differ in (SETTINGS), the learning rate last."""
     frame = pd.DataFrame([_row(r) for r in records])
     if frame.empty:
         return frame
-    frame["config"] = frame["label"]  # the decoder and its parameters, whatever the learning rate
+    for column, (_, short) in SETTINGS.items():
+        changed = frame[column] != LATER_DEFAULTS[column]
+        frame.loc[changed, "label"] = [
+            _with(lab, short, v) for lab, v in zip(frame.loc[changed, "label"], frame.loc[changed, column])
+        ]
+    frame["config"] = frame["label"]  # the model, whatever the learning rate
     swept = frame.groupby("decoder")["learning_rate"].transform("nunique") > 1
     frame.loc[swept, "label"] = [
-        _with_learning_rate(lab, lr) for lab, lr in zip(frame.loc[swept, "label"], frame.loc[swept, "learning_rate"])
+        _with(lab, "lr", lr) for lab, lr in zip(frame.loc[swept, "label"], frame.loc[swept, "learning_rate"])
     ]
     return frame
 
 
-def _with_learning_rate(label: str, lr: float) -> str:
-    return f"{label[:-1]}, lr={lr:g})" if label.endswith(")") else f"{label}(lr={lr:g})"
+def _with(label: str, name: str, value: Any) -> str:
+    """`label` with name=value added to its parentheses."""
+    text = f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+    return f"{label[:-1]}, {text})" if label.endswith(")") else f"{label}({text})"

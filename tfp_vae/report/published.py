@@ -17,19 +17,28 @@ from tfp_vae.errors import ConfigError
 from tfp_vae.report.stats import ALPHA, mean_std
 from tfp_vae.report.tables import Table, _fmt, _order
 
-MODEL_KEYS = ("name", "decoder", "correspondence", "lppl", "rmse")
-OPTIONAL_MODEL_KEYS = ("fixed_sigma",)
+MODEL_KEYS = ("name", "decoder", "lppl", "rmse")
+OPTIONAL_MODEL_KEYS = ("fixed_sigma", "correspondence")
 PROTOCOL_KEYS = ("learning_rate", "max_epochs", "patience", "trials", "validation")
 
 
 @dataclass(frozen=True)
 class PublishedModel:
     name: str
-    decoder: str  # our decoder with its parameters, as the report labels it ("fixed(sigma0=0.0316228)")
-    correspondence: str
+    #: our decoders that stand for it, as the report labels them ("fixed(sigma0=0.0316228)"), each with
+    #: how close it is; a study's records match one of them
+    decoders: tuple[tuple[str, str], ...]
     lppl: tuple[float, float]  # mean, sd over the published trials
     rmse: tuple[float, float]
     fixed_sigma: float | None = None  # a Gaussian decoder's one fixed standard deviation, where it has one
+
+    @property
+    def rmse_half_unit(self) -> float:
+        """Half a unit in the last digit the published rmse is given to (0.094: 0.0005)."""
+        text = repr(self.rmse[0]).lower()
+        mantissa, _, exponent = text.partition("e")
+        decimals = len(mantissa.partition(".")[2].rstrip("0")) if "." in mantissa else 0
+        return 0.5 * 10.0 ** (int(exponent or 0) - decimals)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ def load_published(path: str | Path) -> Published:
         at = f"{where} [[model]] #{i + 1}"
         unknown = sorted(set(item) - set(MODEL_KEYS) - set(OPTIONAL_MODEL_KEYS))
         missing = [k for k in MODEL_KEYS if k not in item]
+        if isinstance(item.get("decoder"), str) and "correspondence" not in item:
+            missing.append("correspondence")  # a table of decoders gives each one's instead
         if unknown or missing:
             raise ConfigError(
                 f"{at}: keys {', '.join(unknown) or '-'} unknown, {', '.join(missing) or '-'} missing; "
@@ -81,11 +92,17 @@ def load_published(path: str | Path) -> Published:
         sigma = item.get("fixed_sigma")
         if sigma is not None and not (isinstance(sigma, (int, float)) and sigma > 0):
             raise ConfigError(f"{at}: fixed_sigma = {sigma!r} is not allowed; expected a number > 0")
+        decoder = item["decoder"]
+        # one decoder with one correspondence, or a table of decoder label = correspondence (one per study)
+        decoders = (
+            ((str(decoder), str(item["correspondence"])),)
+            if isinstance(decoder, str)
+            else tuple((str(k), str(v)) for k, v in decoder.items())
+        )
         models.append(
             PublishedModel(
                 str(item["name"]),
-                str(item["decoder"]),
-                str(item["correspondence"]),
+                decoders,
                 _pair(item["lppl"], at, "lppl"),
                 _pair(item["rmse"], at, "rmse"),
                 None if sigma is None else float(sigma),
@@ -116,18 +133,21 @@ def _names(xs) -> str:
     return ", ".join(sorted({x for x in xs if isinstance(x, str)}))
 
 
-def rmse_predicted_gap(model: PublishedModel, cell: pd.DataFrame, rmse_mean: float) -> float | None:
+def rmse_predicted_gap(model: PublishedModel, cell: pd.DataFrame, rmse_mean: float) -> tuple[float, float] | None:
     """Published minus our LPPL as the two rmse alone predict it, for a model with one fixed sigma
     that our records share: a Gaussian's log density at one posterior sample is
     -D/2 ln(2 pi sigma^2) - SSE / (2 sigma^2), SSE ~ D rmse^2, so the gap is
-    D (rmse_ours^2 - rmse_published^2) / (2 sigma^2). None where it does not apply."""
+    D (rmse_ours^2 - rmse_published^2) / (2 sigma^2). A range: the published rmse is known only to
+    the digits it is given to (rmse_half_unit). None where it does not apply."""
     if model.fixed_sigma is None:
         return None
     scales = cell[["sigma_min", "sigma_median"]].to_numpy(float)
     if not np.allclose(scales, model.fixed_sigma, rtol=1e-6):  # float32 records of the same sigma
         return None
     dims = float(cell["dims"].iloc[0])
-    return dims * (rmse_mean**2 - model.rmse[0] ** 2) / (2 * model.fixed_sigma**2)
+    gap = lambda theirs: dims * (rmse_mean**2 - theirs**2) / (2 * model.fixed_sigma**2)
+    half = model.rmse_half_unit
+    return gap(model.rmse[0] + half), gap(max(model.rmse[0] - half, 0.0))
 
 
 def published_table(df: pd.DataFrame, published: Published) -> Table:
@@ -138,7 +158,8 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
     trials = published.protocol["trials"]
     numbers, rows = [], []
     for model in published.models:
-        runs = ok[ok["config"] == model.decoder]
+        correspondence = dict(model.decoders)
+        runs = ok[ok["config"].isin(correspondence)]
         for lab in _order(runs["label"]):
             cell = runs[runs["label"] == lab]
             lppl, rmse = cell["lppl"].dropna().to_numpy(float), cell["rmse"].dropna().to_numpy(float)
@@ -152,7 +173,7 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
                 {
                     "published": model.name,
                     "decoder": lab,
-                    "correspondence": model.correspondence,
+                    "correspondence": correspondence[cell["config"].iloc[0]],
                     "n": len(lppl),
                     "lppl_mean": lm,
                     "lppl_std": ls,
@@ -165,7 +186,8 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
                     "published_rmse_mean": model.rmse[0],
                     "published_rmse_std": model.rmse[1],
                     "collapsed": collapsed,
-                    "rmse_predicted_gap": predicted,
+                    "rmse_predicted_gap_low": None if predicted is None else predicted[0],
+                    "rmse_predicted_gap_high": None if predicted is None else predicted[1],
                     "observed_gap": model.lppl[0] - lm,
                 }
             )
@@ -174,14 +196,16 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
                 [
                     model.name,
                     lab,
-                    model.correspondence,
+                    correspondence[cell["config"].iloc[0]],
                     f"{collapsed}/{len(lppl)}",
                     f"{_fmt(lm)} ± {_fmt(ls)}",
                     f"{_fmt(model.lppl[0])} ± {_fmt(model.lppl[1])}",
                     verdict,
                     f"{_fmt(rm, 4)} ± {_fmt(rs, 4)}",
                     f"{model.rmse[0]:.3g} ± {model.rmse[1]:.2g}",
-                    "n/a" if predicted is None else f"{predicted:+.1f} of {model.lppl[0] - lm:+.1f}",
+                    "n/a"
+                    if predicted is None
+                    else f"{predicted[0]:+.0f} to {predicted[1]:+.0f} (observed {model.lppl[0] - lm:+.0f})",
                 ]
             )
     header = [
@@ -197,7 +221,7 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
         "LPPL gap predicted by the rmse",
     ]
     proto = published.protocol
-    cells = ok[ok["config"].isin([m.decoder for m in published.models])]
+    cells = ok[ok["config"].isin([label for m in published.models for label, _ in m.decoders])]
     machines = ""
     if "cpu_model" in cells and cells["cpu_model"].notna().any():
         devices = cells["device"].str.split(":").str[0]
@@ -217,7 +241,7 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
         f"'collapsed': our seeds flagged by the collapse rules, whose LPPL is an unbounded density. 'LPPL gap "
         f"predicted by the rmse', for a model with one fixed sigma: D (rmse_ours^2 - rmse_published^2) / "
         f"(2 sigma^2), the published minus our LPPL that the two reconstruction errors alone account for, beside "
-        f"the observed gap; where the two agree, the gap is how far the decoder mean was trained, not the "
-        f"likelihood."
+        f"the observed gap, as a range: the published rmse is known only to the digits it is given to; where "
+        f"the observed gap falls in it, the gap is how far the decoder mean was trained, not the likelihood."
     )
     return Table("published", caption, pd.DataFrame(numbers), header, rows)

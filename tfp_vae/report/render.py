@@ -120,18 +120,25 @@ def answer_section(tables: list[Table]) -> str:
     parts = []
     collapse = by_name.get("collapse")
     if collapse is not None and collapse.rows:
+        parts.append(f'<p id="answer-sentence">{html.escape(answer_sentence(collapse.numbers))}</p>')
         data = list(dict.fromkeys(row[1] for row in collapse.rows))
         decoders = list(dict.fromkeys(row[0] for row in collapse.rows))
-        found = {(row[0], row[1]): row[2] for row in collapse.rows}
+        # from the table's numbers, not its display strings: row i of `numbers` is row i of `rows`
+        found = {
+            (row[0], row[1]): (int(n["collapsed"]), int(n["n"]))
+            for row, (_, n) in zip(collapse.rows, collapse.numbers.iterrows())
+        }
 
         def cell(decoder: str, column: str) -> str:
-            text = found.get((decoder, column))
-            if text is None:
+            if (decoder, column) not in found:
                 return "<td></td>"
-            k, n = (int(v) for v in text.split("/"))
+            k, n = found[(decoder, column)]
+            # dark red behind white text from half the seeds on, light red behind black below
+            style = f"background:rgba(180,0,0,{0.15 + 0.85 * k / n:.2f});color:{'#fff' if k / n >= 0.5 else '#000'}"
             return (
-                f'<td class="frac" data-collapsed="{k}" data-runs="{n}" '
-                f'style="background:rgba(200,0,0,{k / n:.2f})">{html.escape(text)}</td>'
+                f'<td class="frac" data-collapsed="{k}" data-runs="{n}" style="{style}">{k}/{n}</td>'
+                if k
+                else (f'<td class="frac" data-collapsed="0" data-runs="{n}">0/{n}</td>')
             )
 
         head = "".join(f"<th>{html.escape(d)}</th>" for d in data)
@@ -155,6 +162,26 @@ def answer_section(tables: list[Table]) -> str:
     return (
         '<section id="answer"><h2>The answer</h2><p>Details and definitions: the collapse and loglik '
         "tables below.</p>" + "".join(parts) + "</section>"
+    )
+
+
+def answer_sentence(numbers) -> str:
+    """The study's answer in words, from the collapse table's numbers: which cells have flagged runs,
+    and whether the runs converged or only describe a budget."""
+    flagged = numbers[numbers["collapsed"] > 0]
+    runs, capped = int(numbers["n"].sum()), int(numbers.get("ended_capped", numbers["n"] * 0).sum())
+    cells = (
+        "; ".join(f"{r.decoder} on {r.scaling} pixels, {int(r.collapsed)} of {int(r.n)}" for r in flagged.itertuples())
+        or "none"
+    )
+    budget = (
+        f" {capped} of the {runs} runs reached their epoch budget without early stopping ending them, so their "
+        "verdicts describe that budget, not the decoders."
+        if capped
+        else " Every run ended by early stopping or divergence, not by its epoch budget."
+    )
+    return (
+        f"Of {len(numbers)} cells (decoder and data), {len(flagged)} have runs flagged as collapsed: {cells}." + budget
     )
 
 

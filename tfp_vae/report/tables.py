@@ -604,17 +604,23 @@ def throughput_table(df: pd.DataFrame) -> Table:
     """Medians over runs of training and evaluation throughput, compile time, and peak memory."""
     ok = df[df["status"] != "error"]
     numbers, rows = [], []
-    fields = ("label", "dataset", "device", "backend", "precision")
+    # one row per machine too: a median over two CPU generations is a speed no machine ran at
+    fields = ("label", "dataset", "device", "backend", "precision", "machine")
+    ok = ok.assign(machine=ok["cpu_model"].fillna("unknown CPU") + ", " + ok["cpu_generation"])
     keys = sorted(set(zip(*(ok[f] for f in fields))), key=lambda t: (_order(ok["label"]).index(t[0]), t[1:]))
     for key in keys:
         cell = ok[np.logical_and.reduce([ok[f] == v for f, v in zip(fields, key)])]
-        lab, dataset, device, backend, precision = key
+        lab, dataset, device, backend, precision, machine = key
+        rates = cell["train_examples_per_s"].dropna()
         row = {
             "decoder": lab,
             "dataset": dataset,
             "device": device,
             "backend": backend,
             "precision": precision,
+            "machine": machine,
+            "train_examples_per_s_min": float(rates.min()) if len(rates) else None,
+            "train_examples_per_s_max": float(rates.max()) if len(rates) else None,
             "runs": len(cell),
             "seeds_per_step_median": float(cell["seeds_per_step"].median()),
             **{
@@ -629,9 +635,11 @@ def throughput_table(df: pd.DataFrame) -> Table:
                 lab,
                 dataset,
                 f"{device} / {backend} / {precision}",
+                machine,
                 str(len(cell)),
                 f"{row['seeds_per_step_median']:g}",
                 f"{row['train_examples_per_s_median']:.0f}",
+                f"{row['train_examples_per_s_min']:.0f}-{row['train_examples_per_s_max']:.0f}" if len(rates) else "n/a",
                 f"{row['eval_examples_per_s_median']:.0f}",
                 f"{row['compile_s_median']:.2f}",
                 f"{row['peak_memory_mib_max']:.0f}",
@@ -641,9 +649,11 @@ def throughput_table(df: pd.DataFrame) -> Table:
         "decoder",
         "data",
         "device / backend / precision",
+        "machine",
         "runs",
         "seeds per step",
         "train ex/s per model",
+        "train ex/s range",
         "eval ex/s",
         "compile s",
         "peak MiB",
@@ -651,7 +661,8 @@ def throughput_table(df: pd.DataFrame) -> Table:
     caption = (
         "Throughput: medians over runs (steady-state training, compile time apart; evaluation of the test "
         "split). Training is per model: a step of a seed group trains `seeds per step` models, so it "
-        "processes that many times as many examples."
+        "processes that many times as many examples. One row per machine (CPU model and generation); where the "
+        "records predate naming the generation ('unrecorded') a row may pool generations, and its range shows it."
     )
     return Table("throughput", caption, pd.DataFrame(numbers), header, rows)
 
