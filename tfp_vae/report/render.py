@@ -220,9 +220,11 @@ def html_page(
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
         + answer_section(tables)
+        # a study with a published counterpart: that comparison belongs to the answer
+        + "".join(html_table(t) for t in tables if t.name == "published")
         + (summary_list(summary) if summary else "")
         + f'<nav><ul>{contents}<li><a href="#figures">figures</a></li></ul></nav>'
-        + "".join(html_table(t) for t in tables)
+        + "".join(html_table(t) for t in tables if t.name != "published")
         + f'<h2 id="figures">Figures</h2>{figs}'
         + (f"<h2>Skipped records</h2><ul>{skipped}</ul>" if skipped else "")
         + f"<script>{SORT_SCRIPT}</script></body></html>\n"
