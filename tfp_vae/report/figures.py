@@ -27,7 +27,7 @@ def _save(fig, path: Path) -> Path:
 def training_curves(df: pd.DataFrame, path: Path) -> Path:
     """Training bound per epoch, one panel per (data set, scaling), one line per run."""
     groups = sorted(set(zip(df["dataset"], df["scaling"])))
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups) + 3, 5), squeeze=False, layout="constrained")
     colours = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(_order(df["label"]))}
     for ax, (dataset, scaling) in zip(axes[0], groups):
         cell = df[(df["dataset"] == dataset) & (df["scaling"] == scaling)].sort_values(["label", "seed"])
@@ -39,8 +39,8 @@ def training_curves(df: pd.DataFrame, path: Path) -> Path:
         ax.set_title(f"{dataset} ({scaling})")
         ax.set_xlabel("epoch")
         ax.set_ylabel("training bound (nats / image)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", fontsize=9)  # beside the panels, covering none
     return _save(fig, path)
 
 
@@ -60,8 +60,8 @@ def sigma_vs_tau(df: pd.DataFrame, path: Path) -> Path:
                 label=key if i == 0 else None,
                 color={"v": "C3", "o": "C1", "^": "C0"}[marker],
             )
-    for tau in sorted(set(scaled["tau"].round(6))):
-        ax.axvline(tau, color="k", ls="--", lw=0.8)
+    for (tau, scaling), style in zip(sorted(set(zip(scaled["tau"].round(6), scaled["scaling"]))), ("--", ":", "-.")):
+        ax.axvline(tau, color="k", ls=style, lw=0.8, label=f"tau = {tau:.3g} ({scaling})")
     ax.set_xscale("log")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("decoder sigma (dashed: tau = bin / sqrt(12))")
@@ -79,7 +79,9 @@ def sigma_histograms(df: pd.DataFrame, path: Path) -> Path:
     labels = _order(scaled["label"])
     cols = 4
     rows = max(1, -(-len(labels) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False, sharex=True, layout="constrained"
+    )
     centres = 10 ** ((SIGMA_LOG10_EDGES[:-1] + SIGMA_LOG10_EDGES[1:]) / 2)
     for ax, lab in zip(axes.flat, labels):
         runs = scaled[scaled["label"] == lab]
@@ -88,12 +90,11 @@ def sigma_histograms(df: pd.DataFrame, path: Path) -> Path:
             ax.step(centres, counts / counts.sum(), where="mid", color=f"C{i}", label=f"{key[0]} {key[1]}")
             ax.axvline(float(group["tau"].iloc[0]), color=f"C{i}", ls="--", lw=0.8)
         ax.set_xscale("log")
-        ax.set_title(lab, fontsize=9)
-        ax.legend(fontsize=6)
+        ax.set_title("\n".join(textwrap.wrap(lab, 40, break_long_words=False)), fontsize=9)
+        ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(labels) :]:
         ax.axis("off")
     fig.supxlabel("decoder sigma over all test pixels (dashed: tau = bin / sqrt(12))")
-    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -106,7 +107,11 @@ def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
     kinds = ok["decoder"].map(likelihood_kind)
     data_columns, kind_list = sorted(set(zip(ok["dataset"], ok["scaling"]))), sorted(set(kinds))
     fig, axes = plt.subplots(
-        len(data_columns), len(kind_list), figsize=(5 * len(kind_list), 4 * len(data_columns)), squeeze=False
+        len(data_columns),
+        len(kind_list),
+        figsize=(4.2 * len(kind_list) + 3.5, 4 * len(data_columns)),
+        squeeze=False,
+        layout="constrained",
     )
     colours = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(_order(ok["label"]))}
     for (r, (dataset, scaling)), (c, kind) in itertools.product(enumerate(data_columns), enumerate(kind_list)):
@@ -120,11 +125,16 @@ def loglik_vs_rmse(df: pd.DataFrame, path: Path) -> Path:
             flagged = runs["variance_collapse"].astype(bool)
             ax.scatter(runs["rmse"][~flagged], runs["iwae_ll"][~flagged], s=16, color=colours[lab], label=lab)
             ax.scatter(runs["rmse"][flagged], runs["iwae_ll"][flagged], s=28, marker="x", color=colours[lab])
-        ax.set_title(f"{dataset} {scaling}: {kind} (x: flagged as collapsed)", fontsize=9)
+        ax.set_title(f"{dataset} {scaling}\n{kind}", fontsize=10)
         ax.set_xlabel("rmse of the decoder mean")
         ax.set_ylabel("iwae_ll (nats / image)")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+        ax.ticklabel_format(useOffset=False)  # the values themselves, not offsets from a shared one
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+    legend = {}  # one legend beside the panels, covering no point
+    for ax in axes.flat:
+        legend.update(zip(ax.get_legend_handles_labels()[1], ax.get_legend_handles_labels()[0]))
+    legend["flagged as collapsed"] = plt.Line2D([], [], color="grey", marker="x", ls="")
+    fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=9)
     return _save(fig, path)
 
 
@@ -139,56 +149,92 @@ def _curves(runs: pd.Series) -> np.ndarray:
     return out
 
 
+#: How the end of a run is marked: stopped by early stopping, capped by the epoch budget, diverged.
+END_MARKERS = {"stopped": "o", "capped": ">", "diverged": "X"}
+#: Excess-density fractions below this are drawn on the linear stretch of the log axis (0 included).
+EXCESS_LINEAR_BELOW = 1e-4
+
+
 def collapse_over_epochs(df: pd.DataFrame, path: Path) -> Path:
-    """The question of the suite, one row per decoder: its training bound and its validation
-    excess-density fraction against epoch, mean (line) and range (band) over seeds, for each data
-    set and scaling, one colour per backend. Dashed on the bound panels of a density of dequantized
-    data: D ln L, the most a model of the discrete levels can reach; dotted on excess panels: the
-    collapse threshold. A likelihood that climbs without bound on raw pixels climbs here while its
-    excess-density fraction leaves zero."""
-    data_columns = sorted(set(zip(df["dataset"], df["scaling"])))
+    """The question of the suite at a glance: for every decoder (one colour), each seed's training
+    bound in nats per pixel (top; dashed on dequantized data: ln L, the most a model of the discrete
+    levels reaches on average) and its validation excess-density fraction on a log axis (bottom;
+    dotted: the collapse threshold), raw and dequantized side by side, one line style per backend.
+    A run's last epoch is marked by how it ended (circle: stopped by early stopping, triangle:
+    capped by its epoch budget, cross: diverged), in black where the run is flagged as collapsed."""
+    data_columns = sorted(set(zip(df["dataset"], df["scaling"])), key=lambda d: (d[0], d[1] != "raw"))
     labels, backends = _order(df["label"]), sorted(set(df["backend"]))
-    panels = [(d, kind) for d in data_columns for kind in ("train_bound_curve", "val_excess_curve")]
+    colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
+    styles = dict(zip(backends, ("-", "--", ":", "-.")))
     fig, axes = plt.subplots(
-        len(labels), len(panels), figsize=(3.2 * len(panels), 1.9 * len(labels) + 0.6), squeeze=False, sharex=True
+        2,
+        len(data_columns),
+        figsize=(6.2 * len(data_columns) + 3.2, 10),
+        squeeze=False,
+        sharex="col",
+        layout="constrained",
     )
-    for (r, lab), (c, ((dataset, scaling), key)) in itertools.product(enumerate(labels), enumerate(panels)):
-        ax = axes[r][c]
-        cell = df[(df["label"] == lab) & (df["dataset"] == dataset) & (df["scaling"] == scaling)].sort_values("seed")
-        drawn, top = False, 0.0
-        for i, backend in enumerate(backends):
-            values = _curves(cell[cell["backend"] == backend][key])
-            if not values.size or np.isnan(values).all():
-                continue
-            drawn, epochs = True, np.arange(1, values.shape[1] + 1)
-            ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.25, color=f"C{i}", lw=0)
-            ax.plot(epochs, np.nanmean(values, 0), color=f"C{i}", lw=1.2, label=backend if len(backends) > 1 else None)
-            top = max(top, float(np.nanmax(values)))
-        if drawn and key == "val_excess_curve":  # a fraction: from 0, and the threshold always in view
-            threshold = float(cell["collapse_threshold"].dropna().iloc[0])
-            ax.axhline(threshold, color="C3", ls=":", lw=0.8)
-            ax.set_ylim(0, 1.1 * max(2 * threshold, top))
-        if not drawn:
-            ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-        elif (
-            key == "train_bound_curve"
-            and scaling == "dequantized"
-            and cell["discrete_limit_nats"].notna().any()
-            and likelihood_kind(cell["decoder"].iloc[0]) == "density"
-        ):  # a probability is at most 0 nats already
-            ax.axhline(float(cell["discrete_limit_nats"].dropna().iloc[0]), color="k", ls="--", lw=0.8)
-        if r == 0:
-            what = "training bound" if key == "train_bound_curve" else "val excess density"
-            ax.set_title(f"{dataset} {scaling}\n{what}", fontsize=8)
-            if c == 0 and len(backends) > 1:
-                ax.legend(fontsize=6)
-        if c == 0:  # wrapped: a label with several parameters is taller than its row
-            ax.set_ylabel("\n".join(textwrap.wrap(lab, 24, break_long_words=False)), fontsize=7)
-        ax.tick_params(labelsize=6)
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch", fontsize=7)
-    fig.tight_layout()
+    for c, (dataset, scaling) in enumerate(data_columns):
+        bound_ax, excess_ax = axes[0][c], axes[1][c]
+        column = df[(df["dataset"] == dataset) & (df["scaling"] == scaling)]
+        for i, lab in enumerate(labels):
+            for backend in backends:
+                cell = column[(column["label"] == lab) & (column["backend"] == backend)]
+                for run in cell.itertuples():
+                    _seed_lines(bound_ax, excess_ax, run, colours(i % colours.N), styles[backend])
+        threshold = column["collapse_threshold"].dropna()
+        if len(threshold):
+            excess_ax.axhline(
+                float(threshold.iloc[0]),
+                color="k",
+                ls=":",
+                lw=1.0,
+                label=f"collapse threshold {float(threshold.iloc[0]):.0%}",
+            )
+        limit = column["discrete_limit_nats"].dropna()
+        if scaling == "dequantized" and len(limit):
+            per_pixel = float(limit.iloc[0]) / float(column["dims"].dropna().iloc[0])
+            bound_ax.axhline(per_pixel, color="k", ls="--", lw=1.0, label=f"ln L = {per_pixel:.2f} nats per pixel")
+        excess_ax.set_yscale("symlog", linthresh=EXCESS_LINEAR_BELOW)
+        excess_ax.set_ylim(0, 1)
+        bound_ax.set_title(f"{dataset}, {scaling} pixels", fontsize=12)
+        bound_ax.set_ylabel("training bound (nats per pixel)", fontsize=10)
+        excess_ax.set_ylabel("validation excess-density fraction", fontsize=10)
+        excess_ax.set_xlabel("epoch", fontsize=10)
+        for ax in (bound_ax, excess_ax):
+            ax.tick_params(labelsize=9)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=9, loc="lower right")
+    handles = [plt.Line2D([], [], color=colours(i % colours.N), lw=2, label=lab) for i, lab in enumerate(labels)]
+    handles += [plt.Line2D([], [], color="grey", ls=styles[b], label=b) for b in backends if len(backends) > 1]
+    handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=f"run {e}") for e, m in END_MARKERS.items()]
+    handles += [plt.Line2D([], [], color="k", marker="o", ls="", label="flagged as collapsed")]
+    fig.legend(handles=handles, loc="outside right center", fontsize=9)
     return _save(fig, path)
+
+
+def _seed_lines(bound_ax, excess_ax, run, colour, style: str) -> None:
+    """One seed's two curves, its last epoch marked by how the run ended."""
+    bound = _curves(pd.Series([run.train_bound_curve]))[0] / float(run.dims or 1)
+    excess = _curves(pd.Series([run.val_excess_curve]))[0]
+    marker = END_MARKERS.get(run.ending or "", "o")
+    edge = "k" if run.variance_collapse else colour
+    for ax, values in ((bound_ax, bound), (excess_ax, excess)):
+        if not values.size or np.isnan(values).all():
+            continue
+        epochs = np.arange(1, len(values) + 1)
+        ax.plot(epochs, values, color=colour, ls=style, lw=0.9, alpha=0.85)
+        last = int(np.flatnonzero(~np.isnan(values))[-1])
+        ax.plot(
+            epochs[last],
+            values[last],
+            marker=marker,
+            color=edge,
+            markerfacecolor=colour if not run.variance_collapse else "k",
+            markersize=6,
+            ls="",
+        )
 
 
 FIGURES = {
