@@ -1,12 +1,13 @@
 """The main job behind `tox -e bench`: reproduce a sample of the committed runs of the
-quick study (and, when Fashion-MNIST is present, of the Fashion-MNIST quick study and one
-seed group of the paper study, about 15 minutes on 2 cores) from scratch and say whether
-they match, fill in any run of the quick studies without a record (never the paper study's:
-hours; `tfp-vae run benchmarks/studies/fmnist_paper.toml` runs or resumes it), run the
-throughput benchmarks and compare them with the closest committed machine, and regenerate
-the reports.
+quick study from scratch and say whether they match, fill in any run of the quick study without
+a record, run a representative set of the throughput benchmarks (BENCH_DEFAULT: the training
+step of `fixed` and `learned`, the compiled epoch of the published network in each seed layout at
+one seed count, an evaluation pass and a whole digits run) and compare them with the closest
+committed machine, regenerate the reports, and print how long it took.
 
-`tox -e bench -- --all` reproduces every committed run; `-- --study-walltime` also times
+`tox -e bench -- --all` does everything: it reproduces every committed run of the quick study,
+and when Fashion-MNIST is present the Fashion-MNIST quick study and one seed group of the paper
+study (about 15 minutes more on 2 cores), and runs every benchmark case; `-- --study-walltime` also times
 the quick study from scratch (scripts/study_walltime.py); other arguments go to every
 `tfp-vae run` and `tfp-vae reproduce`, e.g. `tox -e bench -- --workers 1` (without them,
 reproduce runs as many workers at a time as made the records, run 2).
@@ -22,11 +23,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_STUDY = "fmnist_paper"
+#: The benchmark cases `tox -e bench` runs without --all (a pytest -k expression), and the
+#: compiled-epoch settings they take: one seed count per layout, float32.
+BENCH_DEFAULT = (
+    "(test_train_step and not batch_sweep and not without_xla and (fixed or learned))"
+    " or test_compiled_epoch or (test_eval_pass and learned) or test_digits_run"
+)
+BENCH_DEFAULT_ENV = {"TFP_VAE_BENCH_SEEDS": "4", "TFP_VAE_BENCH_MODES": "float32"}
 
 
 def sh(*args: str) -> int:
     print("+", " ".join(args), flush=True)
     return subprocess.call(list(args), cwd=ROOT)
+
+
+def merge_benchmarks(fresh: Path, out: Path) -> None:
+    """Move the fresh pytest-benchmark JSON to `out`, keeping the cases of an earlier file of this
+    machine that this run did not measure (the representative set replaces only its own cases)."""
+    import json
+
+    new = json.loads(fresh.read_text())
+    if out.is_file():
+        measured = {b["fullname"] for b in new["benchmarks"]}
+        kept = [b for b in json.loads(out.read_text()).get("benchmarks", []) if b["fullname"] not in measured]
+        new["benchmarks"] = sorted(new["benchmarks"] + kept, key=lambda b: b["fullname"])
+    tmp = out.with_name(f".{out.name}.merged")
+    tmp.write_text(json.dumps(new, indent=4))
+    os.replace(tmp, out)
+    fresh.unlink()
 
 
 def main(argv: list[str]) -> int:
@@ -40,7 +64,11 @@ def main(argv: list[str]) -> int:
     from tfp_vae.environment import machine_slug
 
     studies, samples = ["quick"], {}
-    if store.locate(dataset_entry("fashion_mnist")) is not None:
+    if not reproduce_all:
+        print(
+            "The representative set: `tox -e bench -- --all` adds the Fashion-MNIST studies and every benchmark case."
+        )
+    elif store.locate(dataset_entry("fashion_mnist")) is not None:
         studies.append("fmnist_quick")
         if (ROOT / "results" / "runs" / PAPER_STUDY).is_dir():
             samples[PAPER_STUDY] = ["--sample", "1"]  # one seed group: the study itself takes hours
@@ -62,12 +90,15 @@ def main(argv: list[str]) -> int:
     bench_dir = ROOT / "results" / "benchmarks"
     out = bench_dir / f"{machine_slug()}.json"
     fresh = bench_dir / f".{out.name}.new"
+    if not reproduce_all:
+        os.environ.update(BENCH_DEFAULT_ENV)
     failures += (
         sh(
             sys.executable,
             "-m",
             "pytest",
             "benchmarks",
+            *([] if reproduce_all else ["-k", BENCH_DEFAULT]),
             "--ignore=benchmarks/test_peers.py",
             "-p",
             "no:cacheprovider",
@@ -87,7 +118,7 @@ def main(argv: list[str]) -> int:
         reference = closest_reference(json.loads(fresh.read_text()), list(bench_dir.glob("*.json")))
         if reference is not None:
             print("\n" + markdown(ratio_table(fresh, reference)))
-        os.replace(fresh, out)
+        merge_benchmarks(fresh, out)
     # 3b. on request, the quick study from scratch, with an empty and a filled compile cache (~15 min)
     if study_walltime:
         failures += sh(sys.executable, "scripts/study_walltime.py") != 0
