@@ -328,6 +328,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tfp_vae.export import export_tensorboard
+
+    written = export_tensorboard(args.runs, args.tensorboard)
+    print(f"{len(written)} runs exported to {args.tensorboard}: tensorboard --logdir {args.tensorboard}")
+    return 0
+
+
 def cmd_paper(args: argparse.Namespace) -> int:
     from tfp_vae.report.declared import build_declared
 
@@ -510,6 +518,15 @@ def make_parser() -> argparse.ArgumentParser:
     pp.add_argument("--runs-root", default="results/runs")
     pp.add_argument("--out", default="results/tables")
     pp.set_defaults(func=cmd_paper)
+    ex = sub.add_parser("export", help="run records to another viewer's format (TensorBoard)")
+    ex.add_argument("runs", help="a directory of run records, e.g. results/runs/quick")
+    ex.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        required=True,
+        help="write TensorBoard event files there (view with: tensorboard --logdir DIR)",
+    )
+    ex.set_defaults(func=cmd_export)
     ls = sub.add_parser("list", help="list a registry: decoders, datasets or backends")
     ls.add_argument("what", choices=("decoders", "datasets", "backends"))
     ls.add_argument("--json", action="store_true", help="machine-readable output")
