@@ -259,3 +259,18 @@ def test_a_cpu_record_names_no_cuda():
 
     env = get_backend("tensorflow").environment("/CPU:0")
     assert env["cuda_version"] is None and env["cudnn_version"] is None
+
+
+def test_a_study_bar_shows_the_epoch_each_running_run_has_reached():
+    import io
+
+    from tqdm import tqdm
+
+    from tfp_vae.runner.execute import Progress
+
+    buffer = io.StringIO()
+    progress = Progress(total=3)
+    progress.bar = tqdm(total=3, file=buffer)
+    progress.epochs(["  seed 0: epoch 94/1000: train bound 1.0", None, "compiling"])
+    progress.bar.refresh()
+    assert "epoch 94/1000" in buffer.getvalue() and "compiling" not in buffer.getvalue()

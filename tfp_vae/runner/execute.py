@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import json
 import os
 import queue
+import re
 import select
 import subprocess
 import sys
@@ -316,6 +317,10 @@ def make_executor(name: str, workers: int, scheduler: str | None = None, compile
     return EXECUTORS[name](workers, scheduler, compile_cache)
 
 
+#: A worker's epoch line ("  seed 1: epoch 94/1000: ..."), the epoch and the budget.
+EPOCH_RE = re.compile(r"epoch \d+/\d+")
+
+
 @dataclass
 class Progress:
     """Counts over the whole study. On a terminal a tqdm progress bar (its ETA is tqdm's:
@@ -354,6 +359,14 @@ class Progress:
             f"[{finished + self.skipped}/{self.total}] done {self.done + self.skipped} failed {self.failed} "
             f"running {self.running} eta {eta} | {text}"
         )
+
+    def epochs(self, latest: list[str | None]) -> None:
+        """On the bar, the epoch each running run has reached ("epoch 94/1000"), so that a long run
+        shows progress between finished runs (without a bar the heartbeat lines say it)."""
+        if self.bar is None:
+            return
+        reached = [m.group(0) for m in (EPOCH_RE.search(t or "") for t in latest) if m]
+        self.bar.set_postfix_str(f"failed {self.failed}" + (f"; {', '.join(reached)}" if reached else ""))
 
     def close(self) -> None:
         if self.bar is not None:
@@ -469,6 +482,7 @@ def run_study(
             if not running:
                 break
             finished = engine.wait_any(list(running), POLL_S)
+            progress.epochs([engine.latest_epoch(group) for group in running.values()])
             early = engine.early_records()
             for record in early:
                 save(record)
