@@ -46,6 +46,9 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         "variance_collapse": False,
         "epochs": 20,
         "patience": 5,
+        "min_delta": 0.0,
+        "monitor": "val_bound",
+        "ending": "capped",
         "validation_fraction": 0.1,
         "lppl_samples": 20,
         "test_examples": 10000,
@@ -208,3 +211,28 @@ def test_a_fixed_sigma_must_be_positive(tmp_path):
     path.write_text(PUBLISHED.replace("rmse = [0.15, 0.002]", "rmse = [0.15, 0.002]\nfixed_sigma = 0"))
     with pytest.raises(ConfigError, match="fixed_sigma = 0 is not allowed; expected a number > 0"):
         load_published(path)
+
+
+def test_the_caption_says_how_the_runs_ended_and_what_early_stopping_watched(tmp_path):
+    path = tmp_path / "pub.toml"
+    path.write_text(PUBLISHED)
+    rows = [
+        {
+            "decoder": "fixed",
+            "label": "fixed",
+            "seed": s,
+            "lppl": -730.0 + s,
+            "rmse": 0.15,
+            "learning_rate": 5e-5,
+            "sigma_min": 1.0,
+            "sigma_median": 1.0,
+            "dims": 784,
+            "ending": e,
+            "monitor": "val_lppl",
+            "min_delta": 0.5,
+        }
+        for s, e in enumerate(["stopped", "stopped", "capped"])
+    ]
+    caption = published_table(_frame(rows), load_published(path)).caption
+    assert "min_delta 0.5, watching val_lppl" in caption
+    assert "2 stopped by early stopping, 1 capped at their epoch budget" in caption

@@ -53,6 +53,9 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "label": decoder_label(spec["decoder"], spec.get("decoder_params") or {}),
         "seed": spec["seed"],
         **{k: (spec.get("train") or {}).get(k) for k in ("learning_rate", "epochs", "patience", "validation_fraction")},
+        # the early-stopping rule; records made before it could be chosen watched the bound, with no margin
+        "monitor": (spec.get("train") or {}).get("monitor", "val_bound"),
+        "min_delta": (spec.get("train") or {}).get("min_delta", 0.0),
         # one label per device ("/CPU:0" of older TensorFlow records is "cpu:0")
         "device": str((rec.get("execution") or {}).get("device", spec["device"])).strip("/").lower(),
         # TF32 is a precision of its own: float32 matmuls on a GPU's tensor cores

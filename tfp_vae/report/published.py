@@ -128,6 +128,13 @@ def _values(xs) -> str:
     return ", ".join(f"{x:g}" for x in sorted(set(float(v) for v in xs if v is not None and v == v)))
 
 
+def _endings(cells: pd.DataFrame) -> str:
+    """'2 stopped by early stopping, 1 capped': how the rows' runs ended (report.load.ending)."""
+    counts = cells["ending"].value_counts()
+    words = {"stopped": "stopped by early stopping", "capped": "capped at their epoch budget", "diverged": "diverged"}
+    return ", ".join(f"{int(counts[e])} {w}" for e, w in words.items() if e in counts) or "n/a"
+
+
 def _names(xs) -> str:
     """The distinct strings in force, 'AMD EPYC (cpu)'."""
     return ", ".join(sorted({x for x in xs if isinstance(x, str)}))
@@ -232,8 +239,10 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
         f"{proto['learning_rate']:g}, up to {proto['max_epochs']} epochs with early stopping (patience "
         f"{proto['patience']}) on {proto['validation']}. Ours: learning rate {_values(cells['learning_rate'])}"
         f" (named in the row when more than one), {_values(cells['epochs'])} epochs with early stopping "
-        f"(patience {_values(cells['patience'])}) on {_values(100 * cells['validation_fraction'])} "
-        f"% of the training images, the test set evaluated once at the best validation epoch: LPPL with "
+        f"(patience {_values(cells['patience'])}, min_delta {_values(cells['min_delta'])}, watching "
+        f"{_names(cells['monitor'])}) on {_values(100 * cells['validation_fraction'])} "
+        f"% of the training images, the test set evaluated once at the best validation epoch; runs ended "
+        f"{_endings(cells)}: LPPL with "
         f"{_values(cells['lppl_samples'])} posterior samples on {_values(cells['test_examples'])} test "
         f"images, rmse of the decoder mean at the posterior mean{machines}. 'differs': a Welch t-test from the two "
         "means and "
