@@ -443,13 +443,14 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
         timeout=120,
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    # loglik, collapse, convergence, throughput: no faithfulness table without its reference decoder
+    # loglik, collapse, sensitivity, convergence, throughput: no faithfulness table without its reference decoder
     from tfp_vae.report.figures import FIGURES
 
     figures = len(FIGURES)
-    assert dom.stdout.count('<table class="sortable">') == 4 and dom.stdout.count("data:image/png;base64,") == figures
+    assert dom.stdout.count('<table class="sortable">') == 5 and dom.stdout.count("data:image/png;base64,") == figures
     assert f'data-images-loaded="{figures}"' in dom.stdout  # set by the page's script once every figure decoded
     assert "floor(xi=0.02)" in dom.stdout and "Runs and environments" in dom.stdout
+    assert "have runs flagged as collapsed: learned on raw pixels, 3 of 5." in dom.stdout  # the answer in words
     # the page opens with the answer, above every table: the collapse map and the best entries
     assert dom.stdout.index('id="answer"') < dom.stdout.index('<table class="sortable">')
     frame = load_records(runs).frame
