@@ -22,6 +22,9 @@ SCALE_CONVERGENCE_RTOL = 0.1
 #: pixel (0.78 nats on 28x28 images, 0.064 on 8x8 digits) over its last CONVERGENCE_WINDOW epochs,
 #: or early stopping ended it, and its global learned scale (if any) is at its optimum.
 CONVERGENCE_WINDOW = 5
+#: The fields of a record that legitimately differ between two runs of one spec (where and how long
+#: it ran, and how many runs shared the machine): every comparison of records leaves them out.
+VOLATILE_FIELDS = ("timing", "environment", "execution.concurrent_runs")
 #: Why two records of one spec may differ only in the last bits when nothing else explains it.
 SAME_ENVIRONMENT = "same CPU model, family and instruction set, versions, backend and threads"
 #: The excess-density limits c (in units of 1 / bin) each record also states its fraction at

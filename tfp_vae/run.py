@@ -16,12 +16,12 @@ from tfp_vae.environment import capture, reset_host_peak_memory
 from tfp_vae.evaluate import evaluate_group
 from tfp_vae.model import VAE
 from tfp_vae.networks import Architecture
-from tfp_vae.records import jsonable, write_record  # noqa: F401 - write_record: part of this module's interface
+from tfp_vae.records import VOLATILE_FIELDS, jsonable, write_record  # noqa: F401 - write_record: part of this module's interface
 from tfp_vae.steps import EvalFunctions
 from tfp_vae.train import make_group_epoch, train_group
 
 #: Record sections that legitimately differ between two runs of one spec.
-VOLATILE_SECTIONS = ("timing", "environment")
+VOLATILE_SECTIONS = tuple(f for f in VOLATILE_FIELDS if "." not in f)  # the whole sections of records.VOLATILE_FIELDS
 
 
 def build_model(spec: RunSpec, image_shape: tuple[int, int, int], data: DataContext, backend: Backend) -> VAE:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tfp_vae.environment import cpu_identity, cpu_model, machine_slug
-from tfp_vae.records import SAME_ENVIRONMENT, write_record
+from tfp_vae.records import SAME_ENVIRONMENT, VOLATILE_FIELDS, write_record
 from tfp_vae.runner.execute import threads_per_worker
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study
@@ -29,7 +29,7 @@ from tfp_vae.runner.study import Study
 #: Floats equal within this relative (or, near zero, absolute) tolerance count as reproduced.
 RTOL, ATOL = 1e-3, 1e-4
 #: Sections that legitimately differ between two runs of one spec.
-IGNORED = ("timing", "environment", "execution.concurrent_runs")
+IGNORED = VOLATILE_FIELDS
 ENV_KEYS = ("cpu_model", "framework_versions", "versions")
 
 
