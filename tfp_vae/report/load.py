@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from tfp_vae import SCHEMA_VERSION
+from tfp_vae import SCHEMA_VERSION, config
 from tfp_vae.errors import TfpVaeError
 from tfp_vae.records import collapse_onset_epoch
 
@@ -189,7 +189,8 @@ SETTINGS = {
     "mc_samples": (("train", "mc_samples"), "samples"),
     "variance_warmup_epochs": (("train", "variance_warmup_epochs"), "warmup"),
 }
-LATER_DEFAULTS = {"split_decoder": False, "activation": "relu", "mc_samples": 1, "variance_warmup_epochs": 0}
+#: Each setting's default, where the spec defines it (config.LATER_DEFAULTS), by frame column.
+LATER_DEFAULTS = {column: config.LATER_DEFAULTS[section][key] for column, ((section, key), _) in SETTINGS.items()}
 
 
 def setting(spec: dict, path: tuple[str, str]) -> Any:
