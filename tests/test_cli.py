@@ -136,7 +136,7 @@ def test_a_batch_larger_than_the_training_set_is_rejected_at_load(tmp_path, caps
 
 def test_progress_eta_is_time_per_finished_run_times_runs_left():
     """Two workers: 4 runs finished in 20 s of wall time leave 6 runs, 30 s (not 15 s)."""
-    from tfp_vae.runner.execute import Progress
+    from tfp_vae.runner.progress import Progress
 
     lines: list[str] = []
     progress = Progress(total=10, done=4, running=2, started=time.perf_counter() - 20.0, out=lines.append)
@@ -269,7 +269,7 @@ def test_a_study_bar_shows_the_epoch_each_running_run_has_reached():
 
     from tqdm import tqdm
 
-    from tfp_vae.runner.execute import Progress
+    from tfp_vae.runner.progress import Progress
 
     buffer = io.StringIO()
     progress = Progress(total=3)

@@ -60,8 +60,13 @@ def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
             "compiler = 'graph' is not allowed",
         ),
         (
-            "datasets = ['digits']\nseeds = [0]\n[decoders.learned]\nlearning_rate = [1e-3, 0]\n",
+            "datasets = ['digits']\nseeds = [0]\n[decoders.learned]\n\"train.learning_rate\" = [1e-3, 0]\n",
             "learning_rate = 0.0 is not allowed",
+        ),
+        (  # the form older study files used: one error naming the new one
+            "datasets = ['digits']\nseeds = [0]\n[decoders.learned]\nlearning_rate = [1e-3, 1e-4]\n",
+            "learning_rate = [0.001, 0.0001] is not allowed; a decoder's table sets learning_rate for that decoder as "
+            '"train.learning_rate" = [0.001, 0.0001]',
         ),
     ],
 )
@@ -91,8 +96,8 @@ def test_compilers_set_train_compiler_per_backend(tmp_path):
 
 
 def test_a_decoder_table_sweeps_its_learning_rate_over_train(tmp_path):
-    """learning_rate in a decoder's table sets [train] for that decoder only; the rest keep [train]'s."""
-    text = TINY.replace("xi = [0.05]", "xi = [0.05]\nlearning_rate = [3e-3, 1e-4]")
+    """ "train.learning_rate" in a decoder's table sets [train] for that decoder only; the rest keep [train]'s."""
+    text = TINY.replace("xi = [0.05]", 'xi = [0.05]\n"train.learning_rate" = [3e-3, 1e-4]')
     specs = load_study(write(tmp_path, text)).specs
     rates = {(s.decoder, s.train.learning_rate) for s in specs}
     assert rates == {("fixed", 1e-3), ("floor", 3e-3), ("floor", 1e-4)} and len(specs) == 6
@@ -253,22 +258,22 @@ def test_seed_groups_join_specs_that_differ_only_by_seed_up_to_the_cap(tmp_path)
 def test_a_study_runs_seed_groups_in_workers_that_stay_up(tmp_path):
     """3 seeds x 2 decoders with groups of at most 2 and one worker: four groups, one worker
     process for all of them; each record names the seeds it trained with."""
-    from tfp_vae.runner import execute
+    from tfp_vae.runner import execute, worker_pool
 
     study = load_study(write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2]")))
     store = ResultStore(tmp_path / "runs", study.name)
     started = []
-    original = execute.WorkerProcess.__init__
+    original = worker_pool.WorkerProcess.__init__
 
     def counting(self, *args):
         started.append(1)
         original(self, *args)
 
-    execute.WorkerProcess.__init__ = counting
+    worker_pool.WorkerProcess.__init__ = counting
     try:
         progress = execute.run_study(study, store, workers=1, seeds_per_group=2, out=lambda s: None)
     finally:
-        execute.WorkerProcess.__init__ = original
+        worker_pool.WorkerProcess.__init__ = original
     assert progress.done == 6 and progress.failed == 0 and len(started) == 1
     groups = sorted(
         (r["spec"]["decoder"], r["spec"]["seed"], tuple(r["execution"]["seed_group"])) for r in _records(store.dir)
@@ -288,7 +293,7 @@ def test_a_group_cut_short_keeps_the_seeds_it_finished(tmp_path):
     """On a CPU a group's seeds run one after another and each record reaches the client when its
     seed is done: the worker killed the moment the first record arrives leaves that record whole,
     and only the seed it was still training becomes an error."""
-    from tfp_vae.runner.execute import WorkerProcess
+    from tfp_vae.runner.worker_pool import WorkerProcess
 
     study = load_study(write(tmp_path, TINY.replace("epochs = 1", "epochs = 40")))
     group = [s for s in study.specs if s.decoder == "fixed"]
@@ -310,7 +315,7 @@ def test_a_group_cut_short_keeps_the_seeds_it_finished(tmp_path):
 def test_a_worker_that_dies_costs_its_group_only(tmp_path):
     """A worker process killed before it answers: its group's runs become error records naming
     the exit; the next group gets a fresh worker and runs."""
-    from tfp_vae.runner.execute import WorkerProcess, close_idle_workers, run_group_in_worker
+    from tfp_vae.runner.worker_pool import WorkerProcess, close_idle_workers, run_group_in_worker
 
     study = load_study(write(tmp_path, TINY))
     group = [s for s in study.specs if s.decoder == "fixed"]

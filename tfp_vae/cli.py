@@ -122,13 +122,10 @@ def summary_table(record: dict[str, Any]) -> str:
 
 def _check_writable(path: Path, flag: str) -> None:
     """Fail before any work if `path` cannot be written (its directory is created if needed)."""
-    import tempfile
+    from tfp_vae.files import check_writable
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
+        check_writable(path.parent)
     except OSError as exc:
         raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror}); expected a writable path") from None
 
@@ -249,7 +246,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if n is not None and n < 0:
         raise ConfigError(f"--sample {n} is not allowed; expected an integer >= 1")
 
-    def run_specs(sample, store, groups, workers):
+    def run_groups(sample, store, groups, workers):
         run_study(
             sample,
             store,
@@ -260,7 +257,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             compile_cache=compile_cache.resolve(args.compile_cache),
         )
 
-    found = reproduce(study, args.results, args.out, n, run_specs, workers=args.workers)
+    found = reproduce(study, args.results, args.out, n, run_groups, workers=args.workers)
     for line in verdict_lines(found.outcomes) + conclusion_lines(found.conclusions):
         print(line)
     return 1 if any(o.failed for o in found.outcomes) else 0
@@ -395,9 +392,9 @@ def default_backend() -> str:
     """The first backend whose framework is installed here (a JAX-only GPU machine has no TensorFlow)."""
     import importlib.util
 
-    from tfp_vae.backends import BACKENDS
+    from tfp_vae.backends import BACKENDS, DEFAULT_BACKEND
 
-    return next((name for name in BACKENDS if importlib.util.find_spec(name) is not None), "tensorflow")
+    return next((name for name in BACKENDS if importlib.util.find_spec(name) is not None), DEFAULT_BACKEND)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -452,7 +449,8 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files>")
         p.add_argument("--json", action="store_true", help="machine-readable output (list)")
     da.set_defaults(func=cmd_data)
-    from tfp_vae.runner.execute import DEFAULT_SEEDS_PER_GROUP, EXECUTORS
+    from tfp_vae.runner.execute import DEFAULT_SEEDS_PER_GROUP
+    from tfp_vae.runner.executors import EXECUTORS
 
     rn = sub.add_parser("run", help="run a study (a TOML grid of runs), resuming where it stopped")
     rn.add_argument("study")

@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 from tfp_vae.environment import cpu_identity, cpu_model, machine_slug
 from tfp_vae.records import SAME_ENVIRONMENT, VOLATILE_FIELDS, write_record
-from tfp_vae.runner.execute import threads_per_worker
 from tfp_vae.runner.store import ResultStore
 from tfp_vae.runner.study import Study
+from tfp_vae.runner.worker_pool import threads_per_worker
 
 #: Floats equal within this relative (or, near zero, absolute) tolerance count as reproduced.
 RTOL, ATOL = 1e-3, 1e-4
@@ -209,12 +209,12 @@ def reproduce(
     committed_root: str | Path,
     out_root: str | Path,
     n: int | None,
-    run_specs: Callable[[Study, ResultStore, list, int], Any],
+    run_groups: Callable[[Study, ResultStore, list, int], Any],
     log: Callable[[str], None] = print,
     workers: int | None = None,
 ) -> Reproduction:
     """Rerun the sample of `study` into out_root/<machine>/<study>/ and compare, run by run and
-    table cell by table cell (report.conclusions); writes summary.json. `run_specs(sample, store,
+    table cell by table cell (report.conclusions); writes summary.json. `run_groups(sample, store,
     groups, workers)` runs them, `workers` at a time (default: as many as when they were recorded)."""
     from tfp_vae.report.conclusions import conclusions
     from tfp_vae.runner.study import describe
@@ -230,7 +230,7 @@ def reproduce(
         f"reproducing {len(specs)} of the {n_committed} committed runs of {study.name} ({len(study.specs)} in its "
         f"spec; {len(groups)} seed group(s), as recorded) on {cpu_model()} into {fresh.dir}, {workers} at a time"
     )
-    run_specs(Study(study.name, study.path, tuple(specs)), fresh, groups, workers)
+    run_groups(Study(study.name, study.path, tuple(specs)), fresh, groups, workers)
     outcomes = []
     for spec in specs:
         old, new = committed.read(spec.run_id()), fresh.read(spec.run_id())

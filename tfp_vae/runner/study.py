@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from tfp_vae.backends import DEFAULT_BACKEND
 from tfp_vae.config import RunSpec, read_toml, spec_from_dict
 from tfp_vae.errors import ConfigError
 
@@ -40,9 +41,10 @@ STUDY_KEYS = (
 #: that a study stopped part way covers every cell.
 ORDERS = ("grid", "seed-major")
 #: Keys of a decoder's table that set the spec for that decoder, not a decoder parameter: these, and
-#: any dotted key of a section ("network.split_decoder"). learning_rate is train.learning_rate.
-TRAIN_SWEEP_KEYS = ("learning_rate",)
+#: any dotted key of a section ("train.learning_rate", "network.split_decoder").
 SPEC_SWEEP_KEYS = ("scaling",)
+#: Keys of a section that older study files wrote bare in a decoder's table, and their dotted form.
+MOVED_KEYS = {"learning_rate": "train.learning_rate"}
 SPEC_SECTIONS = ("network", "train", "eval", "checkpoint")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -64,8 +66,8 @@ def _list(data: Mapping[str, Any], key: str, where: str, default: list[Any] | No
 
 def _is_override(key: str) -> bool:
     """Whether a key of a decoder's table sets the spec (a dotted key such as "network.activation",
-    "scaling", or the learning rate) rather than one of the decoder's own parameters."""
-    return "." in key or key in TRAIN_SWEEP_KEYS or key in SPEC_SWEEP_KEYS
+    or "scaling") rather than one of the decoder's own parameters."""
+    return "." in key or key in SPEC_SWEEP_KEYS
 
 
 def _combinations(table: Mapping[str, Any], names: list[str], decoder: str, where: str) -> list[dict[str, Any]]:
@@ -84,6 +86,11 @@ def _sweep(params: Any, decoder: str, where: str) -> list[tuple[dict[str, Any], 
     for table in tables:
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}: decoders.{decoder} must be a table of parameter values, got {params!r}")
+        for old in sorted(set(table) & set(MOVED_KEYS)):
+            raise ConfigError(
+                f"{where}: decoders.{decoder}: {old} = {table[old]!r} is not allowed; a decoder's table sets "
+                f'{old} for that decoder as "{MOVED_KEYS[old]}" = {table[old]!r} (any dotted key of a spec sweeps)'
+            )
         own = sorted(k for k in table if not _is_override(k))
         overrides = sorted(k for k in table if _is_override(k))
         out += list(
@@ -95,11 +102,11 @@ def _sweep(params: Any, decoder: str, where: str) -> list[tuple[dict[str, Any], 
 
 
 def _with_overrides(spec: dict[str, Any], overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """`spec` (a plain dict) with each override set: "learning_rate" is train.learning_rate, a
-    dotted key its section's key, "scaling" the top-level key."""
+    """`spec` (a plain dict) with each override set: a dotted key its section's key ("train.learning_rate"),
+    "scaling" the top-level key."""
     out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in spec.items()}
     for key, value in overrides.items():
-        path = ("train", key) if key in TRAIN_SWEEP_KEYS else tuple(key.split("."))
+        path = tuple(key.split("."))
         if len(path) == 1:
             out[path[0]] = value
         elif len(path) == 2 and path[0] in SPEC_SECTIONS:
@@ -149,7 +156,7 @@ def study_from_dict(data: Mapping[str, Any], path: Path) -> Study:
         _list(data, "scalings", where, ["raw"]),
         list(decoders),
         _list(data, "devices", where, ["cpu"]),
-        _list(data, "backends", where, ["tensorflow"]),
+        _list(data, "backends", where, [DEFAULT_BACKEND]),
     ):
         base_train = {**shared.get("train", {}), **({"compiler": compilers[backend]} if backend in compilers else {})}
         for params, overrides in _sweep(decoders[decoder], decoder, where):

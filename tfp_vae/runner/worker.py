@@ -36,7 +36,7 @@ def error_record(spec_dict: dict[str, Any], run_id: str, error: str, tb: str) ->
     }
 
 
-def run_specs(spec_dicts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def records_of_group(spec_dicts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Records of one seed group, each as soon as it is ready (run.group_records); never raises."""
     from tfp_vae.config import spec_from_dict
     from tfp_vae.run import group_records
@@ -53,7 +53,7 @@ def run_specs(spec_dicts: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if len(specs) > 1:
             log(f"seed group failed:\n{traceback.format_exc()}retrying its seeds without a record one at a time")
             for spec_dict in rest:
-                yield from run_specs([spec_dict])
+                yield from records_of_group([spec_dict])
             return
         exc_type, exc, _ = sys.exc_info()
         yield error_record(specs[0].to_dict(), specs[0].run_id(), f"{exc_type.__name__}: {exc}", traceback.format_exc())
@@ -67,7 +67,7 @@ def serve(requests: TextIO, answers: TextIO) -> None:
         if not line.strip():
             continue
         request = json.loads(line)
-        for record in run_specs(request["specs"]):
+        for record in records_of_group(request["specs"]):
             write_record(record, Path(request["out"]) / f"{record['run_id']}.json")
         answers.write(DONE + "\n")
         answers.flush()
