@@ -28,6 +28,16 @@ from tfp_vae.steps import EvalFunctions
 from tfp_vae.train import make_group_epoch, train_group
 
 HIDDEN, LATENT, BATCH, LR = (512, 512), 16, 128, 1e-3
+#: What both sides train, written into each benchmark's extra_info: the report's caption is built from it.
+SETUP = {
+    "dataset": "fashion_mnist",
+    "epochs": 1,
+    "layers": [784, *HIDDEN, LATENT],
+    "batch_size": BATCH,
+    "optimizer": "Adam",
+    "learning_rate": LR,
+    "decoder": "fixed-variance Gaussian (tfp-vae's `fixed`, pythae's MSE loss)",
+}
 
 pytestmark = pytest.mark.skipif(
     store.locate(dataset_entry("fashion_mnist")) is None,
@@ -114,6 +124,7 @@ def test_peer_pythae_training_pipeline(benchmark):
             "examples_per_s": len(train) / median,
             "train_examples": len(train),
             "measures": "whole TrainingPipeline call, one epoch, evaluation included",
+            "setup": SETUP,
         }
     )
 
@@ -127,7 +138,7 @@ def test_peer_tfp_vae_training(benchmark, backend, compiler, precision):
     spec = spec_from_dict(
         {
             "dataset": "fashion_mnist",
-            "decoder": "fixed",
+            "decoder": "fixed-variance Gaussian (tfp-vae's `fixed`, pythae's MSE loss)",
             "backend": backend,
             "precision": precision,
             "network": {"hidden": list(HIDDEN), "latent": LATENT},
@@ -176,5 +187,6 @@ def test_peer_tfp_vae_training(benchmark, backend, compiler, precision):
             "threads": os.cpu_count(),
             "measures": "steady training rate (second epoch); whole_train: the first epoch with compilation and "
             "its validation pass",
+            "setup": SETUP,
         }
     )

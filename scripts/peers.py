@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str]) -> int:
     from tfp_vae.environment import machine_slug
+    from tfp_vae.report.file_tables import peers_table
     from tfp_vae.report.render import markdown
-    from tfp_vae.report.tables import peers_table
 
     out = ROOT / "results" / "benchmarks" / "peers" / f"{machine_slug()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

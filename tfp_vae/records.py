@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tfp_vae.files import write_atomic
 
 #: Fixed log10-sigma bins of a record's sigma histogram (values outside are clipped into the
 #: end bins), so histograms of different runs add up.
@@ -71,19 +71,5 @@ def jsonable(value: Any) -> Any:
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Write atomically: temporary file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are meant to be shared
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=1, sort_keys=True, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write atomically (files.write_atomic): a reader sees the old record or the whole new one."""
+    return write_atomic(path, json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tfp_vae.report.tables import Table, benchmark_machine
+from tfp_vae.report.file_tables import benchmark_machine
+from tfp_vae.report.tables import Table
 
 
 def _info(data: dict) -> dict:

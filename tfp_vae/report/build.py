@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from tfp_vae.errors import TfpVaeError
+from tfp_vae.files import check_writable, write_atomic
 from tfp_vae.report import render
 from tfp_vae.report.figures import FIGURES
+from tfp_vae.report.file_tables import benchmark_table, peers_table, reproduction_table, study_walltime_table
 from tfp_vae.report.load import load_records
 from tfp_vae.report.published import load_published, published_table
-from tfp_vae.report.tables import TABLES, benchmark_table, peers_table, reproduction_table, study_walltime_table
+from tfp_vae.report.tables import TABLES
 
 FORMATS = {"md": render.markdown, "tex": render.latex, "csv": render.csv}
 
 
 def _writable(out: Path) -> None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        check_writable(out)
     except OSError as exc:
         raise TfpVaeError(f"{out}: cannot write the report there ({exc.strerror})") from None
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, text)
 
 
 def run_summary(df) -> dict[str, str]:

@@ -77,12 +77,15 @@ def published_for(path: str | Path, study: str) -> Path | None:
 def reorder(table: Table, labels: tuple[str, ...]) -> Table:
     """Keep every row whose first cell (the decoder) is in `labels`, decoders in that order and
     each decoder's rows in their original order (a collapse table has one row per data column);
-    bold marks follow their rows."""
+    bold and tied marks follow their rows."""
     picked = [i for lab in labels for i, row in enumerate(table.rows) if row[0] == lab]
     rows = [table.rows[i] for i in picked]
-    bold = {(new, j) for new, old in enumerate(picked) for (i, j) in table.bold if i == old}
+    bold, tied = (
+        {(new, j) for new, old in enumerate(picked) for (i, j) in marks if i == old}
+        for marks in (table.bold, table.tied)
+    )
     numbers = table.numbers[table.numbers["decoder"].isin(labels)] if len(table.numbers) else table.numbers
-    return replace(table, rows=rows, bold=bold, numbers=numbers.reset_index(drop=True))
+    return replace(table, rows=rows, bold=bold, tied=tied, numbers=numbers.reset_index(drop=True))
 
 
 def build_declared(

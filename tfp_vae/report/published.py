@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from tfp_vae.config import read_toml
 from tfp_vae.errors import ConfigError
-from tfp_vae.report.stats import ALPHA, mean_std
-from tfp_vae.report.tables import Table, _fmt, _order
+from tfp_vae.report.stats import ALPHA, mean_std, welch_against_summary
+from tfp_vae.report.tables import Table, _order, fmt
 
 MODEL_KEYS = ("name", "decoder", "lppl", "rmse")
 OPTIONAL_MODEL_KEYS = ("fixed_sigma", "correspondence")
@@ -113,16 +112,6 @@ def load_published(path: str | Path) -> Published:
     return Published(data["source"], data["dataset"], data["scaling"], dict(protocol), tuple(models))
 
 
-def _welch_p(ours: np.ndarray, theirs: tuple[float, float], trials: int) -> float | None:
-    """Two-sided Welch t-test of our values against the published mean and sd over `trials`."""
-    if len(ours) < 2:
-        return None
-    m, s = mean_std(ours)
-    if s == 0 and theirs[1] == 0:
-        return None
-    return float(stats.ttest_ind_from_stats(m, s, len(ours), theirs[0], theirs[1], trials, equal_var=False).pvalue)
-
-
 def _values(xs) -> str:
     """The distinct values in force, '0.0001, 0.001'."""
     return ", ".join(f"{x:g}" for x in sorted(set(float(v) for v in xs if v is not None and v == v)))
@@ -173,7 +162,7 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
             if not len(lppl):
                 continue
             (lm, ls), (rm, rs) = mean_std(lppl), mean_std(rmse)
-            p = _welch_p(lppl, model.lppl, trials)
+            p = welch_against_summary(lppl, model.lppl, trials)
             collapsed = int(cell["variance_collapse"].astype(bool).sum())
             predicted = rmse_predicted_gap(model, cell, rm)
             numbers.append(
@@ -205,10 +194,10 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
                     lab,
                     correspondence[cell["config"].iloc[0]],
                     f"{collapsed}/{len(lppl)}",
-                    f"{_fmt(lm)} ± {_fmt(ls)}",
-                    f"{_fmt(model.lppl[0])} ± {_fmt(model.lppl[1])}",
+                    f"{fmt(lm)} ± {fmt(ls)}",
+                    f"{fmt(model.lppl[0])} ± {fmt(model.lppl[1])}",
                     verdict,
-                    f"{_fmt(rm, 4)} ± {_fmt(rs, 4)}",
+                    f"{fmt(rm, 4)} ± {fmt(rs, 4)}",
                     f"{model.rmse[0]:.3g} ± {model.rmse[1]:.2g}",
                     "n/a"
                     if predicted is None

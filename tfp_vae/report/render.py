@@ -150,7 +150,7 @@ def answer_section(tables: list[Table]) -> str:
         )
     loglik = by_name.get("loglik")
     if loglik is not None and loglik.bold:
-        best = sorted((j, i) for i, j in loglik.bold if "(tied)" not in loglik.rows[i][j])
+        best = sorted((j, i) for i, j in loglik.bold - loglik.tied)
         items = "".join(
             f"<li><b>{html.escape(loglik.header[j])}</b>: {html.escape(loglik.rows[i][0])}, "
             f"{html.escape(loglik.rows[i][j])}</li>"

@@ -118,3 +118,14 @@ def equivalence(
     if p_equivalent < alpha:
         return "agree", p_equivalent, p_different
     return ("differ" if p_different < alpha else "undetermined"), p_equivalent, p_different
+
+
+def welch_against_summary(ours: Sequence[float], theirs: tuple[float, float], trials: int) -> float | None:
+    """Two-sided Welch t-test of our values against a published mean and sd over `trials`; None
+    with fewer than two values of ours or no spread on either side."""
+    if len(ours) < 2:
+        return None
+    m, s = mean_std(ours)
+    if s == 0 and theirs[1] == 0:
+        return None
+    return float(stats.ttest_ind_from_stats(m, s, len(ours), theirs[0], theirs[1], trials, equal_var=False).pvalue)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from tfp_vae.decoders import DECODERS
-from tfp_vae.records import SAME_ENVIRONMENT, SCALE_CONVERGENCE_RTOL, SENSITIVITY_C
+from tfp_vae.records import SCALE_CONVERGENCE_RTOL, SENSITIVITY_C
 from tfp_vae.report.stats import (
     ALPHA,
     MIN_SEEDS_FOR_INTERVAL,
@@ -37,7 +37,8 @@ class Table:
     numbers: pd.DataFrame  # long form, one row per cell
     header: list[str]
     rows: list[list[str]]
-    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of best entries
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of best entries, ties included
+    tied: set[tuple[int, int]] = field(default_factory=set)  # those of `bold` tied with the best, not it
     notes: list[str] = field(default_factory=list)
 
 
@@ -94,7 +95,7 @@ def _columns(df: pd.DataFrame) -> list[Column]:
     return [Column(*c) for c in sorted(set(zip(df["dataset"], df["scaling"], df["backend"], df["precision"], kinds)))]
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
+def fmt(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
@@ -116,7 +117,7 @@ def _cells(ok: pd.DataFrame):
 
 
 def _interval(ci: tuple[float, float] | None, digits: int = 2) -> str:
-    return "n/a" if ci is None else f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+    return "n/a" if ci is None else f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
 def likelihood_kind(decoder: str) -> str:
@@ -188,7 +189,7 @@ def loglik_table(df: pd.DataFrame) -> Table:
             if lab != best and tied_with_best(bpds[best, col], bpds[lab, col]):
                 grid[lab, col]["rank"] = "tied"
     header = ["decoder"] + [col.title(ok) for col in cols]
-    rows, bold = [], set()
+    rows, bold, tied = [], set(), set()
     for i, lab in enumerate(labels):
         line = [lab]
         for j, col in enumerate(cols, start=1):
@@ -196,17 +197,19 @@ def loglik_table(df: pd.DataFrame) -> Table:
             if r is None:
                 line.append("")
                 continue
-            text = f"{_fmt(r['iwae_ll_mean'])} ± {_fmt(r['iwae_ll_std'])} (n = {r['n']}"
+            text = f"{fmt(r['iwae_ll_mean'])} ± {fmt(r['iwae_ll_std'])} (n = {r['n']}"
             if r["iwae_ll_iqm_lo"] is not None:
-                text += f"; IQM {_fmt(r['iwae_ll_iqm'])} {_interval((r['iwae_ll_iqm_lo'], r['iwae_ll_iqm_hi']))}"
+                text += f"; IQM {fmt(r['iwae_ll_iqm'])} {_interval((r['iwae_ll_iqm_lo'], r['iwae_ll_iqm_hi']))}"
             text += ")"
             text += f" {COLLAPSED_MARK}{r['collapsed']}" if r["collapsed"] else ""
             text += f" {NOT_NORMALISED_MARK}" if r["kind"] == "not normalised" else ""
             if r["bpd_mean"] is not None:
-                text += f"; {_fmt(r['bpd_mean'], 3)} bpd"
+                text += f"; {fmt(r['bpd_mean'], 3)} bpd"
             if r["rank"]:
                 bold.add((i, j))
-                text += " (tied)" if r["rank"] == "tied" else ""
+            if r["rank"] == "tied":
+                tied.add((i, j))
+                text += " (tied)"
             line.append(text)
         rows.append(line)
     k = sorted({int(x) for x in ok["iwae_k"].dropna()})
@@ -220,7 +223,7 @@ def loglik_table(df: pd.DataFrame) -> Table:
         f"{NOT_NORMALISED_MARK}: not a normalised likelihood of these pixel values (Bernoulli's "
         f"cross-entropy of grey levels), comparable with nothing else. {rule}"
     )
-    return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, notes)
+    return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, tied, notes)
 
 
 def collapse_table(df: pd.DataFrame) -> Table:
@@ -265,9 +268,9 @@ def collapse_table(df: pd.DataFrame) -> Table:
                 _interval(ci),
                 onset,
                 rule,
-                _fmt(row["excess_density_frac_mean"], 4),
-                _fmt(row["frac_below_tau_mean"], 4),
-                _fmt(row["active_units_mean"], 1),
+                fmt(row["excess_density_frac_mean"], 4),
+                fmt(row["frac_below_tau_mean"], 4),
+                fmt(row["active_units_mean"], 1),
                 _endings(row),
                 row["cpu_generations"],
             ]
@@ -438,8 +441,8 @@ def faithfulness_table(df: pd.DataFrame, reference: str = FAITHFULNESS_REFERENCE
                 lab,
                 col.title(ok),
                 str(len(pairs)),
-                _fmt(row["rmse_mean"], 4),
-                _fmt(row["reference_rmse_mean"], 4),
+                fmt(row["rmse_mean"], 4),
+                fmt(row["reference_rmse_mean"], 4),
                 "n/a" if test is None else f"{test[1]:.3g}",
                 verdict,
             ]
@@ -488,9 +491,9 @@ def convergence_table(df: pd.DataFrame) -> Table:
                 lab,
                 col.title(ok),
                 str(len(cell)),
-                _fmt(row["val_bound_final_change_median"], 3),
-                _fmt(row["global_scale_mean"], 4),
-                _fmt(row["global_scale_optimum_mean"], 4),
+                fmt(row["val_bound_final_change_median"], 3),
+                fmt(row["global_scale_mean"], 4),
+                fmt(row["global_scale_optimum_mean"], 4),
                 "n/a" if conv is None else f"{conv}/{len(scaled)}",
             ]
         )
@@ -562,8 +565,8 @@ def backend_agreement_table(df: pd.DataFrame) -> Table:
                         lab,
                         f"{dataset} {scaling}",
                         row["n"],
-                        _fmt(row[f"{first}_mean"]),
-                        _fmt(row[f"{second}_mean"]),
+                        fmt(row[f"{first}_mean"]),
+                        fmt(row[f"{second}_mean"]),
                         f"{difference:+.2f}",
                         "n/a (fewer than 2 seeds)" if test is None else f"{test[0]} (p {test[1]:.2g} / {test[2]:.2g})",
                         f"{ka}/{len(a)} vs {kb}/{len(b)}",
@@ -665,245 +668,6 @@ def throughput_table(df: pd.DataFrame) -> Table:
         "records predate naming the generation ('unrecorded') a row may pool generations, and its range shows it."
     )
     return Table("throughput", caption, pd.DataFrame(numbers), header, rows)
-
-
-def benchmark_machine(data: dict, fallback: str) -> str:
-    """'CPU model, family F model M (N threads)' of a pytest-benchmark JSON written with
-    benchmarks/conftest.py: one model name covers CPUs of different generations."""
-    info = data.get("machine_info", {}).get("tfp_vae", {})
-    return machine_label(
-        info.get("cpu_model", fallback), info.get("cpu_count", "?"), data.get("machine_info", {}).get("cpu")
-    )
-
-
-def machine_label(cpu_model: str, threads: Any, cpu: dict | None) -> str:
-    """'AMD EPYC, family 26 model 2 (2 threads)'; without family and model where a file predates them."""
-    generation = f", family {cpu['family']} model {cpu['model']}" if (cpu or {}).get("family") is not None else ""
-    return f"{cpu_model}{generation} ({threads} threads)"
-
-
-def benchmark_table(files: list) -> Table:
-    """pytest-benchmark JSON files (results/benchmarks/): median time, examples/s and the
-    fraction of the layer-shape matmul ceiling, per benchmark and machine."""
-    import json
-    from pathlib import Path
-
-    numbers, rows = [], []
-    for path in sorted(Path(f) for f in files):
-        data = json.loads(path.read_text())
-        machine = benchmark_machine(data, path.stem)
-        for b in sorted(data.get("benchmarks", []), key=lambda b: b["name"]):
-            extra = b.get("extra_info", {})
-            row = {
-                "machine": machine,
-                "benchmark": b["name"],
-                "median_s": b["stats"]["median"],
-                "iqr_s": b["stats"]["iqr"],
-                "examples_per_s": extra.get("examples_per_s"),
-                "ceiling_fraction": extra.get("ceiling_fraction"),
-                "peak_mib": extra.get("peak_mib"),
-                "dequantization_overhead": extra.get("dequantization_overhead"),
-            }
-            numbers.append(row)
-            frac, over = row["ceiling_fraction"], row["dequantization_overhead"]
-            rows.append(
-                [
-                    b["name"],
-                    f"{row['median_s'] * 1e3:.1f}",
-                    f"{row['iqr_s'] * 1e3:.1f}",
-                    _fmt(row["examples_per_s"], 0),
-                    "n/a" if frac is None else f"{frac:.0%}",
-                    "n/a" if over is None else f"{over:+.1%}",
-                    _fmt(row["peak_mib"], 0),
-                    machine,
-                ]
-            )
-    header = [
-        "benchmark",
-        "median ms",
-        "IQR ms",
-        "examples/s",
-        "of matmul ceiling",
-        "dequantization overhead",
-        "peak MiB",
-        "machine",
-    ]
-    caption = (
-        "Throughput benchmarks (pytest-benchmark): median and IQR per round, examples/s, and the fraction of "
-        "the float32 matmul throughput at the same layer shapes measured in the same run."
-    )
-    return Table("benchmarks", caption, pd.DataFrame(numbers), header, rows)
-
-
-def peers_table(files: list) -> Table:
-    """`tox -e peers` JSON files (results/benchmarks/peers/): each tfp-vae configuration's training
-    rate against the peer's, both measured in the same run on the same machine."""
-    import json
-    from pathlib import Path
-
-    numbers, rows = [], []
-    for path in sorted(Path(f) for f in files):
-        data = json.loads(path.read_text())
-        machine = benchmark_machine(data, path.stem)
-        extras = [b.get("extra_info", {}) for b in data.get("benchmarks", [])]
-        for peer in (e for e in extras if e.get("peer") not in (None, "tfp-vae")):
-            for ours in (e for e in extras if e.get("peer") == "tfp-vae"):
-                row = {
-                    "machine": machine,
-                    "peer": peer["peer"],
-                    "peer_examples_per_s": peer["examples_per_s"],
-                    "backend": ours["backend"],
-                    "compiler": ours.get("compiler", "xla"),  # files before it: XLA
-                    "precision": ours["precision"],
-                    "steady_examples_per_s": ours["steady_examples_per_s"],
-                    "whole_train_examples_per_s": ours["whole_train_examples_per_s"],
-                    "ratio_steady": ours["steady_examples_per_s"] / peer["examples_per_s"],
-                    "ratio_whole": ours["whole_train_examples_per_s"] / peer["examples_per_s"],
-                }
-                numbers.append(row)
-                rows.append(
-                    [
-                        f"{row['backend']} ({row['compiler']}) / {row['precision']}",
-                        _fmt(row["steady_examples_per_s"], 0),
-                        _fmt(row["whole_train_examples_per_s"], 0),
-                        f"{row['peer']} {_fmt(peer['examples_per_s'], 0)}",
-                        f"{row['ratio_steady']:.2f}x",
-                        f"{row['ratio_whole']:.2f}x",
-                        machine,
-                    ]
-                )
-    header = [
-        "tfp-vae",
-        "train ex/s (steady)",
-        "train ex/s (whole epoch)",
-        "peer ex/s (whole pipeline)",
-        "ratio (steady)",
-        "ratio (whole)",
-        "machine",
-    ]
-    caption = (
-        "Peers (`tox -e peers`): one epoch of Fashion-MNIST, MLP 784-512-512-16, batch 128, Adam 1e-3, a "
-        "fixed-variance Gaussian decoder, measured in one run. The peer's rate is its whole training pipeline "
-        "(evaluation included); tfp-vae's steady rate leaves compilation out, its whole-epoch rate does not."
-    )
-    return Table("peers", caption, pd.DataFrame(numbers), header, rows)
-
-
-def _walltime_timings(data: dict) -> list[dict]:
-    """A study_walltime file's timings, in the order they ran; files written before the script took a
-    baseline held seed groups against every seed alone, at one commit."""
-    if "timings" in data:
-        return data["timings"]
-    commit = (data.get("git") or {}).get("commit")
-    on, off = data["with_seed_batching"], data["without_seed_batching"]
-    return [
-        {**on, "label": f"seed groups of up to {on['seeds_per_group']}", "commit": commit},
-        {**off, "label": "every seed alone", "commit": commit},
-    ]
-
-
-def study_walltime_table(files: list) -> Table:
-    """scripts/study_walltime.py JSON files: the quick study from scratch in each variant the script
-    ran (a baseline commit, this code with an empty and with a filled compile cache), one after the
-    other in one run, each against the first of its file."""
-    import json
-    from pathlib import Path
-
-    numbers, rows = [], []
-    for path in sorted(Path(f) for f in files):
-        data = json.loads(path.read_text())
-        machine = machine_label(data["cpu_model"], data["cores"], data.get("cpu"))
-        timings = _walltime_timings(data)
-        for timing in timings:
-            row = {
-                "machine": machine,
-                "variant": timing["label"],
-                "commit": timing["commit"],
-                "runs": timing["runs"],
-                "workers": timing["workers"],
-                "wall_s": timing["wall_s"],
-                "ratio_to_first": timing["wall_s"] / timings[0]["wall_s"],
-            }
-            numbers.append(row)
-            rows.append(
-                [
-                    machine,
-                    row["variant"],
-                    str(row["commit"])[:7],
-                    str(row["runs"]),
-                    str(row["workers"]),
-                    f"{row['wall_s']:.0f}",
-                    f"{row['ratio_to_first']:.2f}x",
-                ]
-            )
-    header = ["machine", "variant", "commit", "runs", "workers", "wall s", "vs the first"]
-    caption = (
-        "The quick study from scratch (scripts/study_walltime.py), each variant in worker processes that stay "
-        "up between seed groups, measured one after the other in one run; the last column is each wall time "
-        "over the first of its run."
-    )
-    return Table("study_walltime", caption, pd.DataFrame(numbers), header, rows)
-
-
-def reproduction_table(files: list) -> Table:
-    """Reruns of committed runs (`tfp-vae reproduce`, summary.json per machine and study): which
-    reproduced and how, on which machine, and what differs from the committed environment."""
-    import json
-    from pathlib import Path
-
-    numbers, rows = [], []
-    for path in sorted(Path(f) for f in files):
-        data = json.loads(path.read_text())
-        for o in data.get("outcomes", []):
-            why = "; ".join(o["explanation"]) or SAME_ENVIRONMENT
-            different = ", ".join(f"{k}: {v}" for k, v in list((o["detail"].get("different") or {}).items())[:3])
-            numbers.append(
-                {
-                    "machine": data["machine"],
-                    "cpu_model": data["cpu_model"],
-                    "run_id": o["run_id"],
-                    "run": o["label"],
-                    "verdict": o["verdict"],
-                    "expected_identical": o["expected_identical"],
-                    "unexpected": o["failed"],
-                    "differs": why,
-                    "fields": different,
-                }
-            )
-            rows.append(
-                [
-                    o["label"],
-                    o["verdict"] + (" (unexpected)" if o["failed"] else ""),
-                    data["cpu_model"],
-                    why,
-                    different or "-",
-                ]
-            )
-    header = ["run", "verdict", "rerun on", "what differs from the committed environment", "fields beyond tolerance"]
-    tolerances = sorted(
-        {(data.get("rtol"), data.get("atol")) for data in map(json.loads, map(Path.read_text, map(Path, files)))}
-    )
-    stated = " or ".join(f"relative {r:g}, absolute {a:g}" for r, a in tolerances if r is not None) or "as recorded"
-    summaries = [json.loads(Path(f).read_text()) for f in sorted(files)]
-    held = "; ".join(
-        f"on {d['cpu_model']}, {sum(c['holds'] for c in d['conclusions'])} of {len(d['conclusions'])} table cells hold"
-        for d in summaries
-        if "conclusions" in d
-    )
-    caption = (
-        "Reproduction: committed runs rerun from scratch (tfp-vae reproduce) and compared field by field, "
-        f"timing and environment apart: bit-identical, within tolerance ({stated}), or "
-        "different. With the same CPU model, family and instruction set, library versions, backend and worker "
-        "threads a run must be bit-identical."
-        + (
-            f" Conclusions ({held}): a cell holds when each rerun seed keeps its collapse verdict, the mean "
-            "test iwae_ll of its reruns lies within its committed seeds' range (widened by the tolerance), "
-            "and the cell keeps its best or tied mark."
-            if held
-            else ""
-        )
-    )
-    return Table("reproduction", caption, pd.DataFrame(numbers), header, rows)
 
 
 TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {
