@@ -15,13 +15,14 @@ from typing import Sequence
 
 import numpy as np
 
+from tfp_vae.config import NetworkSpec
+
 
 def mlp_layers(
     image_pixels: int, hidden: Sequence[int], latent: int, outputs_per_pixel: int
 ) -> list[tuple[int, int, bool]]:
-    """(n_in, n_out, is_first) of every dense layer of the VAE: encoder then decoder."""
-    enc = (image_pixels, *hidden, 2 * latent)
-    dec = (latent, *reversed(hidden), image_pixels * outputs_per_pixel)
+    """(n_in, n_out, is_first) of every dense layer of the VAE: encoder then decoder (NetworkSpec.mlp_widths)."""
+    enc, dec = NetworkSpec(hidden=tuple(hidden), latent=latent).mlp_widths(image_pixels, outputs_per_pixel)
     layers = [(a, b, i == 0) for i, (a, b) in enumerate(zip(enc, enc[1:]))]
     layers += [(a, b, False) for a, b in zip(dec, dec[1:])]
     return layers

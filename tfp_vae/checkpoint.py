@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tfp_vae.errors import TfpVaeError
+from tfp_vae.files import cache_dir, write_atomic
 
 #: Where checkpoints go when TFP_VAE_CHECKPOINTS does not say: outside any git checkout.
 ENV = "TFP_VAE_CHECKPOINTS"
@@ -40,7 +40,7 @@ def directory() -> Path:
     """$TFP_VAE_CHECKPOINTS, else $XDG_CACHE_HOME/tfp-vae/checkpoints (~/.cache/tfp-vae/checkpoints)."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfp-vae" / "checkpoints"
+    return cache_dir("checkpoints")
 
 
 def path_for(run_ids: list[str]) -> Path:
@@ -61,20 +61,10 @@ def code_version() -> str:
 
 def save(path: Path, meta: dict[str, Any], leaves: list[np.ndarray]) -> None:
     """Write `leaves` and `meta` (plus the code version) to `path` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "format": FORMAT, "code_version": code_version()}
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.array(json.dumps(meta)), **{f"leaf_{i}": np.asarray(v) for i, v in enumerate(leaves)})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, buffer.getvalue())
 
 
 def load(path: Path, identity: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray]] | None:

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from tfp_vae.errors import ConfigError
+from tfp_vae.files import cache_dir
 
 #: How a study runner tells its worker processes where the cache is ("none": no cache).
 ENV = "TFP_VAE_COMPILE_CACHE"
@@ -26,7 +27,7 @@ OFF = "none"
 
 def default_directory() -> Path:
     """$XDG_CACHE_HOME/tfp-vae/xla, ~/.cache/tfp-vae/xla where XDG_CACHE_HOME is not set."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfp-vae" / "xla"
+    return cache_dir("xla")
 
 
 def resolve(value: str | None) -> Path | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from tfp_vae.backends import BACKENDS, COMPILERS
+from tfp_vae.backends import BACKENDS, COMPILERS, DEFAULT_BACKEND
 from tfp_vae.errors import ConfigError
 
 SCALINGS = ("raw", "dequantized")
@@ -38,12 +38,8 @@ def memory_estimate_bytes(spec: "RunSpec", image_shape: tuple[int, int, int], ou
     """A lower estimate of a run's peak memory: parameters with their gradients and Adam's two
     moments (4 copies), and the activations of a training batch or of one chunk of importance
     samples, whichever is larger, each kept about 3 times (forward, backward, temporaries)."""
-    pixels = int(math.prod(image_shape))
-    widths = [pixels, *spec.network.hidden, spec.network.latent]
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))  # encoder (mean; its scale head below)
-    params += widths[-2] * widths[-1] + widths[-1]
-    dec = [spec.network.latent, *reversed(spec.network.hidden), pixels * outputs_per_pixel]
-    params += sum(a * b + b for a, b in zip(dec[:-1], dec[1:]))
+    enc, dec = spec.network.mlp_widths(int(math.prod(image_shape)), outputs_per_pixel)
+    params = sum(a * b + b for widths in (enc, dec) for a, b in zip(widths[:-1], widths[1:]))
     rows = max(spec.train.batch_size, spec.eval.batch_size * min(spec.eval.k_chunk, spec.eval.iwae_k))
     activations = rows * (sum(dec) + spec.network.latent)
     return 4 * (4 * params + 3 * activations)
@@ -92,6 +88,12 @@ class NetworkSpec:
     #: One decoder network per output of a pixel (mean, scale, ...) instead of one network with
     #: k outputs per pixel (the published VAE-Split, Student-VAE and V3AE).
     split_decoder: bool = False
+
+    def mlp_widths(self, pixels: int, outputs_per_pixel: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The dense layers' widths of the MLP: encoder pixels -> hidden -> 2 x latent (the posterior's
+        mean and scale), decoder latent -> hidden reversed -> pixels x outputs_per_pixel."""
+        encoder = (pixels, *self.hidden, 2 * self.latent)
+        return encoder, (self.latent, *reversed(self.hidden), pixels * outputs_per_pixel)
 
     def check(self, where: str) -> None:
         _require(self.kind in NETWORK_KINDS, where, "kind", self.kind, f"one of {', '.join(NETWORK_KINDS)}")
@@ -312,7 +314,7 @@ class RunSpec:
     eval: EvalSpec = field(default_factory=EvalSpec)
     seed: int = 0
     device: str = "cpu"
-    backend: str = "tensorflow"
+    backend: str = DEFAULT_BACKEND
     tf32: bool = False
     precision: str = "float32"
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)

@@ -77,20 +77,18 @@ class Architecture:
             back = (*reversed(spec.conv_channels), c * k)
             dec["conv"] = [_conv(a, b, seed, True, "dec_conv", i) for i, (a, b) in enumerate(zip(back, back[1:]))]
             dense_out, hidden_dec = int(np.prod(self._conv_start)), spec.hidden[:1]
+            widths, dec_widths = (features, *hidden_enc, 2 * spec.latent), (spec.latent, *hidden_dec, dense_out)
         else:
-            features, hidden_enc = h * w * c, spec.hidden
-            dense_out, hidden_dec = h * w * c * k, tuple(reversed(spec.hidden))
-        widths = (features, *hidden_enc, 2 * spec.latent)
+            widths, dec_widths = spec.mlp_widths(h * w * c, k)
         enc["dense"] = [_dense(a, b, seed, "enc_dense", i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
         if spec.split_decoder:  # one MLP per output of a pixel, each drawn from its own stream
-            widths = (spec.latent, *hidden_dec, h * w * c)
+            widths = spec.mlp_widths(h * w * c, 1)[1]
             towers = [
                 [_dense(a, b, seed, "dec_tower", j, i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
                 for j in range(k)
             ]
             return {"encoder": enc, "decoder": {"towers": towers}}
-        widths = (spec.latent, *hidden_dec, dense_out)
-        dec["dense"] = [_dense(a, b, seed, "dec_dense", i) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+        dec["dense"] = [_dense(a, b, seed, "dec_dense", i) for i, (a, b) in enumerate(zip(dec_widths, dec_widths[1:]))]
         if spec.kind != "conv":
             dec["dense"][-1] = self._outputs_major(dec["dense"][-1])
         return {"encoder": enc, "decoder": dec}

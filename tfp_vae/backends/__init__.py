@@ -18,6 +18,8 @@ BACKENDS: dict[str, str] = {
     "tensorflow": "tfp_vae.backends.tensorflow",
     "jax": "tfp_vae.backends.jax",
 }
+#: A spec's backend when it names none: the registry's first.
+DEFAULT_BACKEND = next(iter(BACKENDS))
 
 #: What `train.compiler` may name, per backend: "xla" compiles the whole step, epoch and
 #: evaluation with XLA; "graph" runs TensorFlow's graph of its own kernels (oneDNN on a CPU)

@@ -1,7 +1,7 @@
 """Where data set files come from, tried in order (README, Data):
 
 1. an explicit directory (`TFP_VAE_DATA_DIR` or `--data-dir`), as DIR/<name>/<file>;
-2. the cache, $XDG_CACHE_HOME/tfp_vae/<name>/ (default ~/.cache/tfp_vae/<name>/);
+2. the cache, $XDG_CACHE_HOME/tfp-vae/data/<name>/ (default ~/.cache/tfp-vae/data/<name>/);
 3. system packages (Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist/);
 4. a download from the canonical address (or `TFP_VAE_MIRROR`/<name>/<file>),
    verified by SHA-256 before it is moved into the cache atomically.
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tfp_vae.data.types import DatasetEntry, FileSpec
 from tfp_vae.errors import DataError
+from tfp_vae.files import cache_dir
 
 DOWNLOAD_TIMEOUT_S = 60.0
 CHUNK = 1 << 20
@@ -37,8 +38,8 @@ def data_dir() -> Path | None:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tfp_vae"
+    """Where downloaded data sets are kept: files.cache_dir("data")."""
+    return cache_dir("data")
 
 
 @dataclass(frozen=True)

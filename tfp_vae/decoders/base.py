@@ -130,9 +130,10 @@ class Decoder:
     #: warm-up (train.variance_warmup_epochs) can train the mean alone under a unit variance.
     warmup: ClassVar[bool] = False
 
-    def __init__(self, hyper: Mapping[str, Any] | None, data: DataContext, backend: Any = "tensorflow"):
-        from tfp_vae.backends import get_backend
+    def __init__(self, hyper: Mapping[str, Any] | None, data: DataContext, backend: Any = None):
+        from tfp_vae.backends import DEFAULT_BACKEND, get_backend
 
+        backend = DEFAULT_BACKEND if backend is None else backend
         self.hyper = self.resolve(hyper or {})
         self.data = data
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
