@@ -25,7 +25,7 @@ from tfp_vae.config import spec_from_dict
 from tfp_vae.decoders import DECODERS, DataContext
 from tfp_vae.run import build_model, run
 from tfp_vae.seeds import derive_seed
-from tfp_vae.steps import EvalFunctions, init_carry, make_train_epoch, make_train_step, multiplier_tree, stack_trees
+from tfp_vae.steps import EvalFunctions, init_carry, make_train_epoch, multiplier_tree, stack_trees, train_step
 
 SHAPE, LEVELS, BATCH, STEPS = (28, 28, 1), 256, 128, 20
 HIDDEN, LATENT = (512, 512), 16
@@ -88,7 +88,8 @@ def _steps(
     with backend.device_scope(dev):
         init = model.init(0)
         params = backend.tree_map(backend.asarray, init)
-        opt_init, step = make_train_step(backend, model, scaling, LEVELS, 1e-3, multiplier_tree(model, init), compiler)
+        opt_init, step = train_step(backend, model, scaling, LEVELS, 1e-3, multiplier_tree(model, init))
+        step = backend.compile(step, compiler)
         state = {"params": params, "opt": opt_init(params), "carry": init_carry(backend, model)}
         rng = np.random.default_rng(0)
         batches = [backend.asarray(rng.integers(0, LEVELS, size=(batch, *SHAPE)).astype(np.float32)) for _ in range(4)]
@@ -171,9 +172,8 @@ def _seed_batched_steps(backend_name: str, precision: str, seeds: int, steps: in
     backend, model, dev = _model(backend_name, "learned", "dequantized", device, precision)
     with backend.device_scope(dev):
         inits = [model.init(s) for s in range(seeds)]
-        opt_init, step = make_train_step(
-            backend, model, "dequantized", LEVELS, 1e-3, multiplier_tree(model, inits[0]), "xla", batched=seeds > 1
-        )
+        opt_init, step = train_step(backend, model, "dequantized", LEVELS, 1e-3, multiplier_tree(model, inits[0]))
+        step = backend.compile(backend.vmap(step) if seeds > 1 else step, "xla")
         solo = [backend.tree_map(backend.asarray, p) for p in inits]
         if seeds > 1:
             state = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfp_vae.data import dataset_entry, load_splits, split_pool, store
+from tfp_vae.data import dataset_entry, load_pool, split_pool, store
 from tfp_vae.data.types import ImageData
 from tfp_vae.model import scale_images
 
@@ -22,7 +22,7 @@ def test_splits_are_deterministic_disjoint_and_complete():
 
 
 def test_digits_splits_have_the_declared_sizes():
-    s = load_splits("digits", 0.1)
+    s = split_pool(*load_pool("digits")[:2], 0.1)
     assert (len(s.train), len(s.validation), len(s.test)) == (1294, 144, 359)
     assert s.train.images.dtype == np.uint8 and s.train.images.max() == 16
 
@@ -46,7 +46,7 @@ def test_fashion_mnist_from_the_system_package():
     loc = store.locate(entry)
     if loc is None:
         pytest.skip("Fashion-MNIST is not present: on Debian, apt-get install dataset-fashion-mnist (.ci/run does)")
-    s = load_splits("fashion_mnist", 0.1)
+    s = split_pool(*load_pool("fashion_mnist")[:2], 0.1)
     assert len(s.train) + len(s.validation) == 60000 and len(s.test) == 10000
     assert s.test.images.shape[1:] == (28, 28, 1) and s.test.images.dtype == np.uint8
     pool = np.concatenate([s.train.labels, s.validation.labels])

@@ -92,7 +92,7 @@ def test_a_non_finite_step_changes_nothing_and_the_steps_after_it_neither(backen
     from tfp_vae.data import dataset_entry
     from tfp_vae.decoders import DataContext
     from tfp_vae.run import build_model
-    from tfp_vae.steps import init_carry, make_train_step, multiplier_tree
+    from tfp_vae.steps import init_carry, multiplier_tree, train_step
 
     if compiler not in COMPILERS[backend.name]:
         pytest.skip(f"{backend.name} has no compiler {compiler!r}")
@@ -101,9 +101,8 @@ def test_a_non_finite_step_changes_nothing_and_the_steps_after_it_neither(backen
     data = DataContext(entry.levels, spec.scaling)
     model = build_model(spec, entry.shape, data, backend)
     params = backend.tree_map(backend.asarray, model.init(0))
-    opt_init, step = make_train_step(
-        backend, model, "raw", data.levels, 1e-2, multiplier_tree(model, model.init(0)), compiler
-    )
+    opt_init, step = train_step(backend, model, "raw", data.levels, 1e-2, multiplier_tree(model, model.init(0)))
+    step = backend.compile(step, compiler)
     start = (params, opt_init(params), init_carry(backend, model))
     healthy = np.random.default_rng(0).integers(0, 17, (3, *entry.shape)).astype(np.float32)
     poisoned = healthy.copy()

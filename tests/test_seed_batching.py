@@ -102,7 +102,7 @@ def test_a_diverging_seed_freezes_alone(backend):
     from tfp_vae.data import dataset_entry
     from tfp_vae.decoders import DataContext
     from tfp_vae.run import build_model
-    from tfp_vae.steps import init_carry, make_train_step, multiplier_tree, stack_trees, take_tree
+    from tfp_vae.steps import init_carry, multiplier_tree, stack_trees, take_tree, train_step
 
     spec = tiny_spec(decoder="learned", backend=backend.name)
     entry = dataset_entry("digits")
@@ -110,8 +110,8 @@ def test_a_diverging_seed_freezes_alone(backend):
     model = build_model(spec, entry.shape, data, backend)
     inits = [backend.tree_map(backend.asarray, model.init(s)) for s in (0, 1)]
     mult = multiplier_tree(model, model.init(0))
-    opt_init, batched = make_train_step(backend, model, "raw", data.levels, 1e-2, mult, "xla", batched=True)
-    _, solo_step = make_train_step(backend, model, "raw", data.levels, 1e-2, mult, "xla")
+    opt_init, step = train_step(backend, model, "raw", data.levels, 1e-2, mult)
+    batched, solo_step = backend.compile(backend.vmap(step), "xla"), backend.compile(step, "xla")
     x = np.random.default_rng(0).integers(0, 17, (2, 3, *entry.shape)).astype(np.float32)
     x[0, 1, 2, 3, 0] = np.nan
     seeds = np.arange(8, dtype=np.int32).reshape(2, 2, 2)

@@ -39,7 +39,7 @@ def init_carry(backend: Backend, model: VAE) -> dict[str, Any]:
     return {"dstate": dstate, "step": backend.asarray(np.int32(0)), "bad_step": backend.asarray(np.int32(-1))}
 
 
-def _train_step(
+def train_step(
     backend: Backend,
     model: VAE,
     scaling: str,
@@ -49,7 +49,10 @@ def _train_step(
     mc_samples: int = 1,
     warmup: bool = False,
 ) -> tuple[Callable, Callable]:
-    """(opt_init, step), the step not compiled: see make_train_step."""
+    """(opt_init(params), step), the step not compiled (make_train_epoch compiles it inside its loop).
+    `step(params, opt_state, carry, x float32 (B,H,W,C), seeds int32 (2, 2))` returns the new
+    (params, opt_state, carry) and {"objective", "bound"}, batch means. After the first non-finite
+    loss or gradient nothing is updated again, and the step is kept."""
     xp = backend.xp
     opt_init, opt_update = backend.adam(learning_rate)
 
@@ -86,27 +89,6 @@ def _train_step(
     return opt_init, step
 
 
-def make_train_step(
-    backend: Backend,
-    model: VAE,
-    scaling: str,
-    levels: int,
-    learning_rate: float,
-    multipliers: dict[str, Any],
-    compiler: str,
-    batched: bool = False,
-    mc_samples: int = 1,
-) -> tuple[Callable, Callable]:
-    """(opt_init(params), step). `step(params, opt_state, carry, x float32 (B,H,W,C), seeds int32 (2, 2))`
-    returns the new (params, opt_state, carry) and {"objective", "bound"}, batch means.
-    After the first non-finite loss or gradient nothing is updated again, and the step is kept.
-
-    `batched`: every argument and result gains a leading seed axis (S models in one compiled step,
-    each with its own batch, noise and guard); opt_init still takes one model's parameters."""
-    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers, mc_samples)
-    return opt_init, backend.compile(backend.vmap(step) if batched else step, compiler)
-
-
 #: The per-step metrics a step returns (batch means).
 STEP_METRICS = ("objective", "bound")
 
@@ -123,7 +105,7 @@ def make_train_epoch(
     mc_samples: int = 1,
     warmup: bool = False,
 ) -> tuple[Callable, Callable]:
-    """(opt_init(params), epoch): a whole epoch in one compiled call, the steps of make_train_step
+    """(opt_init(params), epoch): a whole epoch in one compiled call, the steps of train_step
     run in a compiled loop over data already on the device.
 
     `epoch(params, opt_state, carry, images float32 (N,H,W,C), rows int32 (T, B), seeds int32 (T, 2, 2))`
@@ -133,7 +115,7 @@ def make_train_epoch(
     shared by the seeds, each seed drawing its own rows. `warmup`: the steps of a variance warm-up
     (VAE.elbo_terms)."""
     xp = backend.xp
-    opt_init, step = _train_step(backend, model, scaling, levels, learning_rate, multipliers, mc_samples, warmup)
+    opt_init, step = train_step(backend, model, scaling, levels, learning_rate, multipliers, mc_samples, warmup)
     mapped = backend.vmap(step) if batched else step
 
     def epoch(params, opt_state, carry, images, rows, seeds):

@@ -41,7 +41,6 @@ class Ops:
     matmul: Callable
     matmul_bf16: Callable  # matmul_bf16(a, b): inputs rounded to bfloat16, float32 result
     reshape: Callable  # reshape(x, shape)
-    moveaxis: Callable  # moveaxis(x, source, destination)
     concat: Callable  # concat(list, axis)
     stack: Callable  # stack(list, axis)
     broadcast_to: Callable  # broadcast_to(x, shape)

@@ -70,7 +70,6 @@ OPS = Ops(
     set_row=lambda buf, i, value: buf.at[i].set(value),
     matmul=jnp.matmul,
     reshape=jnp.reshape,
-    moveaxis=jnp.moveaxis,
     matmul_bf16=lambda a, b: jnp.matmul(
         a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32
     ),

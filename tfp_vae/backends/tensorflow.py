@@ -106,7 +106,6 @@ OPS = Ops(
     matmul=tf.matmul,
     matmul_bf16=_matmul_bf16,
     reshape=tf.reshape,
-    moveaxis=tf.experimental.numpy.moveaxis,
     concat=lambda xs, axis: tf.concat(xs, axis),
     stack=lambda xs, axis=0: tf.stack(xs, axis),
     broadcast_to=tf.broadcast_to,

@@ -44,12 +44,6 @@ def split_pool(train_pool: ImageData, test: ImageData, validation_fraction: floa
     return Splits(train_pool.take(np.sort(order[n_val:])), train_pool.take(np.sort(order[:n_val])), test)
 
 
-def load_splits(name: str, validation_fraction: float) -> Splits:
-    """Deterministic train / validation / test splits; validation is carved from train."""
-    train_pool, test, _ = load_pool(name)
-    return split_pool(train_pool, test, validation_fraction)
-
-
 __all__ = [
     "DATASETS",
     "DatasetEntry",
@@ -58,6 +52,5 @@ __all__ = [
     "Splits",
     "dataset_entry",
     "load_pool",
-    "load_splits",
     "split_pool",
 ]
