@@ -104,7 +104,7 @@ def test_missing_data_set_names_every_place_and_the_debian_package(tmp_path, mon
     with pytest.raises(DataError) as info:
         load_pool("svhn")
     text = str(info.value)
-    assert str(tmp_path / "mine" / "svhn") in text and str(tmp_path / "cache" / "tfp_vae" / "svhn") in text
+    assert str(tmp_path / "mine" / "svhn") in text and str(tmp_path / "cache" / "tfp-vae" / "data" / "svhn") in text
     assert "tfp-vae data fetch svhn" in text and entry.install_hint in text
     assert "apt-get install dataset-fashion-mnist" in dataset_entry("fashion_mnist").install_hint
 
@@ -209,7 +209,7 @@ def test_fetch_through_a_mirror_then_load_from_the_cache(server, tmp_path, monke
     monkeypatch.delenv("TFP_VAE_DATA_DIR", raising=False)
     with pytest.raises(DataError, match="SHA-256"):
         load_pool("mnist")
-    assert list((tmp_path / "cache" / "tfp_vae" / "mnist").iterdir()) == []
+    assert list((tmp_path / "cache" / "tfp-vae" / "data" / "mnist").iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere, so permissions cannot be tested")
