@@ -21,10 +21,12 @@ from tfp_vae.report.stats import (
     MIN_SEEDS_FOR_INTERVAL,
     MIN_SEEDS_FOR_IQM_INTERVAL,
     equivalence,
+    fisher_p,
     iqm,
     iqm_interval,
     mean_std,
     tied_with_best,
+    welch_p,
     wilson,
     worse_than,
 )
@@ -377,6 +379,84 @@ def sensitivity_table(df: pd.DataFrame) -> Table:
     return Table("sensitivity", caption, pd.DataFrame(numbers), header, rows)
 
 
+def _contrast_pairs(ok: pd.DataFrame):
+    """(what differs, config, column title, records of one cell, records of the other) for each pair of
+    cells that differ in one thing only: the learning rate (same model, same data column) or the
+    scaling (same label, data set, backend, precision and device; only where a run of either is
+    flagged, since the two likelihoods are of different data and 0/n against 0/n says nothing)."""
+    for config in _order(ok["config"]):
+        for col in _columns(ok):
+            cell = col.select(ok[ok["config"] == config])
+            rates = sorted(set(cell["learning_rate"].dropna()), reverse=True)
+            for i, a in enumerate(rates):
+                for b in rates[i + 1 :]:
+                    yield (
+                        f"lr {a:g} vs {b:g}",
+                        config,
+                        col.title(ok),
+                        cell[cell["learning_rate"] == a],
+                        cell[cell["learning_rate"] == b],
+                    )
+    columns = _columns(ok)
+    for lab in _order(ok["label"]):
+        runs = ok[ok["label"] == lab]
+        for col in (c for c in columns if c.scaling == "raw" and c._replace(scaling="dequantized") in columns):
+            raw, deq = col.select(runs), col._replace(scaling="dequantized").select(runs)
+            if len(raw) and len(deq) and (raw["variance_collapse"].any() or deq["variance_collapse"].any()):
+                yield "raw vs dequantized", lab, col.title(ok).replace(" raw", ""), raw, deq
+
+
+def contrast_table(df: pd.DataFrame) -> Table:
+    """Every pair of cells that differ in the learning rate or in the scaling only: their collapse
+    counts with Fisher's exact test and, between learning rates (the same data), their mean iwae_ll
+    with Welch's t-test, each worded by its p-value at ALPHA."""
+    ok = df[df["status"] != "error"]
+    numbers = []
+    for differs, config, data, a, b in _contrast_pairs(ok):
+        ka, kb = (int(c["variance_collapse"].astype(bool).sum()) for c in (a, b))
+        same_data = not differs.startswith("raw")
+        numbers.append(
+            {
+                "decoder": config,
+                "data": data,
+                "contrast": differs,
+                "collapsed_a": ka,
+                "n_a": len(a),
+                "collapsed_b": kb,
+                "n_b": len(b),
+                "fisher_p": fisher_p(ka, len(a), kb, len(b)),
+                "iwae_ll_mean_a": float(a["iwae_ll"].mean()) if same_data else None,
+                "iwae_ll_mean_b": float(b["iwae_ll"].mean()) if same_data else None,
+                "welch_p": welch_p(a["iwae_ll"].dropna(), b["iwae_ll"].dropna()) if same_data else None,
+            }
+        )
+
+    def reading(p: float | None) -> str:
+        return "n/a" if p is None else ("differ" if p < ALPHA else "no evidence of a difference")
+
+    rows = [
+        [
+            r["decoder"],
+            r["data"],
+            r["contrast"],
+            f"{r['collapsed_a']}/{r['n_a']} vs {r['collapsed_b']}/{r['n_b']}",
+            f"{r['fisher_p']:.3g} ({reading(r['fisher_p'])})",
+            "n/a" if r["iwae_ll_mean_a"] is None else f"{fmt(r['iwae_ll_mean_a'])} vs {fmt(r['iwae_ll_mean_b'])}",
+            "n/a" if r["welch_p"] is None else f"{r['welch_p']:.3g} ({reading(r['welch_p'])})",
+        ]
+        for r in numbers
+    ]
+    header = ["decoder", "data", "contrast", "collapsed", "Fisher p", "iwae_ll (mean)", "Welch p"]
+    caption = (
+        "Contrasts: every pair of cells that differ only in the learning rate, and those that differ only in "
+        "the scaling where a run of either is flagged. "
+        f"Collapse counts are compared with Fisher's exact test, two-sided, read at {ALPHA:g} (with 3 runs a "
+        f"cell, even 3/3 against 0/3 gives p = {fisher_p(3, 3, 0, 3):.2g}); mean iwae_ll with Welch's t-test, "
+        "only between learning rates, since raw and dequantized likelihoods are of different data."
+    )
+    return Table("contrasts", caption, pd.DataFrame(numbers), header, rows)
+
+
 #: The faithfulness test's default reference: the homoscedastic decoder whose one scale is learned.
 #: (`fixed` at sigma 1 is posterior-collapsed wherever the data's variance is below 1, and a
 #: reference with no active latent units says nothing about a decoder's mean.)
@@ -674,6 +754,7 @@ TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {
     "loglik": loglik_table,
     "collapse": collapse_table,
     "sensitivity": sensitivity_table,
+    "contrasts": contrast_table,
     "faithfulness": faithfulness_table,
     "convergence": convergence_table,
     "backends": backend_agreement_table,
