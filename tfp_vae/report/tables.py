@@ -447,12 +447,19 @@ def contrast_table(df: pd.DataFrame) -> Table:
         for r in numbers
     ]
     header = ["decoder", "data", "contrast", "collapsed", "Fisher p", "iwae_ll (mean)", "Welch p"]
+    fewest = min((min(r["n_a"], r["n_b"]) for r in numbers), default=None)
+    floor = (
+        f" (with {fewest} runs a cell, even {fewest}/{fewest} against 0/{fewest} gives p = "
+        f"{fisher_p(fewest, fewest, 0, fewest):.2g})"
+        if fewest
+        else ""
+    )
     caption = (
         "Contrasts: every pair of cells that differ only in the learning rate, and those that differ only in "
         "the scaling where a run of either is flagged. "
-        f"Collapse counts are compared with Fisher's exact test, two-sided, read at {ALPHA:g} (with 3 runs a "
-        f"cell, even 3/3 against 0/3 gives p = {fisher_p(3, 3, 0, 3):.2g}); mean iwae_ll with Welch's t-test, "
-        "only between learning rates, since raw and dequantized likelihoods are of different data."
+        f"Collapse counts are compared with Fisher's exact test, two-sided, read at {ALPHA:g}{floor}; mean "
+        "iwae_ll with Welch's t-test, only between learning rates, since raw and dequantized likelihoods are of "
+        "different data."
     )
     return Table("contrasts", caption, pd.DataFrame(numbers), header, rows)
 
