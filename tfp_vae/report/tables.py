@@ -228,68 +228,74 @@ def loglik_table(df: pd.DataFrame) -> Table:
     return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, tied, notes)
 
 
-def collapse_table(df: pd.DataFrame) -> Table:
-    """Variance-collapse frequency k/n with its Wilson 95 % interval, the most common rule that
-    fired, and the means of excess_density_frac, frac_below_tau and active units."""
-    ok = df[df["status"] != "error"]
-    numbers, rows = [], []
+def _collapse_numbers(ok: pd.DataFrame) -> list[dict]:
+    """One row of numbers per cell: k/n flagged, Wilson interval, onset, rule, seed means, endings, CPUs."""
+    numbers = []
     for lab, col, cell in _cells(ok):
         n, k = len(cell), int(cell["variance_collapse"].astype(bool).sum())
         ci = wilson(k, n)
         reasons = Counter(str(r).split(":")[0] for r in cell["collapse_reason"].dropna())
         excess, frac = cell["excess_density_frac"].dropna(), cell["frac_below_tau"].dropna()
         onsets = cell["collapse_onset_epoch"].dropna() if "collapse_onset_epoch" in cell else pd.Series([], dtype=float)
-        row = {
-            "decoder": lab,
-            **col.fields(),
-            "collapsed": k,
-            "n": n,
-            "wilson_lo": ci and ci[0],
-            "wilson_hi": ci and ci[1],
-            "onset_seeds": len(onsets),
-            "onset_epoch_median": float(onsets.median()) if len(onsets) else None,
-            "top_reason": reasons.most_common(1)[0][0] if reasons else "",
-            "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
-            "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
-            "active_units_mean": float(cell["active_units"].mean()),
-        }
-        row.update(
-            {f"ended_{e}": int((cell["ending"] == e).sum()) for e in ENDINGS},
-            cpu_generations="; ".join(sorted(set(cell["cpu_generation"]))),
+        numbers.append(
+            {
+                "decoder": lab,
+                **col.fields(),
+                "collapsed": k,
+                "n": n,
+                "wilson_lo": ci and ci[0],
+                "wilson_hi": ci and ci[1],
+                "onset_seeds": len(onsets),
+                "onset_epoch_median": float(onsets.median()) if len(onsets) else None,
+                "top_reason": reasons.most_common(1)[0][0] if reasons else "",
+                "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
+                "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
+                "active_units_mean": float(cell["active_units"].mean()),
+                **{f"ended_{e}": int((cell["ending"] == e).sum()) for e in ENDINGS},
+                "cpu_generations": "; ".join(sorted(set(cell["cpu_generation"]))),
+            }
         )
-        numbers.append(row)
-        onset = f"{len(onsets)}/{n}" + (f", epoch {row['onset_epoch_median']:g}" if len(onsets) else "")
-        rule = row["top_reason"] or "-"
-        if rule == "excess_density" and col.fields().get("scaling") == "dequantized":
-            rule = "excess_density (local concentration)"  # bounded there: density <= D ln L on average
-        rows.append(
-            [
-                lab,
-                col.title(ok),
-                f"{k}/{n}",
-                _interval(ci),
-                onset,
-                rule,
-                fmt(row["excess_density_frac_mean"], 4),
-                fmt(row["frac_below_tau_mean"], 4),
-                fmt(row["active_units_mean"], 1),
-                _endings(row),
-                row["cpu_generations"],
-            ]
-        )
-    header = [
-        "decoder",
-        "data",
-        "collapsed",
-        "Wilson 95 %",
-        "validation onset (seeds, median epoch)",
-        "most common rule",
-        "excess density frac (seed mean)",
-        "sd below tau frac (seed mean)",
-        "active units (seed mean)",
-        "runs ended",
-        "CPU",
+    return numbers
+
+
+def _collapse_row(r: dict, ok: pd.DataFrame) -> list[str]:
+    """The display strings of one row of _collapse_numbers (`ok`: the records, for the column's title)."""
+    onset = f"{r['onset_seeds']}/{r['n']}" + (f", epoch {r['onset_epoch_median']:g}" if r["onset_seeds"] else "")
+    rule = r["top_reason"] or "-"
+    if rule == "excess_density" and r["scaling"] == "dequantized":
+        rule = "excess_density (local concentration)"  # bounded there: density <= D ln L on average
+    ci = None if r["wilson_lo"] is None else (r["wilson_lo"], r["wilson_hi"])
+    return [
+        r["decoder"],
+        Column(**{k: r[k] for k in Column._fields}).title(ok),
+        f"{r['collapsed']}/{r['n']}",
+        _interval(ci),
+        onset,
+        rule,
+        fmt(r["excess_density_frac_mean"], 4),
+        fmt(r["frac_below_tau_mean"], 4),
+        fmt(r["active_units_mean"], 1),
+        _endings(r),
+        r["cpu_generations"],
     ]
+
+
+COLLAPSE_HEADER = [
+    "decoder",
+    "data",
+    "collapsed",
+    "Wilson 95 %",
+    "validation onset (seeds, median epoch)",
+    "most common rule",
+    "excess density frac (seed mean)",
+    "sd below tau frac (seed mean)",
+    "active units (seed mean)",
+    "runs ended",
+    "CPU",
+]
+
+
+def _collapse_caption(ok: pd.DataFrame) -> str:
     thresholds = " or ".join(f"{t:.2%}".replace(".00%", " %") for t in sorted(set(ok["collapse_threshold"].dropna())))
     cs = " or ".join(f"{c:g}" for c in sorted(set(ok["density_c"].dropna())))
     caption = (
@@ -309,7 +315,16 @@ def collapse_table(df: pd.DataFrame) -> Table:
         f"({_budgets(ok)}), not the decoder. CPU: the generations the cell's runs ran on (one model name "
         "covers several); cells of different generations are not bit-for-bit comparable."
     )
-    return Table("collapse", caption, pd.DataFrame(numbers), header, rows)
+    return caption
+
+
+def collapse_table(df: pd.DataFrame) -> Table:
+    """Variance-collapse frequency k/n with its Wilson 95 % interval, the most common rule that
+    fired, and the means of excess_density_frac, frac_below_tau and active units."""
+    ok = df[df["status"] != "error"]
+    numbers = _collapse_numbers(ok)
+    rows = [_collapse_row(r, ok) for r in numbers]
+    return Table("collapse", _collapse_caption(ok), pd.DataFrame(numbers), COLLAPSE_HEADER, rows)
 
 
 #: How a run ends (report.load.ending), in the order tables list them.
