@@ -26,7 +26,7 @@ from tfp_vae.data.types import DatasetEntry, ImageData
 from tfp_vae.decoders import DataContext, decoder_class, make_decoder
 from tfp_vae.eval_data import TrainingResult, excess_density_frac
 from tfp_vae.evaluate import collapse_verdict
-from tfp_vae.report.tables import faithfulness_table, loglik_table
+from tfp_vae.report.tables import contrast_table, faithfulness_table, loglik_table
 from tfp_vae.run import run
 
 LEVELS, SHAPE = 17, (6, 5, 1)
@@ -393,3 +393,61 @@ def test_backend_agreement_is_an_equivalence_test_on_planted_shifts():
     }
     assert set(t.numbers["margin"]) == {BACKEND_MARGIN_NATS_PER_DIM * 35}
     assert f"{BACKEND_MARGIN_NATS_PER_DIM * 35:.2f} nats on synthetic" in t.caption
+
+
+def _welch_p_by_hand(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's t and its Welch-Satterthwaite degrees of freedom, written out."""
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    from scipy import stats
+
+    return float(2 * stats.t.sf(abs(t), dof))
+
+
+def test_contrasts_pair_cells_that_differ_in_one_thing_and_test_them():
+    """A planted learning-rate pair (5/5 against 0/5 collapsed, means 10 nats apart) and a planted
+    scaling pair (3/3 against 0/3): Fisher's two-sided p is the closed form 2 / C(2n, n) for
+    all-against-none, Welch's p is the t distribution's tail at the written-out statistic, and
+    raw against dequantized compares no likelihoods."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for lr, collapsed, centre in ((1e-3, True, -100.0), (1e-4, False, -110.0)):
+        for seed in range(5):
+            rows.append(
+                {
+                    "label": f"learned(lr={lr:g})",
+                    "config": "learned",
+                    "decoder": "learned",
+                    "learning_rate": lr,
+                    "scaling": "dequantized",
+                    "seed": seed,
+                    "variance_collapse": collapsed,
+                    "iwae_ll": centre + rng.normal(),
+                }
+            )
+    for scaling, collapsed in (("raw", True), ("dequantized", False)):
+        for seed in range(3):
+            rows.append(
+                {
+                    "label": "student_t",
+                    "decoder": "student_t",
+                    "scaling": scaling,
+                    "seed": seed,
+                    "variance_collapse": collapsed,
+                    "iwae_ll": 0.0,
+                }
+            )
+    t = contrast_table(_records(rows))
+    by = {(r.decoder, r.contrast): r for r in t.numbers.itertuples()}
+    rate = by["learned", "lr 0.001 vs 0.0001"]
+    assert (rate.collapsed_a, rate.n_a, rate.collapsed_b, rate.n_b) == (5, 5, 0, 5)
+    assert rate.fisher_p == pytest.approx(2 / math.comb(10, 5), rel=1e-12)
+    learned = _records(rows).query("decoder == 'learned'")
+    a, b = (learned[learned["learning_rate"] == lr]["iwae_ll"].to_numpy() for lr in (1e-3, 1e-4))
+    assert rate.welch_p == pytest.approx(_welch_p_by_hand(a, b), rel=1e-9) and rate.welch_p < 0.05
+    scale = by["student_t", "raw vs dequantized"]
+    assert scale.fisher_p == pytest.approx(2 / math.comb(6, 3), rel=1e-12)  # 0.1: not significant at 3 seeds
+    assert scale.welch_p is None or pd.isna(scale.welch_p)
+    assert len(t.numbers) == 2  # no other pair differs in one thing only
+    assert "no evidence of a difference" in t.rows[1][4] and "differ" in t.rows[0][4]

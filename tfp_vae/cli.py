@@ -397,15 +397,9 @@ def default_backend() -> str:
     return next((name for name in BACKENDS if importlib.util.find_spec(name) is not None), DEFAULT_BACKEND)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    from tfp_vae import __version__
+def _train_parser(sub) -> None:
     from tfp_vae.config import RunSpec
 
-    parser = argparse.ArgumentParser(
-        prog="tfp-vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--version", action="version", version=f"tfp-vae {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tr = sub.add_parser("train", help="train and evaluate one VAE, write its JSON record")
     d = RunSpec()  # the defaults each flag names: the spec file's value, where --spec gives one, else these
     tr.add_argument("--spec", help="a run spec TOML file (docs/usage.md); the flags below override its values")
@@ -437,6 +431,9 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="record path (default runs/<dataset>-<scaling>-<decoder>-s<seed>-<id>.json)")
     tr.set_defaults(func=cmd_train)
     tr.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files> (or TFP_VAE_DATA_DIR)")
+
+
+def _data_parser(sub) -> None:
     da = sub.add_parser("data", help="data sets: list, fetch, verify")
     da_sub = da.add_subparsers(dest="action", required=True)
     for action, text in (
@@ -449,6 +446,9 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="directory holding data sets as DIR/<name>/<files>")
         p.add_argument("--json", action="store_true", help="machine-readable output (list)")
     da.set_defaults(func=cmd_data)
+
+
+def _run_parser(sub) -> None:
     from tfp_vae.runner.execute import DEFAULT_SEEDS_PER_GROUP
     from tfp_vae.runner.executors import EXECUTORS
 
@@ -474,6 +474,11 @@ def make_parser() -> argparse.ArgumentParser:
     rn.add_argument("--results", default="results/runs", help="record root (default results/runs)")
     _compile_cache_argument(rn)
     rn.set_defaults(func=cmd_run)
+
+
+def _reproduce_parser(sub) -> None:
+    from tfp_vae.runner.executors import EXECUTORS
+
     rq = sub.add_parser("reproduce", help="rerun committed runs from scratch and compare them with their records")
     rq.add_argument("study", help="the study TOML whose committed records are reproduced")
     which = rq.add_mutually_exclusive_group()
@@ -491,6 +496,9 @@ def make_parser() -> argparse.ArgumentParser:
     rq.add_argument("--out", default="results/reproductions", help="root of the reruns, keyed by machine")
     _compile_cache_argument(rq)
     rq.set_defaults(func=cmd_reproduce)
+
+
+def _status_report_paper_parsers(sub) -> None:
     st = sub.add_parser("status", help="done, failed and pending runs of a study")
     st.add_argument("study")
     st.add_argument("--results", default="results/runs")
@@ -516,6 +524,9 @@ def make_parser() -> argparse.ArgumentParser:
     pp.add_argument("--runs-root", default="results/runs")
     pp.add_argument("--out", default="results/tables")
     pp.set_defaults(func=cmd_paper)
+
+
+def _export_list_parsers(sub) -> None:
     ex = sub.add_parser("export", help="run records to another viewer's format (TensorBoard)")
     ex.add_argument("runs", help="a directory of run records, e.g. results/runs/quick")
     ex.add_argument(
@@ -529,6 +540,25 @@ def make_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=("decoders", "datasets", "backends"))
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=cmd_list)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from tfp_vae import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tfp-vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"tfp-vae {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _train_parser,
+        _data_parser,
+        _run_parser,
+        _reproduce_parser,
+        _status_report_paper_parsers,
+        _export_list_parsers,
+    ):
+        add(sub)
     return parser
 
 

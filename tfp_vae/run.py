@@ -62,20 +62,40 @@ def run_group(
     return list(group_records(specs, log, layout))
 
 
+def _check_group(specs: list[RunSpec], layout: str) -> None:
+    """Every spec valid, all differing only by seed, each seed once; a known seed layout."""
+    if layout not in SEED_LAYOUTS:
+        raise ValueError(f"seed layout {layout!r}: one of {', '.join(SEED_LAYOUTS)}")
+    for spec in specs:
+        spec.check()
+    if len({spec.group_key() for spec in specs}) != 1 or len({spec.seed for spec in specs}) != len(specs):
+        raise ValueError("a seed group holds specs that differ only by seed, each seed once")
+
+
+def _log_training(log: Callable[[str], None], spec: RunSpec, n_train: int) -> None:
+    log(
+        f"  compiling and training (the first epoch's time includes compiling), up to {spec.train.epochs} "
+        f"epochs of {n_train // spec.train.batch_size} steps"
+    )
+
+
+def _log_evaluation(log: Callable[[str], None], spec: RunSpec, n_test_pool: int) -> None:
+    n_test = min(n_test_pool, spec.eval.max_test_examples or n_test_pool)
+    log(
+        f"  evaluating on {n_test} test images: bound, LPPL ({spec.eval.lppl_samples} samples) and the "
+        f"importance-weighted bound (K = {spec.eval.iwae_k}, the longest part)"
+    )
+
+
 def group_records(
     specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), layout: str = "auto"
 ) -> Iterator[dict[str, Any]]:
     """run_group's records, in spec order, each as soon as it is ready: in the sequential layout a
     seed is trained and evaluated before the next one starts, so a process killed part way through
     a group has lost only the seed it was on."""
-    if layout not in SEED_LAYOUTS:
-        raise ValueError(f"seed layout {layout!r}: one of {', '.join(SEED_LAYOUTS)}")
     if not specs:
         return []
-    for spec in specs:
-        spec.check()
-    if len({spec.group_key() for spec in specs}) != 1 or len({spec.seed for spec in specs}) != len(specs):
-        raise ValueError("a seed group holds specs that differ only by seed, each seed once")
+    _check_group(specs, layout)
     first = specs[0]
     reset_host_peak_memory()  # the peak recorded is this group's, not the worker process's
     t_wall = time.perf_counter()
@@ -108,10 +128,7 @@ def group_records(
         )
         group_epoch = make_group_epoch(backend, model, first, data, batched)
         for part in [specs] if batched else [[spec] for spec in specs]:
-            log(
-                f"  compiling and training (the first epoch's time includes compiling), up to {first.train.epochs} "
-                f"epochs of {len(splits.train) // first.train.batch_size} steps"
-            )
+            _log_training(log, first, len(splits.train))
             saved_at = checkpoint.path_for([spec.run_id() for spec in part])
             trained_part = train_group(
                 backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1, saved_at
@@ -121,11 +138,7 @@ def group_records(
                 "data_source": {"source": location.source, "directory": str(location.directory or "")},
             }
             trained, trainings = [t for t, _ in trained_part], [r for _, r in trained_part]
-            n_test = min(len(splits.test), first.eval.max_test_examples or len(splits.test))
-            log(
-                f"  evaluating on {n_test} test images: bound, LPPL ({first.eval.lppl_samples} samples) and the "
-                f"importance-weighted bound (K = {first.eval.iwae_k}, the longest part)"
-            )
+            _log_evaluation(log, first, len(splits.test))
             evaluated = evaluate_group(
                 backend, model, trained, part, splits.test.images, splits.train.images, data, evals, trainings, batched
             )

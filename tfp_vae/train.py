@@ -345,15 +345,37 @@ def train_group(
     state.segments.append(_segment(state.epoch))
     saver = _Saver(specs[0], checkpoint_path)
     t_start = time.perf_counter()
+    run = _EpochRunner(backend, model, specs, data, evals, group_epoch, images, val, batched, log)
     while state.epoch < cfg.epochs and any(track.active for track in state.tracks):
-        epoch = state.epoch
+        run(state)
+        # a stopped seed keeps stepping with the others (its best epoch is already kept) until all stop
+        state.epoch += 1
+        if state.epoch < cfg.epochs and any(track.active for track in state.tracks) and saver.due(state.epoch):
+            save_state(backend, checkpoint_path, state, specs)
+            saver.saved()
+    return _group_results(state, state.train_s + time.perf_counter() - t_start, steps_per_epoch * cfg.batch_size, view)
+
+
+class _EpochRunner:
+    """One epoch of a seed group: the compiled epoch (the warm-up's while it lasts), then each active
+    seed's validation and early-stopping bookkeeping (EarlyStopping.end_epoch)."""
+
+    def __init__(self, backend, model, specs, data, evals, group_epoch, images, val, batched, log):
+        self.backend, self.model, self.specs, self.data, self.evals = backend, model, specs, data, evals
+        self.group_epoch, self.images, self.val, self.batched, self.log = group_epoch, images, val, batched, log
+        self.view = _seed_view(backend, batched)
+        self.n_train = int(images.shape[0])
+
+    def __call__(self, state: TrainState) -> None:
+        backend, cfg, epoch = self.backend, self.specs[0].train, state.epoch
+        n_train = self.n_train
         t_epoch = time.perf_counter()
-        rows, seeds = epoch_inputs(specs, epoch, n_train, cfg.batch_size)
-        if not batched:
+        rows, seeds = epoch_inputs(self.specs, epoch, n_train, cfg.batch_size)
+        if not self.batched:
             rows, seeds = rows[:, 0], seeds[:, 0]
-        run_epoch = group_epoch.warm if epoch < cfg.variance_warmup_epochs else group_epoch.run
+        run_epoch = self.group_epoch.warm if epoch < cfg.variance_warmup_epochs else self.group_epoch.run
         params, opt_state, carry, metrics = run_epoch(
-            state.params, state.opt_state, state.carry, images, backend.asarray(rows), backend.asarray(seeds)
+            state.params, state.opt_state, state.carry, self.images, backend.asarray(rows), backend.asarray(seeds)
         )
         state.params, state.opt_state, state.carry = params, opt_state, carry
         # (steps,) or (steps, seeds): per-seed means over the epoch
@@ -362,27 +384,28 @@ def train_group(
         bad_steps = backend.to_numpy(carry["bad_step"]).reshape(-1)
         elapsed = time.perf_counter() - t_epoch
         state.epoch_s.append(elapsed)
-        checks = validate(backend, model, Trained(params, carry["dstate"]), val, specs, data, evals, epoch, batched)
+        trained = Trained(params, carry["dstate"])
+        checks = validate(
+            backend, self.model, trained, self.val, self.specs, self.data, self.evals, epoch, self.batched
+        )
         for s, track in enumerate(state.tracks):
             if track.active:
-                snapshot = lambda s=s: Trained(view(params, s), view(carry["dstate"], s))
+                snapshot = lambda s=s: Trained(self.view(params, s), self.view(carry["dstate"], s))
                 track.end_epoch(
                     epoch,
-                    steps_per_epoch,
+                    n_train // cfg.batch_size,
                     int(bad_steps[s]),
                     float(train_objective[s]),
                     float(train_bound[s]),
                     checks[s],
                     snapshot,
                     elapsed,
-                    log,
+                    self.log,
                 )
-        # a stopped seed keeps stepping with the others (its best epoch is already kept) until all stop
-        state.epoch = epoch + 1
-        if state.epoch < cfg.epochs and any(track.active for track in state.tracks) and saver.due(state.epoch):
-            save_state(backend, checkpoint_path, state, specs)
-            saver.saved()
-    train_s = state.train_s + time.perf_counter() - t_start
+
+
+def _group_results(state: TrainState, train_s: float, examples_per_epoch: int, view) -> list:
+    """(best-epoch parameters, result) per seed, with the group's timings."""
     compile_s, steady_epoch_s = split_compile_time(state.epoch_s)
     out = []
     for s, track in enumerate(state.tracks):
@@ -391,7 +414,7 @@ def train_group(
         # this seed's steady rate: its epochs after the first of this process (the first call compiles)
         steady_epochs = max(min(result.epochs_run, len(state.epoch_s)) - 1, 0) if steady_epoch_s > 0 else 0
         result.steady_s = steady_epoch_s * steady_epochs
-        result.steady_examples = steady_epochs * steps_per_epoch * cfg.batch_size
+        result.steady_examples = steady_epochs * examples_per_epoch
         result.segments = state.segments
         out.append((track.best or Trained(view(state.params, s), view(state.carry["dstate"], s)), result))
     return out

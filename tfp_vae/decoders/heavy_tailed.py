@@ -11,7 +11,9 @@ NU_LEARNED_MIN = 3.0
 
 
 def t_stddev(xp, df, scale):
-    """Standard deviation of StudentT(df, loc, scale): scale sqrt(df / (df - 2)), inf for df <= 2."""
+    """Standard deviation of StudentT(df, loc, scale): scale sqrt(df / (df - 2)), inf for df <= 2.
+    tfd.StudentT.stddev agrees for df > 1 but is NaN for df <= 1, which the metrics would drop from
+    their counts; an undefined spread is unbounded, never below tau (tests/test_closed_forms_match_tfp.py)."""
     safe = xp.where(df > 2.0, df, 3.0)
     return xp.where(df > 2.0, scale * xp.sqrt(safe / (safe - 2.0)), math.inf)
 

@@ -40,6 +40,49 @@ def decoder_label(decoder: str, params: dict[str, Any]) -> str:
     )
 
 
+#: The metrics of a record (record["metrics"]) that become frame columns of the same name.
+METRIC_COLUMNS = (
+    "elbo",
+    "iwae_ll",
+    "lppl",
+    "bpd",
+    "rmse",
+    "sigma_min",
+    "sigma_p01",
+    "sigma_median",
+    "frac_below_tau",
+    "tau",
+    "excess_density_frac",
+    "variance_collapse",
+    "collapse_reason",
+    "active_units",
+    "train_test_gap",
+    "iwae_k",
+    "sigma_log10_hist",
+    "global_scale",
+    "global_scale_optimum",
+    "global_scale_converged",
+    "collapse_threshold",
+    "density_c",
+    "val_bound_final_change",
+    "val_bound_window_change",
+    "converged",
+    "dims",
+    "lppl_samples",
+    "test_examples",
+    "discrete_limit_nats",
+)
+#: The timings of a record (record["timing"]) that become frame columns of the same name.
+TIMING_COLUMNS = (
+    "train_examples_per_s",
+    "eval_examples_per_s",
+    "importance_samples_per_s",
+    "compile_s",
+    "peak_memory_mib",
+    "wall_s",
+)
+
+
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
     spec, m = rec["spec"], rec.get("metrics") or {}
     t, env = rec.get("timing") or {}, rec.get("environment") or {}
@@ -66,57 +109,14 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "error": rec.get("error"),
         "compiler": (rec.get("execution") or {}).get("compiler") or (spec.get("train") or {}).get("compiler"),
         "seeds_per_step": len((rec.get("execution") or {}).get("seed_group") or [spec["seed"]]),
-        **{
-            k: m.get(k)
-            for k in (
-                "elbo",
-                "iwae_ll",
-                "lppl",
-                "bpd",
-                "rmse",
-                "sigma_min",
-                "sigma_p01",
-                "sigma_median",
-                "frac_below_tau",
-                "tau",
-                "excess_density_frac",
-                "variance_collapse",
-                "collapse_reason",
-                "active_units",
-                "train_test_gap",
-                "iwae_k",
-                "sigma_log10_hist",
-                "global_scale",
-                "global_scale_optimum",
-                "global_scale_converged",
-                "collapse_threshold",
-                "density_c",
-                "val_bound_final_change",
-                "val_bound_window_change",
-                "converged",
-                "dims",
-                "lppl_samples",
-                "test_examples",
-                "discrete_limit_nats",
-            )
-        },
+        **{k: m.get(k) for k in METRIC_COLUMNS},
         "collapse_onset_epoch": m.get(
             "collapse_onset_epoch",
             collapse_onset_epoch(curves.get("val_excess_density_frac") or [], m.get("collapse_threshold") or 0.0),
         ),
         "network": json.dumps(spec.get("network"), sort_keys=True),
         **{column: setting(spec, path) for column, (path, _) in SETTINGS.items()},
-        **{
-            k: t.get(k)
-            for k in (
-                "train_examples_per_s",
-                "eval_examples_per_s",
-                "importance_samples_per_s",
-                "compile_s",
-                "peak_memory_mib",
-                "wall_s",
-            )
-        },
+        **{k: t.get(k) for k in TIMING_COLUMNS},
         "train_bound_curve": curves.get("train_bound"),
         "val_bound_curve": curves.get("val_bound"),
         "val_excess_curve": curves.get("val_excess_density_frac"),

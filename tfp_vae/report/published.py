@@ -146,13 +146,9 @@ def rmse_predicted_gap(model: PublishedModel, cell: pd.DataFrame, rmse_mean: flo
     return gap(model.rmse[0] + half), gap(max(model.rmse[0] - half, 0.0))
 
 
-def published_table(df: pd.DataFrame, published: Published) -> Table:
-    """For each published model, every label of its corresponding decoder (one per learning rate) in
-    the published data set and scaling: our LPPL and rmse (mean ± sd over seeds) beside theirs, and
-    whether they differ by more than the two spreads explain (Welch t-test at ALPHA)."""
-    ok = df[(df["status"] != "error") & (df["dataset"] == published.dataset) & (df["scaling"] == published.scaling)]
-    trials = published.protocol["trials"]
-    numbers, rows = [], []
+def _published_numbers(ok: pd.DataFrame, published: Published) -> list[dict]:
+    """One row of numbers per (published model, label of a corresponding decoder) with an LPPL."""
+    numbers = []
     for model in published.models:
         correspondence = dict(model.decoders)
         runs = ok[ok["config"].isin(correspondence)]
@@ -162,8 +158,7 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
             if not len(lppl):
                 continue
             (lm, ls), (rm, rs) = mean_std(lppl), mean_std(rmse)
-            p = welch_against_summary(lppl, model.lppl, trials)
-            collapsed = int(cell["variance_collapse"].astype(bool).sum())
+            p = welch_against_summary(lppl, model.lppl, published.protocol["trials"])
             predicted = rmse_predicted_gap(model, cell, rm)
             numbers.append(
                 {
@@ -181,41 +176,50 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
                     "rmse_std": rs,
                     "published_rmse_mean": model.rmse[0],
                     "published_rmse_std": model.rmse[1],
-                    "collapsed": collapsed,
+                    "collapsed": int(cell["variance_collapse"].astype(bool).sum()),
                     "rmse_predicted_gap_low": None if predicted is None else predicted[0],
                     "rmse_predicted_gap_high": None if predicted is None else predicted[1],
                     "observed_gap": model.lppl[0] - lm,
                 }
             )
-            verdict = "n/a" if p is None else (f"differs (p = {p:.2g})" if p < ALPHA else f"consistent (p = {p:.2g})")
-            rows.append(
-                [
-                    model.name,
-                    lab,
-                    correspondence[cell["config"].iloc[0]],
-                    f"{collapsed}/{len(lppl)}",
-                    f"{fmt(lm)} ± {fmt(ls)}",
-                    f"{fmt(model.lppl[0])} ± {fmt(model.lppl[1])}",
-                    verdict,
-                    f"{fmt(rm, 4)} ± {fmt(rs, 4)}",
-                    f"{model.rmse[0]:.3g} ± {model.rmse[1]:.2g}",
-                    "n/a"
-                    if predicted is None
-                    else f"{predicted[0]:+.0f} to {predicted[1]:+.0f} (observed {model.lppl[0] - lm:+.0f})",
-                ]
-            )
-    header = [
-        "published model",
-        "ours",
-        "correspondence",
-        "collapsed",
-        "LPPL (ours, nats)",
-        "LPPL (published)",
-        "ours vs published",
-        "rmse (ours)",
-        "rmse (published)",
-        "LPPL gap predicted by the rmse",
+    return numbers
+
+
+def _published_row(r: dict) -> list[str]:
+    """The display strings of one row of _published_numbers."""
+    p = r["lppl_p"]
+    verdict = "n/a" if p is None else (f"differs (p = {p:.2g})" if p < ALPHA else f"consistent (p = {p:.2g})")
+    low, high = r["rmse_predicted_gap_low"], r["rmse_predicted_gap_high"]
+    return [
+        r["published"],
+        r["decoder"],
+        r["correspondence"],
+        f"{r['collapsed']}/{r['n']}",
+        f"{fmt(r['lppl_mean'])} ± {fmt(r['lppl_std'])}",
+        f"{fmt(r['published_lppl_mean'])} ± {fmt(r['published_lppl_std'])}",
+        verdict,
+        f"{fmt(r['rmse_mean'], 4)} ± {fmt(r['rmse_std'], 4)}",
+        f"{r['published_rmse_mean']:.3g} ± {r['published_rmse_std']:.2g}",
+        "n/a" if low is None else f"{low:+.0f} to {high:+.0f} (observed {r['observed_gap']:+.0f})",
     ]
+
+
+PUBLISHED_HEADER = [
+    "published model",
+    "ours",
+    "correspondence",
+    "collapsed",
+    "LPPL (ours, nats)",
+    "LPPL (published)",
+    "ours vs published",
+    "rmse (ours)",
+    "rmse (published)",
+    "LPPL gap predicted by the rmse",
+]
+
+
+def _published_caption(ok: pd.DataFrame, published: Published) -> str:
+    trials = published.protocol["trials"]
     proto = published.protocol
     cells = ok[ok["config"].isin([label for m in published.models for label, _ in m.decoders])]
     machines = ""
@@ -242,4 +246,14 @@ def published_table(df: pd.DataFrame, published: Published) -> Table:
         f"the observed gap, as a range: the published rmse is known only to the digits it is given to; where "
         f"the observed gap falls in it, the gap is how far the decoder mean was trained, not the likelihood."
     )
-    return Table("published", caption, pd.DataFrame(numbers), header, rows)
+    return caption
+
+
+def published_table(df: pd.DataFrame, published: Published) -> Table:
+    """For each published model, every label of its corresponding decoder (one per learning rate) in
+    the published data set and scaling: our LPPL and rmse (mean ± sd over seeds) beside theirs, and
+    whether they differ by more than the two spreads explain (Welch t-test at ALPHA)."""
+    ok = df[(df["status"] != "error") & (df["dataset"] == published.dataset) & (df["scaling"] == published.scaling)]
+    numbers = _published_numbers(ok, published)
+    rows = [_published_row(r) for r in numbers]
+    return Table("published", _published_caption(ok, published), pd.DataFrame(numbers), PUBLISHED_HEADER, rows)

@@ -129,3 +129,19 @@ def welch_against_summary(ours: Sequence[float], theirs: tuple[float, float], tr
     if s == 0 and theirs[1] == 0:
         return None
     return float(stats.ttest_ind_from_stats(m, s, len(ours), theirs[0], theirs[1], trials, equal_var=False).pvalue)
+
+
+def fisher_p(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided Fisher's exact test of k1 of n1 against k2 of n2 (scipy)."""
+    return float(stats.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided Welch t-test of two samples' means; None with fewer than two values in either.
+    Two constant samples: 1 when equal, 0 when not (the difference is then known exactly)."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if len(x) < 2 or len(y) < 2:
+        return None
+    if x.std() == 0 and y.std() == 0:
+        return float(x.mean() == y.mean())
+    return float(stats.ttest_ind(x, y, equal_var=False).pvalue)

@@ -21,10 +21,12 @@ from tfp_vae.report.stats import (
     MIN_SEEDS_FOR_INTERVAL,
     MIN_SEEDS_FOR_IQM_INTERVAL,
     equivalence,
+    fisher_p,
     iqm,
     iqm_interval,
     mean_std,
     tied_with_best,
+    welch_p,
     wilson,
     worse_than,
 )
@@ -226,68 +228,74 @@ def loglik_table(df: pd.DataFrame) -> Table:
     return Table("loglik", caption, pd.DataFrame(numbers), header, rows, bold, tied, notes)
 
 
-def collapse_table(df: pd.DataFrame) -> Table:
-    """Variance-collapse frequency k/n with its Wilson 95 % interval, the most common rule that
-    fired, and the means of excess_density_frac, frac_below_tau and active units."""
-    ok = df[df["status"] != "error"]
-    numbers, rows = [], []
+def _collapse_numbers(ok: pd.DataFrame) -> list[dict]:
+    """One row of numbers per cell: k/n flagged, Wilson interval, onset, rule, seed means, endings, CPUs."""
+    numbers = []
     for lab, col, cell in _cells(ok):
         n, k = len(cell), int(cell["variance_collapse"].astype(bool).sum())
         ci = wilson(k, n)
         reasons = Counter(str(r).split(":")[0] for r in cell["collapse_reason"].dropna())
         excess, frac = cell["excess_density_frac"].dropna(), cell["frac_below_tau"].dropna()
         onsets = cell["collapse_onset_epoch"].dropna() if "collapse_onset_epoch" in cell else pd.Series([], dtype=float)
-        row = {
-            "decoder": lab,
-            **col.fields(),
-            "collapsed": k,
-            "n": n,
-            "wilson_lo": ci and ci[0],
-            "wilson_hi": ci and ci[1],
-            "onset_seeds": len(onsets),
-            "onset_epoch_median": float(onsets.median()) if len(onsets) else None,
-            "top_reason": reasons.most_common(1)[0][0] if reasons else "",
-            "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
-            "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
-            "active_units_mean": float(cell["active_units"].mean()),
-        }
-        row.update(
-            {f"ended_{e}": int((cell["ending"] == e).sum()) for e in ENDINGS},
-            cpu_generations="; ".join(sorted(set(cell["cpu_generation"]))),
+        numbers.append(
+            {
+                "decoder": lab,
+                **col.fields(),
+                "collapsed": k,
+                "n": n,
+                "wilson_lo": ci and ci[0],
+                "wilson_hi": ci and ci[1],
+                "onset_seeds": len(onsets),
+                "onset_epoch_median": float(onsets.median()) if len(onsets) else None,
+                "top_reason": reasons.most_common(1)[0][0] if reasons else "",
+                "excess_density_frac_mean": float(excess.mean()) if len(excess) else None,
+                "frac_below_tau_mean": float(frac.mean()) if len(frac) else None,
+                "active_units_mean": float(cell["active_units"].mean()),
+                **{f"ended_{e}": int((cell["ending"] == e).sum()) for e in ENDINGS},
+                "cpu_generations": "; ".join(sorted(set(cell["cpu_generation"]))),
+            }
         )
-        numbers.append(row)
-        onset = f"{len(onsets)}/{n}" + (f", epoch {row['onset_epoch_median']:g}" if len(onsets) else "")
-        rule = row["top_reason"] or "-"
-        if rule == "excess_density" and col.fields().get("scaling") == "dequantized":
-            rule = "excess_density (local concentration)"  # bounded there: density <= D ln L on average
-        rows.append(
-            [
-                lab,
-                col.title(ok),
-                f"{k}/{n}",
-                _interval(ci),
-                onset,
-                rule,
-                fmt(row["excess_density_frac_mean"], 4),
-                fmt(row["frac_below_tau_mean"], 4),
-                fmt(row["active_units_mean"], 1),
-                _endings(row),
-                row["cpu_generations"],
-            ]
-        )
-    header = [
-        "decoder",
-        "data",
-        "collapsed",
-        "Wilson 95 %",
-        "validation onset (seeds, median epoch)",
-        "most common rule",
-        "excess density frac (seed mean)",
-        "sd below tau frac (seed mean)",
-        "active units (seed mean)",
-        "runs ended",
-        "CPU",
+    return numbers
+
+
+def _collapse_row(r: dict, ok: pd.DataFrame) -> list[str]:
+    """The display strings of one row of _collapse_numbers (`ok`: the records, for the column's title)."""
+    onset = f"{r['onset_seeds']}/{r['n']}" + (f", epoch {r['onset_epoch_median']:g}" if r["onset_seeds"] else "")
+    rule = r["top_reason"] or "-"
+    if rule == "excess_density" and r["scaling"] == "dequantized":
+        rule = "excess_density (local concentration)"  # bounded there: density <= D ln L on average
+    ci = None if r["wilson_lo"] is None else (r["wilson_lo"], r["wilson_hi"])
+    return [
+        r["decoder"],
+        Column(**{k: r[k] for k in Column._fields}).title(ok),
+        f"{r['collapsed']}/{r['n']}",
+        _interval(ci),
+        onset,
+        rule,
+        fmt(r["excess_density_frac_mean"], 4),
+        fmt(r["frac_below_tau_mean"], 4),
+        fmt(r["active_units_mean"], 1),
+        _endings(r),
+        r["cpu_generations"],
     ]
+
+
+COLLAPSE_HEADER = [
+    "decoder",
+    "data",
+    "collapsed",
+    "Wilson 95 %",
+    "validation onset (seeds, median epoch)",
+    "most common rule",
+    "excess density frac (seed mean)",
+    "sd below tau frac (seed mean)",
+    "active units (seed mean)",
+    "runs ended",
+    "CPU",
+]
+
+
+def _collapse_caption(ok: pd.DataFrame) -> str:
     thresholds = " or ".join(f"{t:.2%}".replace(".00%", " %") for t in sorted(set(ok["collapse_threshold"].dropna())))
     cs = " or ".join(f"{c:g}" for c in sorted(set(ok["density_c"].dropna())))
     caption = (
@@ -307,7 +315,16 @@ def collapse_table(df: pd.DataFrame) -> Table:
         f"({_budgets(ok)}), not the decoder. CPU: the generations the cell's runs ran on (one model name "
         "covers several); cells of different generations are not bit-for-bit comparable."
     )
-    return Table("collapse", caption, pd.DataFrame(numbers), header, rows)
+    return caption
+
+
+def collapse_table(df: pd.DataFrame) -> Table:
+    """Variance-collapse frequency k/n with its Wilson 95 % interval, the most common rule that
+    fired, and the means of excess_density_frac, frac_below_tau and active units."""
+    ok = df[df["status"] != "error"]
+    numbers = _collapse_numbers(ok)
+    rows = [_collapse_row(r, ok) for r in numbers]
+    return Table("collapse", _collapse_caption(ok), pd.DataFrame(numbers), COLLAPSE_HEADER, rows)
 
 
 #: How a run ends (report.load.ending), in the order tables list them.
@@ -375,6 +392,91 @@ def sensitivity_table(df: pd.DataFrame) -> Table:
         "changes across a row hangs on the chosen value."
     )
     return Table("sensitivity", caption, pd.DataFrame(numbers), header, rows)
+
+
+def _contrast_pairs(ok: pd.DataFrame):
+    """(what differs, config, column title, records of one cell, records of the other) for each pair of
+    cells that differ in one thing only: the learning rate (same model, same data column) or the
+    scaling (same label, data set, backend, precision and device; only where a run of either is
+    flagged, since the two likelihoods are of different data and 0/n against 0/n says nothing)."""
+    for config in _order(ok["config"]):
+        for col in _columns(ok):
+            cell = col.select(ok[ok["config"] == config])
+            rates = sorted(set(cell["learning_rate"].dropna()), reverse=True)
+            for i, a in enumerate(rates):
+                for b in rates[i + 1 :]:
+                    yield (
+                        f"lr {a:g} vs {b:g}",
+                        config,
+                        col.title(ok),
+                        cell[cell["learning_rate"] == a],
+                        cell[cell["learning_rate"] == b],
+                    )
+    columns = _columns(ok)
+    for lab in _order(ok["label"]):
+        runs = ok[ok["label"] == lab]
+        for col in (c for c in columns if c.scaling == "raw" and c._replace(scaling="dequantized") in columns):
+            raw, deq = col.select(runs), col._replace(scaling="dequantized").select(runs)
+            if len(raw) and len(deq) and (raw["variance_collapse"].any() or deq["variance_collapse"].any()):
+                yield "raw vs dequantized", lab, col.title(ok).replace(" raw", ""), raw, deq
+
+
+def contrast_table(df: pd.DataFrame) -> Table:
+    """Every pair of cells that differ in the learning rate or in the scaling only: their collapse
+    counts with Fisher's exact test and, between learning rates (the same data), their mean iwae_ll
+    with Welch's t-test, each worded by its p-value at ALPHA."""
+    ok = df[df["status"] != "error"]
+    numbers = []
+    for differs, config, data, a, b in _contrast_pairs(ok):
+        ka, kb = (int(c["variance_collapse"].astype(bool).sum()) for c in (a, b))
+        same_data = not differs.startswith("raw")
+        numbers.append(
+            {
+                "decoder": config,
+                "data": data,
+                "contrast": differs,
+                "collapsed_a": ka,
+                "n_a": len(a),
+                "collapsed_b": kb,
+                "n_b": len(b),
+                "fisher_p": fisher_p(ka, len(a), kb, len(b)),
+                "iwae_ll_mean_a": float(a["iwae_ll"].mean()) if same_data else None,
+                "iwae_ll_mean_b": float(b["iwae_ll"].mean()) if same_data else None,
+                "welch_p": welch_p(a["iwae_ll"].dropna(), b["iwae_ll"].dropna()) if same_data else None,
+            }
+        )
+
+    def reading(p: float | None) -> str:
+        return "n/a" if p is None else ("differ" if p < ALPHA else "no evidence of a difference")
+
+    rows = [
+        [
+            r["decoder"],
+            r["data"],
+            r["contrast"],
+            f"{r['collapsed_a']}/{r['n_a']} vs {r['collapsed_b']}/{r['n_b']}",
+            f"{r['fisher_p']:.3g} ({reading(r['fisher_p'])})",
+            "n/a" if r["iwae_ll_mean_a"] is None else f"{fmt(r['iwae_ll_mean_a'])} vs {fmt(r['iwae_ll_mean_b'])}",
+            "n/a" if r["welch_p"] is None else f"{r['welch_p']:.3g} ({reading(r['welch_p'])})",
+        ]
+        for r in numbers
+    ]
+    header = ["decoder", "data", "contrast", "collapsed", "Fisher p", "iwae_ll (mean)", "Welch p"]
+    fewest = min((min(r["n_a"], r["n_b"]) for r in numbers), default=None)
+    floor = (
+        f" (with {fewest} runs a cell, even {fewest}/{fewest} against 0/{fewest} gives p = "
+        f"{fisher_p(fewest, fewest, 0, fewest):.2g})"
+        if fewest
+        else ""
+    )
+    caption = (
+        "Contrasts: every pair of cells that differ only in the learning rate, and those that differ only in "
+        "the scaling where a run of either is flagged. "
+        f"Collapse counts are compared with Fisher's exact test, two-sided, read at {ALPHA:g}{floor}; mean "
+        "iwae_ll with Welch's t-test, only between learning rates, since raw and dequantized likelihoods are of "
+        "different data."
+    )
+    return Table("contrasts", caption, pd.DataFrame(numbers), header, rows)
 
 
 #: The faithfulness test's default reference: the homoscedastic decoder whose one scale is learned.
@@ -674,6 +776,7 @@ TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {
     "loglik": loglik_table,
     "collapse": collapse_table,
     "sensitivity": sensitivity_table,
+    "contrasts": contrast_table,
     "faithfulness": faithfulness_table,
     "convergence": convergence_table,
     "backends": backend_agreement_table,
