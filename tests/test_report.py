@@ -269,8 +269,8 @@ def test_declared_tables_filter_order_and_caption(runs, tmp_path):
     decl.write_text('[[table]]\nname = "t2"\nstudy = "demo"\nkind = "pie"\n')
     with pytest.raises(
         ConfigError,
-        match="kind = 'pie' is not allowed; expected one of loglik, collapse, sensitivity, faithfulness, convergence, "
-        "backends, throughput, published",
+        match="kind = 'pie' is not allowed; expected one of loglik, collapse, sensitivity, contrasts, faithfulness, "
+        "convergence, backends, throughput, published",
     ):
         build_declared(decl, root, tmp_path / "out")
     # a declared table whose decoders have no records yet (a study in progress) is skipped, with a warning
@@ -443,11 +443,12 @@ def test_html_page_renders_tables_and_figures_in_headless_chromium(runs, tmp_pat
         timeout=120,
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    # loglik, collapse, sensitivity, convergence, throughput: no faithfulness table without its reference decoder
+    # loglik, collapse, sensitivity, contrasts (a flagged raw cell beside its dequantized one), convergence and
+    # throughput: no faithfulness table without its reference decoder
     from tfp_vae.report.figures import FIGURES
 
     figures = len(FIGURES)
-    assert dom.stdout.count('<table class="sortable">') == 5 and dom.stdout.count("data:image/png;base64,") == figures
+    assert dom.stdout.count('<table class="sortable">') == 6 and dom.stdout.count("data:image/png;base64,") == figures
     assert f'data-images-loaded="{figures}"' in dom.stdout  # set by the page's script once every figure decoded
     assert "floor(xi=0.02)" in dom.stdout and "Runs and environments" in dom.stdout
     assert "have runs flagged as collapsed: learned on raw pixels, 3 of 5." in dom.stdout  # the answer in words
