@@ -7,10 +7,10 @@ committed machine, regenerate the reports, and print how long it took.
 
 `tox -e bench -- --all` does everything: it reproduces every committed run of the quick study,
 and when Fashion-MNIST is present one seed group of the paper study (about 15 minutes more on
-2 cores), and runs every benchmark case (the Fashion-MNIST quick study is retired: its TOML says why); `-- --study-walltime` also times
-the quick study from scratch (scripts/study_walltime.py); other arguments go to every
-`tfp-vae run` and `tfp-vae reproduce`, e.g. `tox -e bench -- --workers 1` (without them,
-reproduce runs as many workers at a time as made the records, run 2).
+2 cores), and runs every benchmark case (the Fashion-MNIST quick study is retired: its TOML says
+why); `-- --study-walltime` also times the quick study from scratch (scripts/study_walltime.py);
+other arguments go to every `tfp-vae run` and `tfp-vae reproduce`, e.g. `tox -e bench -- --workers 1`
+(without them, reproduce runs as many workers at a time as made the records, run 2).
 """
 
 from __future__ import annotations
