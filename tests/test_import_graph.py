@@ -102,3 +102,10 @@ def test_record_readers_load_no_training_code():
     for start in [m for m in graph if m.startswith(READERS)]:
         loaded = _reachable(graph, start) & set(TRAINING)
         assert not loaded, f"{start} imports training code when imported: {sorted(loaded)}"
+
+
+def test_what_training_and_evaluation_share_imports_neither():
+    """eval_data.py holds what the trainer and the evaluation share, so it imports neither of them."""
+    modules = _modules()
+    imported = _imports("tfp_vae.eval_data", modules["tfp_vae.eval_data"], modules, top_level_only=False)
+    assert not imported & {"tfp_vae.train", "tfp_vae.steps", "tfp_vae.evaluate", "tfp_vae.run"}, imported

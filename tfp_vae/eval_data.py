@@ -1,12 +1,13 @@
 """What training and evaluation share: the trained state and the training result, splits scaled once for evaluation,
 compiled per-batch functions applied over a split (one seed or a seed group at a time), and
-the excess-density fraction. Imports no training code."""
+the excess-density fraction. Imports neither the trainer (train.py, steps.py) nor the evaluation
+(evaluate.py, run.py), which both build on it (tests/test_import_graph.py)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -15,7 +16,19 @@ from tfp_vae.config import RunSpec
 from tfp_vae.decoders import DataContext
 from tfp_vae.model import scale_images
 from tfp_vae.seeds import derive_seed
-from tfp_vae.steps import pad_to, padded_batches
+
+
+def padded_batches(n: int, batch_size: int) -> Iterator[tuple[slice, int]]:
+    """Slices of a padded batching: (slice, number of valid rows)."""
+    for start in range(0, n, batch_size):
+        yield slice(start, start + batch_size), min(batch_size, n - start)
+
+
+def pad_to(x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Pad the first axis to `batch_size` with copies of row 0 so compiled shapes stay fixed."""
+    if len(x) == batch_size:
+        return x
+    return np.concatenate([x, np.repeat(x[:1], batch_size - len(x), axis=0)])
 
 
 @dataclass

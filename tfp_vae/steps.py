@@ -9,7 +9,7 @@ The backend supplies value-and-gradient, compilation, the optimiser and the arra
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -220,16 +220,3 @@ class EvalFunctions:
         self.elbo = compiled(elbo)
         self.at_mean = compiled(at_mean)
         self.sampled_squared_error = compiled(sampled_squared_error)
-
-
-def padded_batches(n: int, batch_size: int) -> Iterator[tuple[slice, int]]:
-    """Slices of a padded batching: (slice, number of valid rows)."""
-    for start in range(0, n, batch_size):
-        yield slice(start, start + batch_size), min(batch_size, n - start)
-
-
-def pad_to(x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Pad the first axis to `batch_size` with copies of row 0 so compiled shapes stay fixed."""
-    if len(x) == batch_size:
-        return x
-    return np.concatenate([x, np.repeat(x[:1], batch_size - len(x), axis=0)])
