@@ -705,71 +705,76 @@ def backend_agreement_table(df: pd.DataFrame) -> Table:
     return Table("backends", caption, pd.DataFrame(numbers), header, rows)
 
 
-def throughput_table(df: pd.DataFrame) -> Table:
-    """Medians over runs of training and evaluation throughput, compile time, and peak memory."""
-    ok = df[df["status"] != "error"]
-    numbers, rows = [], []
+def _throughput_numbers(ok: pd.DataFrame) -> list[dict]:
+    """Medians per (decoder, data set, device, backend, precision, machine)."""
+    numbers = []
     # one row per machine too: a median over two CPU generations is a speed no machine ran at
     fields = ("label", "dataset", "device", "backend", "precision", "machine")
     ok = ok.assign(machine=ok["cpu_model"].fillna("unknown CPU") + ", " + ok["cpu_generation"])
     keys = sorted(set(zip(*(ok[f] for f in fields))), key=lambda t: (_order(ok["label"]).index(t[0]), t[1:]))
     for key in keys:
         cell = ok[np.logical_and.reduce([ok[f] == v for f, v in zip(fields, key)])]
-        lab, dataset, device, backend, precision, machine = key
         rates = cell["train_examples_per_s"].dropna()
-        row = {
-            "decoder": lab,
-            "dataset": dataset,
-            "device": device,
-            "backend": backend,
-            "precision": precision,
-            "machine": machine,
-            "train_examples_per_s_min": float(rates.min()) if len(rates) else None,
-            "train_examples_per_s_max": float(rates.max()) if len(rates) else None,
-            "runs": len(cell),
-            "seeds_per_step_median": float(cell["seeds_per_step"].median()),
-            **{
-                f"{k}_median": float(cell[k].median())
-                for k in ("train_examples_per_s", "eval_examples_per_s", "compile_s")
-            },
-            "peak_memory_mib_max": float(cell["peak_memory_mib"].max()),
-        }
-        numbers.append(row)
-        rows.append(
-            [
-                lab,
-                dataset,
-                f"{device} / {backend} / {precision}",
-                machine,
-                str(len(cell)),
-                f"{row['seeds_per_step_median']:g}",
-                f"{row['train_examples_per_s_median']:.0f}",
-                f"{row['train_examples_per_s_min']:.0f}-{row['train_examples_per_s_max']:.0f}" if len(rates) else "n/a",
-                f"{row['eval_examples_per_s_median']:.0f}",
-                f"{row['compile_s_median']:.2f}",
-                f"{row['peak_memory_mib_max']:.0f}",
-            ]
+        numbers.append(
+            {
+                **dict(zip(("decoder", *fields[1:]), key)),
+                "train_examples_per_s_min": float(rates.min()) if len(rates) else None,
+                "train_examples_per_s_max": float(rates.max()) if len(rates) else None,
+                "runs": len(cell),
+                "seeds_per_step_median": float(cell["seeds_per_step"].median()),
+                **{
+                    f"{k}_median": float(cell[k].median())
+                    for k in ("train_examples_per_s", "eval_examples_per_s", "compile_s")
+                },
+                "peak_memory_mib_max": float(cell["peak_memory_mib"].max()),
+            }
         )
-    header = [
-        "decoder",
-        "data",
-        "device / backend / precision",
-        "machine",
-        "runs",
-        "seeds per step",
-        "train ex/s per model",
-        "train ex/s range",
-        "eval ex/s",
-        "compile s",
-        "peak MiB",
+    return numbers
+
+
+def _throughput_row(r: dict) -> list[str]:
+    low, high = r["train_examples_per_s_min"], r["train_examples_per_s_max"]
+    return [
+        r["decoder"],
+        r["dataset"],
+        f"{r['device']} / {r['backend']} / {r['precision']}",
+        r["machine"],
+        str(r["runs"]),
+        f"{r['seeds_per_step_median']:g}",
+        f"{r['train_examples_per_s_median']:.0f}",
+        "n/a" if low is None else f"{low:.0f}-{high:.0f}",
+        f"{r['eval_examples_per_s_median']:.0f}",
+        f"{r['compile_s_median']:.2f}",
+        f"{r['peak_memory_mib_max']:.0f}",
     ]
-    caption = (
-        "Throughput: medians over runs (steady-state training, compile time apart; evaluation of the test "
-        "split). Training is per model: a step of a seed group trains `seeds per step` models, so it "
-        "processes that many times as many examples. One row per machine (CPU model and generation); where the "
-        "records predate naming the generation ('unrecorded') a row may pool generations, and its range shows it."
-    )
-    return Table("throughput", caption, pd.DataFrame(numbers), header, rows)
+
+
+THROUGHPUT_HEADER = [
+    "decoder",
+    "data",
+    "device / backend / precision",
+    "machine",
+    "runs",
+    "seeds per step",
+    "train ex/s per model",
+    "train ex/s range",
+    "eval ex/s",
+    "compile s",
+    "peak MiB",
+]
+THROUGHPUT_CAPTION = (
+    "Throughput: medians over runs (steady-state training, compile time apart; evaluation of the test "
+    "split). Training is per model: a step of a seed group trains `seeds per step` models, so it "
+    "processes that many times as many examples. One row per machine (CPU model and generation); where the "
+    "records predate naming the generation ('unrecorded') a row may pool generations, and its range shows it."
+)
+
+
+def throughput_table(df: pd.DataFrame) -> Table:
+    """Medians over runs of training and evaluation throughput, compile time, and peak memory."""
+    numbers = _throughput_numbers(df[df["status"] != "error"])
+    rows = [_throughput_row(r) for r in numbers]
+    return Table("throughput", THROUGHPUT_CAPTION, pd.DataFrame(numbers), THROUGHPUT_HEADER, rows)
 
 
 TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {
