@@ -494,14 +494,9 @@ def _latent(network: str) -> int | None:
         return None
 
 
-def faithfulness_table(df: pd.DataFrame, reference: str = FAITHFULNESS_REFERENCE) -> Table:
-    """Each decoder's test rmse against the `reference` decoder (a label) of the same data, scaling,
-    network and seed: paired over seeds, one-sided t-test that the mean is worse, at ALPHA. A data
-    column whose reference runs have fewer active units than MIN_REFERENCE_ACTIVE_FRACTION of the
-    latent dimensions gets no rows, and a note that says why."""
-    ok = df[(df["status"] != "error") & df["rmse"].notna()]
-    ref_runs = ok[ok["config"] == reference]
-    numbers, rows, notes, refused = [], [], [], set()
+def _refused_references(ok: pd.DataFrame, ref_runs: pd.DataFrame, reference: str) -> tuple[set, list[str]]:
+    """The data columns whose reference runs have posterior-collapsed latents, and a note for each."""
+    refused, notes = set(), []
     for col in _columns(ok):
         ref = col.select(ref_runs)
         latent = [_latent(n) for n in ref["network"]] if "network" in ref else []
@@ -516,6 +511,12 @@ def faithfulness_table(df: pd.DataFrame, reference: str = FAITHFULNESS_REFERENCE
                 f"seed): its posterior has collapsed, so it is no reference for a decoder's mean; no verdicts "
                 f"for this column (choose another reference decoder)"
             )
+    return refused, notes
+
+
+def _faithfulness_numbers(ok: pd.DataFrame, ref_runs: pd.DataFrame, reference: str, refused: set) -> list[dict]:
+    """Per decoder and column, the paired one-sided test of its rmse against the reference's."""
+    numbers = []
     for lab, col, cell in _cells(ok[ok["config"] != reference]):
         if col in refused:
             continue
@@ -526,29 +527,44 @@ def faithfulness_table(df: pd.DataFrame, reference: str = FAITHFULNESS_REFERENCE
         if pairs.empty:  # no reference run in this column: nothing to say, so no row (and no table at all)
             continue
         test = worse_than(pairs["rmse"].to_numpy(float), pairs["rmse_ref"].to_numpy(float))
-        row = {
-            "decoder": lab,
-            **col.fields(),
-            "reference": reference,
-            "pairs": len(pairs),
-            "rmse_mean": float(pairs["rmse"].mean()),
-            "reference_rmse_mean": float(pairs["rmse_ref"].mean()),
-            "p_value": test and test[1],
-            "worse": test and test[0],
-        }
-        numbers.append(row)
-        verdict = "n/a (fewer than 2 pairs)" if test is None else ("worse" if test[0] else "not worse")
-        rows.append(
-            [
-                lab,
-                col.title(ok),
-                str(len(pairs)),
-                fmt(row["rmse_mean"], 4),
-                fmt(row["reference_rmse_mean"], 4),
-                "n/a" if test is None else f"{test[1]:.3g}",
-                verdict,
-            ]
+        numbers.append(
+            {
+                "decoder": lab,
+                **col.fields(),
+                "reference": reference,
+                "pairs": len(pairs),
+                "rmse_mean": float(pairs["rmse"].mean()),
+                "reference_rmse_mean": float(pairs["rmse_ref"].mean()),
+                "p_value": test and test[1],
+                "worse": test and test[0],
+            }
         )
+    return numbers
+
+
+def _faithfulness_row(r: dict, ok: pd.DataFrame) -> list[str]:
+    tested = r["worse"] is not None
+    return [
+        r["decoder"],
+        Column(**{k: r[k] for k in Column._fields}).title(ok),
+        str(r["pairs"]),
+        fmt(r["rmse_mean"], 4),
+        fmt(r["reference_rmse_mean"], 4),
+        f"{r['p_value']:.3g}" if tested else "n/a",
+        ("worse" if r["worse"] else "not worse") if tested else "n/a (fewer than 2 pairs)",
+    ]
+
+
+def faithfulness_table(df: pd.DataFrame, reference: str = FAITHFULNESS_REFERENCE) -> Table:
+    """Each decoder's test rmse against the `reference` decoder (a label) of the same data, scaling,
+    network and seed: paired over seeds, one-sided t-test that the mean is worse, at ALPHA. A data
+    column whose reference runs have fewer active units than MIN_REFERENCE_ACTIVE_FRACTION of the
+    latent dimensions gets no rows, and a note that says why."""
+    ok = df[(df["status"] != "error") & df["rmse"].notna()]
+    ref_runs = ok[ok["config"] == reference]
+    refused, notes = _refused_references(ok, ref_runs, reference)
+    numbers = _faithfulness_numbers(ok, ref_runs, reference, refused)
+    rows = [_faithfulness_row(r, ok) for r in numbers]
     header = [
         "decoder",
         "data",
