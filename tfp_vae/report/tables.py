@@ -640,6 +640,57 @@ def convergence_table(df: pd.DataFrame) -> Table:
 BACKEND_MARGIN_NATS_PER_DIM = 0.02
 
 
+def _backend_numbers(ok: pd.DataFrame, first: str, second: str) -> list[dict]:
+    """Per decoder, data set and scaling run under both backends: means, equivalence test, collapse counts."""
+    numbers = []
+    for lab in _order(ok["label"]):
+        for dataset, scaling in sorted(set(zip(ok["dataset"], ok["scaling"]))):
+            a, b = (Column(dataset, scaling, be).select(ok[ok["label"] == lab]) for be in (first, second))
+            if a.empty or b.empty:
+                continue
+            margin = BACKEND_MARGIN_NATS_PER_DIM * float(a["dims"].iloc[0])
+            test = equivalence(a["iwae_ll"], b["iwae_ll"], margin)
+            ka, kb = (int(c["variance_collapse"].astype(bool).sum()) for c in (a, b))
+            numbers.append(
+                {
+                    "decoder": lab,
+                    "dataset": dataset,
+                    "scaling": scaling,
+                    f"{first}_mean": float(a["iwae_ll"].mean()),
+                    f"{second}_mean": float(b["iwae_ll"].mean()),
+                    "difference": float(b["iwae_ll"].mean() - a["iwae_ll"].mean()),
+                    "margin": margin,
+                    "verdict": test and test[0],
+                    "p_equivalence": test and test[1],
+                    "p_difference": test and test[2],
+                    f"{first}_collapsed": ka,
+                    f"{second}_collapsed": kb,
+                    f"{first}_runs": len(a),
+                    f"{second}_runs": len(b),
+                    "n": f"{len(a)}/{len(b)}",
+                    "verdicts_identical": ka * len(b) == kb * len(a),
+                }
+            )
+    return numbers
+
+
+def _backend_row(r: dict, first: str, second: str) -> list[str]:
+    na, nb = r[f"{first}_runs"], r[f"{second}_runs"]
+    return [
+        r["decoder"],
+        f"{r['dataset']} {r['scaling']}",
+        f"{na}/{nb}",
+        fmt(r[f"{first}_mean"]),
+        fmt(r[f"{second}_mean"]),
+        f"{r['difference']:+.2f}",
+        "n/a (fewer than 2 seeds)"
+        if r["verdict"] is None
+        else f"{r['verdict']} (p {r['p_equivalence']:.2g} / {r['p_difference']:.2g})",
+        f"{r[f'{first}_collapsed']}/{na} vs {r[f'{second}_collapsed']}/{nb}",
+        "yes" if r["verdicts_identical"] else "NO",
+    ]
+
+
 def backend_agreement_table(df: pd.DataFrame) -> Table:
     """TensorFlow against JAX for each decoder, data set and scaling, as an equivalence test: their
     random streams differ, so equal numbers are not expected, only means within a stated margin
@@ -647,50 +698,9 @@ def backend_agreement_table(df: pd.DataFrame) -> Table:
     runs only (bfloat16 is a precision question, not a backend one). Empty for one backend."""
     ok = df[(df["status"] != "error") & df["iwae_ll"].notna() & (df["precision"] == "float32")]
     backends = sorted(set(ok["backend"]))
-    numbers, rows = [], []
     first, second = (backends + ["-", "-"])[:2]
-    margins = {}
-    if len(backends) == 2:
-        for lab in _order(ok["label"]):
-            for dataset, scaling in sorted(set(zip(ok["dataset"], ok["scaling"]))):
-                a, b = (Column(dataset, scaling, be).select(ok[ok["label"] == lab]) for be in (first, second))
-                if a.empty or b.empty:
-                    continue
-                margin = BACKEND_MARGIN_NATS_PER_DIM * float(a["dims"].iloc[0])
-                margins[dataset] = margin
-                test = equivalence(a["iwae_ll"], b["iwae_ll"], margin)
-                ka, kb = (int(c["variance_collapse"].astype(bool).sum()) for c in (a, b))
-                difference = float(b["iwae_ll"].mean() - a["iwae_ll"].mean())
-                row = {
-                    "decoder": lab,
-                    "dataset": dataset,
-                    "scaling": scaling,
-                    f"{first}_mean": float(a["iwae_ll"].mean()),
-                    f"{second}_mean": float(b["iwae_ll"].mean()),
-                    "difference": difference,
-                    "margin": margin,
-                    "verdict": test and test[0],
-                    "p_equivalence": test and test[1],
-                    "p_difference": test and test[2],
-                    f"{first}_collapsed": ka,
-                    f"{second}_collapsed": kb,
-                    "n": f"{len(a)}/{len(b)}",
-                    "verdicts_identical": ka * len(b) == kb * len(a),
-                }
-                numbers.append(row)
-                rows.append(
-                    [
-                        lab,
-                        f"{dataset} {scaling}",
-                        row["n"],
-                        fmt(row[f"{first}_mean"]),
-                        fmt(row[f"{second}_mean"]),
-                        f"{difference:+.2f}",
-                        "n/a (fewer than 2 seeds)" if test is None else f"{test[0]} (p {test[1]:.2g} / {test[2]:.2g})",
-                        f"{ka}/{len(a)} vs {kb}/{len(b)}",
-                        "yes" if row["verdicts_identical"] else "NO",
-                    ]
-                )
+    numbers = _backend_numbers(ok, first, second) if len(backends) == 2 else []
+    rows = [_backend_row(r, first, second) for r in numbers]
     header = [
         "decoder",
         "data",
@@ -702,6 +712,7 @@ def backend_agreement_table(df: pd.DataFrame) -> Table:
         "collapsed",
         "same verdicts",
     ]
+    margins = {r["dataset"]: r["margin"] for r in numbers}
     margin_text = ", ".join(f"{m:.2f} nats on {d}" for d, m in sorted(margins.items())) or "n/a"
     compilers = ok["compiler"] if "compiler" in ok else pd.Series(None, index=ok.index, dtype=object)
     compiled = "; ".join(
