@@ -145,12 +145,8 @@ RAW_RULE = (
 )
 
 
-def loglik_table(df: pd.DataFrame) -> Table:
-    """iwae_ll (nats) and bpd per decoder x (data set, scaling): mean ± std over n seeds and the IQM
-    with a 95 % bootstrap interval (MIN_SEEDS_FOR_IQM_INTERVAL or more seeds); cells holding
-    collapsed runs and likelihoods that are not normalised are marked. Ranking: see RANKING_RULE."""
-    ok = df[df["status"] != "error"]
-    cols, labels = _columns(ok), _order(ok["label"])
+def _loglik_cells(ok: pd.DataFrame) -> tuple[list[dict], dict, dict, list[str]]:
+    """(numbers, grid of numbers by (label, column), bpd values of dequantized cells, notes)."""
     numbers, notes, grid, bpds = [], [], {}, {}
     for lab, col, cell in _cells(ok):
         values = cell["iwae_ll"].dropna().to_numpy(float)
@@ -181,7 +177,12 @@ def loglik_table(df: pd.DataFrame) -> Table:
             bpds[lab, col] = bpd
         if w := _mixed(cell):
             notes.append(f"{lab} on {col.dataset}/{col.scaling} pools records from {w}")
-    for col in cols:  # ranking: lowest mean bpd, and the entries tied with it
+    return numbers, grid, bpds, notes
+
+
+def _rank(grid: dict, bpds: dict, labels: list[str], cols: list) -> None:
+    """Mark each column's lowest mean bpd "best" and the entries tied with it "tied" (RANKING_RULE)."""
+    for col in cols:
         ranked = [lab for lab in labels if (lab, col) in bpds]
         if not ranked:
             continue
@@ -190,30 +191,39 @@ def loglik_table(df: pd.DataFrame) -> Table:
         for lab in ranked:
             if lab != best and tied_with_best(bpds[best, col], bpds[lab, col]):
                 grid[lab, col]["rank"] = "tied"
+
+
+def _loglik_text(r: dict) -> str:
+    """One cell's display string."""
+    text = f"{fmt(r['iwae_ll_mean'])} ± {fmt(r['iwae_ll_std'])} (n = {r['n']}"
+    if r["iwae_ll_iqm_lo"] is not None:
+        text += f"; IQM {fmt(r['iwae_ll_iqm'])} {_interval((r['iwae_ll_iqm_lo'], r['iwae_ll_iqm_hi']))}"
+    text += ")"
+    text += f" {COLLAPSED_MARK}{r['collapsed']}" if r["collapsed"] else ""
+    text += f" {NOT_NORMALISED_MARK}" if r["kind"] == "not normalised" else ""
+    if r["bpd_mean"] is not None:
+        text += f"; {fmt(r['bpd_mean'], 3)} bpd"
+    return text + (" (tied)" if r["rank"] == "tied" else "")
+
+
+def loglik_table(df: pd.DataFrame) -> Table:
+    """iwae_ll (nats) and bpd per decoder x (data set, scaling): mean ± std over n seeds and the IQM
+    with a 95 % bootstrap interval (MIN_SEEDS_FOR_IQM_INTERVAL or more seeds); cells holding
+    collapsed runs and likelihoods that are not normalised are marked. Ranking: see RANKING_RULE."""
+    ok = df[df["status"] != "error"]
+    cols, labels = _columns(ok), _order(ok["label"])
+    numbers, grid, bpds, notes = _loglik_cells(ok)
+    _rank(grid, bpds, labels, cols)
     header = ["decoder"] + [col.title(ok) for col in cols]
-    rows, bold, tied = [], set(), set()
-    for i, lab in enumerate(labels):
-        line = [lab]
-        for j, col in enumerate(cols, start=1):
-            r = grid.get((lab, col))
-            if r is None:
-                line.append("")
-                continue
-            text = f"{fmt(r['iwae_ll_mean'])} ± {fmt(r['iwae_ll_std'])} (n = {r['n']}"
-            if r["iwae_ll_iqm_lo"] is not None:
-                text += f"; IQM {fmt(r['iwae_ll_iqm'])} {_interval((r['iwae_ll_iqm_lo'], r['iwae_ll_iqm_hi']))}"
-            text += ")"
-            text += f" {COLLAPSED_MARK}{r['collapsed']}" if r["collapsed"] else ""
-            text += f" {NOT_NORMALISED_MARK}" if r["kind"] == "not normalised" else ""
-            if r["bpd_mean"] is not None:
-                text += f"; {fmt(r['bpd_mean'], 3)} bpd"
-            if r["rank"]:
-                bold.add((i, j))
-            if r["rank"] == "tied":
-                tied.add((i, j))
-                text += " (tied)"
-            line.append(text)
-        rows.append(line)
+    rows = [[lab] + [_loglik_text(grid[lab, col]) if (lab, col) in grid else "" for col in cols] for lab in labels]
+    marked = {
+        (i, j): grid[lab, col]["rank"]
+        for i, lab in enumerate(labels)
+        for j, col in enumerate(cols, 1)
+        if (lab, col) in grid
+    }
+    bold = {cell for cell, rank in marked.items() if rank}
+    tied = {cell for cell, rank in marked.items() if rank == "tied"}
     k = sorted({int(x) for x in ok["iwae_k"].dropna()})
     rule = RANKING_RULE + (" " + RAW_RULE if any(col.scaling == "raw" for col in cols) else "")
     caption = (
