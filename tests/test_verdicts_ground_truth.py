@@ -44,20 +44,16 @@ def _constant_border_images(_payloads) -> tuple[ImageData, ImageData]:
     return ImageData(images[:400], labels[:400]), ImageData(images[400:], labels[400:])
 
 
-@pytest.fixture
-def constant_pixels(monkeypatch) -> str:
-    """Register the synthetic set in the data registry for the duration of a test."""
-    entry = DatasetEntry(
-        "constant_pixels",
-        SHAPE,
-        LEVELS,
-        "synthetic: 60 % constant pixels",
-        _constant_border_images,
-        sizes=(400, 100),
-        embedded=True,
-    )
+def _register(monkeypatch, name: str, description: str, build) -> str:
+    """Register a synthetic 400/100 set of SHAPE and LEVELS in the data registry for one test."""
+    entry = DatasetEntry(name, SHAPE, LEVELS, description, build, sizes=(400, 100), embedded=True)
     monkeypatch.setitem(DATASETS, entry.name, entry)
     return entry.name
+
+
+@pytest.fixture
+def constant_pixels(monkeypatch) -> str:
+    return _register(monkeypatch, "constant_pixels", "synthetic: 60 % constant pixels", _constant_border_images)
 
 
 def _train(dataset: str, decoder: str, seed: int, scaling: str = "raw", **params) -> dict:
@@ -127,17 +123,7 @@ def _zeros_by_class(_payloads) -> tuple[ImageData, ImageData]:
 
 @pytest.fixture
 def zeros_by_class(monkeypatch) -> str:
-    entry = DatasetEntry(
-        "zeros_by_class",
-        SHAPE,
-        LEVELS,
-        "synthetic: half of each image exactly 0, no pixel constant",
-        _zeros_by_class,
-        sizes=(400, 100),
-        embedded=True,
-    )
-    monkeypatch.setitem(DATASETS, entry.name, entry)
-    return entry.name
+    return _register(monkeypatch, "zeros_by_class", "synthetic: half of each image exactly 0", _zeros_by_class)
 
 
 def test_the_planted_zeros_leave_no_pixel_constant():
