@@ -356,9 +356,6 @@ class RunSpec:
 
             return check
 
-        def require(ok, *args):
-            return lambda: _require(ok(), *args)
-
         entry = lambda: dataset_entry(self.dataset)
         pool = lambda: entry().sizes[0]
         n_train = lambda: pool() - max(1, round(self.train.validation_fraction * pool()))
@@ -366,24 +363,7 @@ class RunSpec:
         return [
             registry(entry),
             registry(lambda: decoder_class(self.decoder).resolve(self.decoder_params)),
-            require(lambda: self.scaling in SCALINGS, where, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}"),
-            require(
-                lambda: isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31,
-                where,
-                "seed",
-                self.seed,
-                "an integer in [0, 2^31)",
-            ),
-            require(lambda: self.device in DEVICES, where, "device", self.device, f"one of {', '.join(DEVICES)}"),
-            require(lambda: self.backend in BACKENDS, where, "backend", self.backend, f"one of {', '.join(BACKENDS)}"),
-            require(lambda: isinstance(self.tf32, bool), where, "tf32", self.tf32, "true or false"),
-            require(
-                lambda: self.precision in PRECISIONS,
-                where,
-                "precision",
-                self.precision,
-                f"one of {', '.join(PRECISIONS)}",
-            ),
+            *self._top_level_checks(where),
             lambda: self.network.check(f"{where} [network]"),
             lambda: self.network.check_shape(entry().shape, f"{where} [network] on {self.dataset}"),
             lambda: self.train.check(train),
@@ -412,6 +392,33 @@ class RunSpec:
             lambda: self.eval.check(f"{where} [eval]"),
             lambda: self.checkpoint.check(f"{where} [checkpoint]"),
             lambda: self.check_memory(entry().shape, decoder_class(self.decoder).outputs_per_pixel, where),
+        ]
+
+    def _top_level_checks(self, where: str) -> list:
+        """Checks of the spec's own values (not its sections'), each independent of the others."""
+
+        def require(ok, *args):
+            return lambda: _require(ok(), *args)
+
+        return [
+            require(lambda: self.scaling in SCALINGS, where, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}"),
+            require(
+                lambda: isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**31,
+                where,
+                "seed",
+                self.seed,
+                "an integer in [0, 2^31)",
+            ),
+            require(lambda: self.device in DEVICES, where, "device", self.device, f"one of {', '.join(DEVICES)}"),
+            require(lambda: self.backend in BACKENDS, where, "backend", self.backend, f"one of {', '.join(BACKENDS)}"),
+            require(lambda: isinstance(self.tf32, bool), where, "tf32", self.tf32, "true or false"),
+            require(
+                lambda: self.precision in PRECISIONS,
+                where,
+                "precision",
+                self.precision,
+                f"one of {', '.join(PRECISIONS)}",
+            ),
         ]
 
     def check_memory(self, image_shape: tuple[int, int, int], outputs_per_pixel: int, where: str) -> None:

@@ -210,79 +210,82 @@ def _metrics(
     model: VAE, spec: RunSpec, o: dict[str, np.ndarray], dims: int, data: DataContext, training: TrainingResult, dp
 ) -> dict[str, Any]:
     """One seed's metrics from its per-example outputs (docs/definitions.md)."""
-    cfg, likelihood = spec.eval, model.likelihood
-    mean, std, log_density, mu_q, kl = o["mean"], o["std"], o["log_density"], o["mu_q"], o["kl"]
+    likelihood = model.likelihood
     iwae_ll = _mean(o["iwae"])
     elbo = _mean(o["elbo"])
     train_elbo = _mean(o["train_elbo"])
-    metrics: dict[str, Any] = {
+    unit_activity = np.var(o["mu_q"], axis=0)
+    scale = scale_convergence(likelihood, dp, o["train_sq_err"])
+    return {
         "elbo": elbo,
         "iwae_ll": iwae_ll,
-        "iwae_k": cfg.iwae_k,
+        "iwae_k": spec.eval.iwae_k,
         "lppl": _mean(o["lppl"]),
-        "lppl_samples": cfg.lppl_samples,
+        "lppl_samples": spec.eval.lppl_samples,
         "bpd": bits_per_dim(iwae_ll, dims, data, likelihood),
-        "rmse": float(np.sqrt(np.mean(np.square(mean - o["y"])))),
+        "rmse": float(np.sqrt(np.mean(np.square(o["mean"] - o["y"])))),
         "test_examples": len(o["y"]),
         "dims": dims,
         "tau": data.tau,
         "bin_width": data.bin_width,
         "discrete_limit_nats": dims * math.log(data.levels),
+        **_scale_metrics(o["std"] if likelihood.has_scale else None, data),
+        **scale,
+        **_collapse_metrics(spec, likelihood, o["log_density"], dims, data, training, scale["global_scale_converged"]),
+        "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
+        "unit_activity": [float(v) for v in unit_activity],
+        "kl_per_dim": [float(v) for v in np.mean(o["kl"], axis=0)],
+        "train_elbo": train_elbo,
+        "train_test_gap": None if train_elbo is None or elbo is None else train_elbo - elbo,
     }
-    if likelihood.has_scale:
-        flat = std.reshape(-1)
-        metrics.update(
-            {
-                "sigma_min": float(np.min(flat)),
-                "sigma_p01": float(np.percentile(flat, 1)),
-                "sigma_median": float(np.median(flat)),
-                "frac_below_tau": float(np.mean(flat < data.tau)),
-                "sigma_log10_hist": sigma_histogram(flat),
-            }
-        )
-    else:
-        metrics.update(
-            {
-                "sigma_min": None,
-                "sigma_p01": None,
-                "sigma_median": None,
-                "frac_below_tau": None,
-                "sigma_log10_hist": None,
-            }
-        )
-    excess = excess_density_frac(log_density, data, cfg.density_c) if likelihood.has_density else None
+
+
+def _scale_metrics(std: np.ndarray | None, data: DataContext) -> dict[str, Any]:
+    """Summaries of the decoder's standard deviations at the posterior mean (None: no scale)."""
+    if std is None:
+        return dict.fromkeys(("sigma_min", "sigma_p01", "sigma_median", "frac_below_tau", "sigma_log10_hist"))
+    flat = std.reshape(-1)
+    return {
+        "sigma_min": float(np.min(flat)),
+        "sigma_p01": float(np.percentile(flat, 1)),
+        "sigma_median": float(np.median(flat)),
+        "frac_below_tau": float(np.mean(flat < data.tau)),
+        "sigma_log10_hist": sigma_histogram(flat),
+    }
+
+
+def _collapse_metrics(
+    spec: RunSpec,
+    likelihood,
+    log_density: np.ndarray,
+    dims: int,
+    data: DataContext,
+    training: TrainingResult,
+    scale_converged: bool | None,
+) -> dict[str, Any]:
+    """The collapse verdict and what it rests on (excess density, for decoders with a density;
+    the training bound) and whether the validation bound had converged."""
+    cfg, has_density = spec.eval, likelihood.has_density
+    excess = excess_density_frac(log_density, data, cfg.density_c) if has_density else None
     # the same fraction at other limits c, so a table can show which verdicts hang on the chosen c
-    excess_by_c = (
-        {f"{c:g}": excess_density_frac(log_density, data, c) for c in SENSITIVITY_C} if likelihood.has_density else None
-    )
+    excess_by_c = {f"{c:g}": excess_density_frac(log_density, data, c) for c in SENSITIVITY_C} if has_density else None
     collapsed, reason = collapse_verdict(
         training, excess, cfg.collapse_threshold, cfg.density_c, dims, data, likelihood
     )
-    unit_activity = np.var(mu_q, axis=0)
-    scale = scale_convergence(likelihood, dp, o["train_sq_err"])
     change = window_change(training.curves["val_bound"])
-    metrics.update(
-        {
-            "excess_density_frac": excess,
-            "excess_density_frac_by_c": excess_by_c,
-            "density_c": cfg.density_c,
-            "variance_collapse": collapsed,
-            "collapse_reason": reason,
-            "collapse_threshold": cfg.collapse_threshold,
-            "max_train_bound": training.max_train_bound,
-            "val_bound_final_change": training.final_val_change,
-            "collapse_onset_epoch": collapse_onset_epoch(
-                training.curves["val_excess_density_frac"], cfg.collapse_threshold
-            ),
-            **scale,
-            "val_bound_window_change": change,
-            "convergence_window": CONVERGENCE_WINDOW,
-            "converged": converged(change, dims, training.stopped_early, scale["global_scale_converged"]),
-            "active_units": int(np.sum(unit_activity > ACTIVE_UNIT_THRESHOLD)),
-            "unit_activity": [float(v) for v in unit_activity],
-            "kl_per_dim": [float(v) for v in np.mean(kl, axis=0)],
-            "train_elbo": train_elbo,
-            "train_test_gap": None if train_elbo is None or elbo is None else train_elbo - elbo,
-        }
-    )
-    return metrics
+    return {
+        "excess_density_frac": excess,
+        "excess_density_frac_by_c": excess_by_c,
+        "density_c": cfg.density_c,
+        "variance_collapse": collapsed,
+        "collapse_reason": reason,
+        "collapse_threshold": cfg.collapse_threshold,
+        "max_train_bound": training.max_train_bound,
+        "val_bound_final_change": training.final_val_change,
+        "collapse_onset_epoch": collapse_onset_epoch(
+            training.curves["val_excess_density_frac"], cfg.collapse_threshold
+        ),
+        "val_bound_window_change": change,
+        "convergence_window": CONVERGENCE_WINDOW,
+        "converged": converged(change, dims, training.stopped_early, scale_converged),
+    }

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from tfp_vae import SCHEMA_VERSION, __version__, checkpoint
 from tfp_vae.backends import Backend, get_backend
 from tfp_vae.config import RunSpec
-from tfp_vae.data import dataset_entry, load_pool, split_pool
+from tfp_vae.data import Splits, dataset_entry, load_pool, split_pool
+from tfp_vae.data.store import Location
 from tfp_vae.decoders import DataContext, make_decoder
 from tfp_vae.environment import capture, reset_host_peak_memory
 from tfp_vae.evaluate import evaluate_group
@@ -87,6 +89,86 @@ def _log_evaluation(log: Callable[[str], None], spec: RunSpec, n_test_pool: int)
     )
 
 
+@dataclass
+class SeedGroup:
+    """One seed group set up to run: its specs, backend and device, seed layout, data and splits,
+    model and compiled functions (the training epoch and the evaluation programs)."""
+
+    specs: list[RunSpec]
+    backend: Backend
+    device: str
+    layout: str
+    data: DataContext
+    splits: Splits
+    location: Location
+    image_shape: tuple[int, int, int]
+    # built by `build`, inside the backend's device scope
+    model: VAE | None = None
+    evals: EvalFunctions | None = None
+    group_epoch: Any = None
+    batched: bool = False  # all seeds in one compiled call (vmap layout, more than one seed)
+
+    @classmethod
+    def open(cls, specs: list[RunSpec], layout: str, log: Callable[[str], None]) -> SeedGroup:
+        """Check the specs, configure the device, load the data and split it (`build` then makes
+        the model and compiled functions, inside the backend's device scope)."""
+        _check_group(specs, layout)
+        first = specs[0]
+        backend = get_backend(first.backend)
+        device = backend.configure(first.device, first.tf32)
+        layout = seed_layout(layout, device)
+        entry = dataset_entry(first.dataset)
+        data = DataContext(entry.levels, first.scaling)
+        train_pool, test, location = load_pool(first.dataset)
+        splits = split_pool(train_pool, test, first.train.validation_fraction)
+        seeds = [spec.seed for spec in specs]
+        log(
+            f"run {', '.join(spec.run_id() for spec in specs)}: {first.decoder} on {first.dataset} ({first.scaling}), "
+            f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, "
+            f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, "
+            f"{first.backend} on {device}, {first.precision}" + (f", seeds {layout}" if len(specs) > 1 else "")
+        )
+        return cls(specs, backend, device, layout, data, splits, location, entry.shape)
+
+    def build(self) -> None:
+        first = self.specs[0]
+        self.model = build_model(first, self.image_shape, self.data, self.backend)
+        self.batched = self.layout == "vmap" and len(self.specs) > 1  # evaluation too takes the seeds in one call
+        cfg = first.eval
+        self.evals = EvalFunctions(
+            self.backend, self.model, first.train.compiler, cfg.iwae_k, cfg.k_chunk, cfg.lppl_samples, self.batched
+        )
+        self.group_epoch = make_group_epoch(self.backend, self.model, first, self.data, self.batched)
+
+    def parts(self) -> list[list[RunSpec]]:
+        """What trains together: all seeds at once (batched), or one seed after another."""
+        return [self.specs] if self.batched else [[spec] for spec in self.specs]
+
+    def train(self, part: list[RunSpec], log: Callable[[str], None], saved_at) -> list:
+        _log_training(log, part[0], len(self.splits.train))
+        return train_group(
+            self.backend,
+            self.model,
+            part,
+            self.splits,
+            self.data,
+            self.evals,
+            self.group_epoch,
+            log,
+            len(self.specs) > 1,
+            saved_at,
+        )
+
+    def evaluate(self, part: list[RunSpec], trained_part: list, log: Callable[[str], None]) -> list:
+        """(metrics, timing) per seed of the part."""
+        trained, trainings = [t for t, _ in trained_part], [r for _, r in trained_part]
+        _log_evaluation(log, part[0], len(self.splits.test))
+        test, train = self.splits.test.images, self.splits.train.images
+        return evaluate_group(
+            self.backend, self.model, trained, part, test, train, self.data, self.evals, trainings, self.batched
+        )
+
+
 def group_records(
     specs: list[RunSpec], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), layout: str = "auto"
 ) -> Iterator[dict[str, Any]]:
@@ -95,60 +177,37 @@ def group_records(
     a group has lost only the seed it was on."""
     if not specs:
         return []
-    _check_group(specs, layout)
-    first = specs[0]
     reset_host_peak_memory()  # the peak recorded is this group's, not the worker process's
     t_wall = time.perf_counter()
-    backend = get_backend(first.backend)
-    device = backend.configure(first.device, first.tf32)
-    layout = seed_layout(layout, device)
-    entry = dataset_entry(first.dataset)
-    data = DataContext(entry.levels, first.scaling)
-    train_pool, test, location = load_pool(first.dataset)
-    splits = split_pool(train_pool, test, first.train.validation_fraction)
+    group = SeedGroup.open(specs, layout, log)
     seeds = [spec.seed for spec in specs]
-    log(
-        f"run {', '.join(spec.run_id() for spec in specs)}: {first.decoder} on {first.dataset} ({first.scaling}), "
-        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, "
-        f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} train/val/test, "
-        f"{first.backend} on {device}, {first.precision}" + (f", seeds {layout}" if len(specs) > 1 else "")
-    )
     environment = None
-    with backend.device_scope(device):
-        model = build_model(first, entry.shape, data, backend)
-        batched = layout == "vmap" and len(specs) > 1  # evaluation too takes the group's seeds in one call
-        evals = EvalFunctions(
-            backend,
-            model,
-            first.train.compiler,
-            first.eval.iwae_k,
-            first.eval.k_chunk,
-            first.eval.lppl_samples,
-            batched,
-        )
-        group_epoch = make_group_epoch(backend, model, first, data, batched)
-        for part in [specs] if batched else [[spec] for spec in specs]:
-            _log_training(log, first, len(splits.train))
+    with group.backend.device_scope(group.device):
+        group.build()
+        for part in group.parts():
             saved_at = checkpoint.path_for([spec.run_id() for spec in part])
-            trained_part = train_group(
-                backend, model, part, splits, data, evals, group_epoch, log, len(specs) > 1, saved_at
-            )
+            trained_part = group.train(part, log, saved_at)
             environment = environment or {
-                **capture(backend, device),
-                "data_source": {"source": location.source, "directory": str(location.directory or "")},
+                **capture(group.backend, group.device),
+                "data_source": {"source": group.location.source, "directory": str(group.location.directory or "")},
             }
-            trained, trainings = [t for t, _ in trained_part], [r for _, r in trained_part]
-            _log_evaluation(log, first, len(splits.test))
-            evaluated = evaluate_group(
-                backend, model, trained, part, splits.test.images, splits.train.images, data, evals, trainings, batched
-            )
-            for spec, training, (metrics, eval_timing) in zip(part, trainings, evaluated):
+            evaluated = group.evaluate(part, trained_part, log)
+            for spec, (_, training), (metrics, eval_timing) in zip(part, trained_part, evaluated):
                 record = _record(
-                    spec, metrics, eval_timing, training, splits, backend, device, seeds, environment, layout
+                    spec,
+                    metrics,
+                    eval_timing,
+                    training,
+                    group.splits,
+                    group.backend,
+                    group.device,
+                    seeds,
+                    environment,
+                    group.layout,
                 )
                 # from the group's start: the group's wall time for its last seed (for all, batched)
                 record["timing"]["wall_s"] = time.perf_counter() - t_wall
-                record["timing"]["peak_memory_mib"] = backend.peak_memory_mib(device)
+                record["timing"]["peak_memory_mib"] = group.backend.peak_memory_mib(group.device)
                 # where it trained: one machine, or one per stretch between checkpoints
                 record["environment"] = {**record["environment"], "segments": training.segments}
                 yield jsonable(record)

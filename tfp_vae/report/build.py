@@ -73,51 +73,42 @@ def build_report(
     tables = [t for t in (make(df) for make in TABLES.values()) if t.rows]  # e.g. no backends table for one backend
     if published:  # the study's published counterpart comes first, after the answer
         tables.insert(0, published_table(df[df["status"] != "error"], load_published(published)))
-    machine_tables = []  # speeds of machines, not results of the study: their own page
-    bench_files = sorted(Path(benchmarks).glob("*.json")) if benchmarks else []
-    if bench_files:
-        machine_tables.append(benchmark_table(bench_files))
-    peer_files = sorted((Path(benchmarks) / "peers").glob("*.json")) if benchmarks else []
-    if peer_files:
-        machine_tables.append(peers_table(peer_files))
-    walltime_files = sorted((Path(benchmarks) / "study_walltime").glob("*.json")) if benchmarks else []
-    if walltime_files:
-        machine_tables.append(study_walltime_table(walltime_files))
     repro_files = sorted(Path(reproductions).glob(f"*/{Path(runs).name}/summary.json")) if reproductions else []
     if repro_files:
         tables.append(reproduction_table(repro_files))
+    machine_tables = _machine_tables(Path(benchmarks)) if benchmarks else []
     for t in tables + machine_tables:
         for note in t.notes:
             warn(f"warning: {note}")
-    written = []
-    for t in tables + machine_tables:
-        for ext, fmt in FORMATS.items():
-            written.append(_write(out / f"{t.name}.{ext}", fmt(t)))
+    written = [_write(out / f"{t.name}.{ext}", fmt(t)) for t in tables + machine_tables for ext, fmt in FORMATS.items()]
+    return written + _pages(df, loaded.problems, Path(runs).name, out, tables, machine_tables)
+
+
+def _machine_tables(benchmarks: Path) -> list:
+    """Speeds of machines, not results of the study (their own page): the benchmark, peers and
+    study wall-time tables of the JSON files found under `benchmarks`."""
+    sources = (
+        (sorted(benchmarks.glob("*.json")), benchmark_table),
+        (sorted((benchmarks / "peers").glob("*.json")), peers_table),
+        (sorted((benchmarks / "study_walltime").glob("*.json")), study_walltime_table),
+    )
+    return [make(files) for files, make in sources if files]
+
+
+def _pages(df, problems, study: str, out: Path, tables: list, machine_tables: list) -> list[Path]:
+    """The figures, report.html, benchmarks.html (if there are machine tables) and README.md."""
     ok = df[df["status"] != "error"]
     figures = {
         name: (draw(ok, out / f"{name}.png"), " ".join((draw.__doc__ or "").split())) for name, draw in FIGURES.items()
     }
-    written += [path for path, _ in figures.values()]
-    title = f"tfp-vae report: {Path(runs).name} ({len(ok)} runs)"
-    written.append(
-        _write(
-            out / "report.html",
-            render.html_page(
-                title,
-                tables,
-                figures,
-                loaded.problems,
-                {**run_summary(df), **({"benchmarks": "benchmarks.html, beside this page"} if machine_tables else {})},
-            ),
-        )
-    )
+    written = [path for path, _ in figures.values()]
+    title = f"tfp-vae report: {study} ({len(ok)} runs)"
+    extra = {"benchmarks": "benchmarks.html, beside this page"} if machine_tables else {}
+    page = render.html_page(title, tables, figures, problems, {**run_summary(df), **extra})
+    written.append(_write(out / "report.html", page))
     if machine_tables:
-        written.append(
-            _write(
-                out / "benchmarks.html",
-                render.html_page(f"tfp-vae benchmarks beside {Path(runs).name}", machine_tables, {}, []),
-            )
-        )
+        page = render.html_page(f"tfp-vae benchmarks beside {study}", machine_tables, {}, [])
+        written.append(_write(out / "benchmarks.html", page))
     summary = [f"# {title}", ""] + [render.markdown(t) for t in tables + machine_tables]
     written.append(_write(out / "README.md", "\n".join(summary)))
     return written
