@@ -57,6 +57,7 @@ def checkpoints(tmp_path, monkeypatch):
     return tmp_path / "checkpoints"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_a_run_killed_after_any_epoch_resumes_to_the_same_record(backend, checkpoints):
     pytest.importorskip(backend)
@@ -77,6 +78,7 @@ def test_a_run_killed_after_any_epoch_resumes_to_the_same_record(backend, checkp
     assert not checkpoint.path_for([spec.run_id()]).exists()
 
 
+@pytest.mark.slow
 def test_a_killed_process_resumes_to_the_same_record(tmp_path, checkpoints):
     """A real SIGKILL of `tfp-vae train` part way through, then the same command again."""
     pytest.importorskip("jax")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tfp_vae.cli import main
 from tfp_vae.decoders import DECODERS
 
 
+@pytest.mark.slow
 def test_train_prints_a_summary_and_writes_the_record(tmp_path, capsys):
     out = tmp_path / "run.json"
     code = main(

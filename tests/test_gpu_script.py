@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+# the dry run stands for the GPU machine, which has JAX and no TensorFlow: it runs where that holds
+# (tox -e jax-py312, with the GPU machine's JAX, in CI; tox -e jax), not a second time beside TensorFlow
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is not None,
+    reason="TensorFlow is installed here; the GPU dry run runs under tox -e jax-py312 (or tox -e jax), without it",
+)
 def test_the_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     # not as an xdist worker: pytest-benchmark turns itself off in any pytest that inherits PYTEST_XDIST_WORKER
     env = {

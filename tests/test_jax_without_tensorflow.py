@@ -37,6 +37,7 @@ assert "tensorflow" not in sys.modules, sorted(m for m in sys.modules if m.start
     assert record["environment"]["framework_versions"]["jax"] == importlib.metadata.version("jax")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["learned", "sigma_vae", "student_t", "discretized_logistic"])
 def test_jax_runs_are_deterministic(decoder):
     """Same spec and seed: the same record, timings and environment aside."""

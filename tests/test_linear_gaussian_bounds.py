@@ -77,6 +77,7 @@ def test_elbo_estimate_matches_closed_form(linear_model):
     assert np.all(np.abs(est.mean(axis=0) - elbo_exact) < 4 * se + 1e-3)
 
 
+@pytest.mark.slow
 def test_iwae_rises_with_k_and_stays_below_the_marginal(linear_model):
     marginal, elbo_exact = linear_model[-2:]
     assert np.all(elbo_exact < marginal)  # the posterior is not mean-field: a real gap to close

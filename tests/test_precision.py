@@ -17,6 +17,7 @@ IWAE_LL_ATOL_NATS = 1.0
 RMSE_RTOL = 0.02
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["learned", "bernoulli"])
 def test_bfloat16_and_float32_runs_of_one_spec_agree_on_digits(decoder, backend):
     from tfp_vae.run import run

@@ -134,6 +134,7 @@ def test_early_stopping_on_the_lppl_is_keras_early_stopping(trial):
         assert ours_best == keras_best
 
 
+@pytest.mark.slow
 def test_a_run_monitoring_the_lppl_records_its_curve_and_stops_on_it():
     pytest.importorskip("jax")
     from tfp_vae.run import run

@@ -120,6 +120,7 @@ def _train(backend, model, init, x, steps=6):
     return backend.tree_map(lambda a: np.asarray(backend.to_numpy(a)), out[0])
 
 
+@pytest.mark.slow
 def test_faithful_mean_learns_exactly_as_a_unit_variance_and_its_variance_reaches_nothing_else(backend, rng):
     """Faithful and fixed (sigma 1) from the same mean parameters and seeds: after Adam steps their
     encoders, decoder trunks and mean outputs are equal; faithful's variance block has moved."""
@@ -144,6 +145,7 @@ def test_faithful_mean_learns_exactly_as_a_unit_variance_and_its_variance_reache
     assert trunk_moved > 1e-4, "the comparison is not vacuous: the trunk trains"
 
 
+@pytest.mark.slow
 def test_variance_warmup_holds_the_variance_network_then_releases_it(backend, rng):
     model = _model(backend, "learned", split_decoder=True)
     init = model.init(0)

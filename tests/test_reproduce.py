@@ -80,6 +80,7 @@ def _edit(record_path: Path, change) -> None:
     record_path.write_text(json.dumps(record))
 
 
+@pytest.mark.slow
 def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study, tmp_path, capsys):
     committed, out = tmp_path / "committed", tmp_path / "repro"
     small = tmp_path / "small.toml"  # one decoder, one scaling, one seed, one backend: a 1-run study
@@ -134,6 +135,7 @@ def test_reproduce_reruns_compares_and_fails_on_an_unexplained_difference(study,
     assert "CPU Some Other CPU ->" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_reruns_take_as_many_workers_as_the_records_were_made_with(study, tmp_path, capsys):
     """Without --workers, a rerun shares the machine as its record did, so each worker has the
     same threads (runs recorded 3 at a time are rerun 3 at a time)."""

@@ -18,6 +18,7 @@ def _stable(record):
     return {k: v for k, v in record.items() if k not in VOLATILE_SECTIONS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder,scaling", [("learned", "dequantized"), ("sigma_vae", "raw")])
 def test_same_spec_and_seed_give_identical_records(decoder, scaling):
     spec = tiny_spec(decoder=decoder, scaling=scaling)
@@ -60,6 +61,7 @@ def test_record_is_strict_json_with_schema_and_every_metric(tmp_path):
         assert ("avx512f" in env["cpu"]["isa"]) == ("avx512f" in flags)
 
 
+@pytest.mark.slow
 def test_raw_scaling_has_no_bpd_but_the_discretized_likelihood_does():
     gaussian = run(tiny_spec(decoder="fixed"), log=lambda s: None)["metrics"]
     assert gaussian["bpd"] is None

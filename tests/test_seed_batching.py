@@ -35,6 +35,7 @@ def _assert_same_record(grouped: dict, solo: dict) -> None:
 SEED_STATE_DECODERS = ("shared", "sigma_vae", "variational_variance", "discretized_logistic")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", SEED_STATE_DECODERS)
 def test_each_seed_of_a_group_gets_the_record_it_gets_alone(decoder, backend):
     """Both backends, in the vmap layout (a GPU's default). 3 epochs of digits at batch 64 is
@@ -70,6 +71,7 @@ def test_seeds_in_sequence_share_one_compiled_epoch_and_each_gets_its_solo_recor
     assert diff["verdict"] == "bit-identical", diff
 
 
+@pytest.mark.slow
 def test_early_stopping_and_best_epoch_are_per_seed(backend):
     """With patience 1 over 10 epochs the validation bound of some seed stalls for an epoch before
     the others' (the learning rate, 3e-3, is high enough for that and low enough that training is
@@ -154,6 +156,7 @@ def test_vmap_matches_a_loop_over_slices_including_per_seed_random_numbers(backe
     assert not np.allclose(mapped[0] - a[0] @ a[0], mapped[1] - a[1] @ a[1])  # the noise differs by seed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["sigma_vae", "shared"])
 def test_tensorflow_xla_groups_match_solo(decoder):
     """TensorFlow under XLA (`compiler = "xla"`; the other tests run its graph, which compiles
