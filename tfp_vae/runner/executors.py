@@ -13,6 +13,12 @@ from tfp_vae.errors import ConfigError
 from tfp_vae.runner.worker_pool import close_idle_workers, latest_epoch_of, run_group_in_worker, threads_per_worker
 
 
+def _group_arguments(executor, group: list[RunSpec]) -> tuple:
+    """run_group_in_worker's arguments for a seed group, as either executor submits them."""
+    specs, ids = [s.to_dict() for s in group], [s.run_id() for s in group]
+    return specs, ids, executor.threads, executor.workers, executor.compile_cache
+
+
 class LocalExecutor:
     """Runs on this machine: a thread per parallel worker, each feeding its own worker process."""
 
@@ -26,15 +32,7 @@ class LocalExecutor:
         self.finished: queue.SimpleQueue = queue.SimpleQueue()  # records of seeds whose group still runs
 
     def submit(self, group: list[RunSpec]) -> cf.Future:
-        return self.pool.submit(
-            run_group_in_worker,
-            [s.to_dict() for s in group],
-            [s.run_id() for s in group],
-            self.threads,
-            self.workers,
-            self.compile_cache,
-            self.finished.put,
-        )
+        return self.pool.submit(run_group_in_worker, *_group_arguments(self, group), self.finished.put)
 
     def early_records(self) -> list[dict[str, Any]]:
         """Records of finished seeds of groups that still run, each once."""
@@ -74,15 +72,7 @@ class DaskExecutor:
         self.workers = 1 if scheduler else workers
 
     def submit(self, group: list[RunSpec]):
-        return self.client.submit(
-            run_group_in_worker,
-            [s.to_dict() for s in group],
-            [s.run_id() for s in group],
-            self.threads,
-            self.workers,
-            self.compile_cache,
-            pure=False,
-        )
+        return self.client.submit(run_group_in_worker, *_group_arguments(self, group), pure=False)
 
     def wait_any(self, futures: list, timeout: float | None = None) -> set:
         from distributed import wait
