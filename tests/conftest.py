@@ -3,7 +3,6 @@ so that a swapped axis changes a shape and fails."""
 
 from __future__ import annotations
 
-import collections
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -53,11 +52,3 @@ def backend(request):
         return get_backend(request.param)
     except ConfigError as exc:
         pytest.skip(str(exc))
-
-
-def pytest_collection_modifyitems(config, items):
-    """The files with the most slow tests first. With one file per worker (tox's `--dist loadfile`)
-    workers take files in this order, so the long files start at once and the short ones fill in
-    at the end, instead of a long file starting last and running alone."""
-    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])  # a stable sort: each file's tests keep their order
