@@ -7,6 +7,8 @@ another's) moves these numbers by far more."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,16 @@ GROUP_SEEDS = (3, 1)
 def _comparable(record: dict) -> dict:
     """What must match: the numbers (metrics, training curves and stopping), not timing or environment."""
     return {"metrics": record["metrics"], "training": record["training"], "status": record["status"]}
+
+
+@functools.cache
+def _solo_record(decoder: str, backend_name: str) -> dict:
+    """Seed GROUP_SEEDS[1] of a 3-epoch tiny spec trained alone; two tests compare groups with it
+    (a record is a pure function of its spec here, so one training serves both)."""
+    from tfp_vae.run import run
+
+    spec = tiny_spec(decoder=decoder, backend=backend_name, seed=GROUP_SEEDS[1], train={"epochs": 3})
+    return run(spec, log=lambda s: None)
 
 
 def _assert_same_record(grouped: dict, solo: dict) -> None:
@@ -40,7 +52,7 @@ SEED_STATE_DECODERS = ("shared", "sigma_vae", "variational_variance", "discretiz
 def test_each_seed_of_a_group_gets_the_record_it_gets_alone(decoder, backend):
     """Both backends, in the vmap layout (a GPU's default). 3 epochs of digits at batch 64 is
     ~60 steps, enough for per-seed differences in data order and noise to separate the seeds."""
-    from tfp_vae.run import run, run_group
+    from tfp_vae.run import run_group
 
     specs = [tiny_spec(decoder=decoder, backend=backend.name, seed=s, train={"epochs": 3}) for s in GROUP_SEEDS]
     grouped = run_group(specs, log=lambda s: None, layout="vmap")
@@ -49,8 +61,8 @@ def test_each_seed_of_a_group_gets_the_record_it_gets_alone(decoder, backend):
     assert all(r["execution"]["seed_layout"] == "vmap" for r in grouped)
     # the two seeds really differ (a group that trained one seed twice would pass the check below)
     assert grouped[0]["training"]["curves"]["train_bound"] != grouped[1]["training"]["curves"]["train_bound"]
-    solo = run(specs[1], log=lambda s: None)
-    assert solo["execution"]["seed_group"] == [GROUP_SEEDS[1]]
+    solo = _solo_record(decoder, backend.name)
+    assert solo["spec"] == specs[1].to_dict() and solo["execution"]["seed_group"] == [GROUP_SEEDS[1]]
     _assert_same_record(grouped[1], solo)
 
 
@@ -60,13 +72,14 @@ def test_seeds_in_sequence_share_one_compiled_epoch_and_each_gets_its_solo_recor
     compiled epoch give each seed exactly its solo record (the same compiled function on the same
     shapes). The decoders carry state across the
     seeds' runs if anything does: a learned scalar, batch statistics."""
-    from tfp_vae.run import run, run_group
+    from tfp_vae.run import run_group
 
     specs = [tiny_spec(decoder=decoder, backend=backend.name, seed=s, train={"epochs": 3}) for s in GROUP_SEEDS]
     grouped = run_group(specs, log=lambda s: None, layout="sequential")
     assert all(r["execution"]["seed_layout"] == "sequential" for r in grouped)
     assert grouped[0]["training"]["curves"]["train_bound"] != grouped[1]["training"]["curves"]["train_bound"]
-    solo = run(specs[1], log=lambda s: None)
+    solo = _solo_record(decoder, backend.name)
+    assert solo["spec"] == specs[1].to_dict()
     diff = compare(_comparable(solo), _comparable(grouped[1]))
     assert diff["verdict"] == "bit-identical", diff
 
