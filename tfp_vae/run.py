@@ -131,6 +131,7 @@ class SeedGroup:
         return cls(specs, backend, device, layout, data, splits, location, entry.shape)
 
     def build(self) -> None:
+        """The model, the evaluation programs and the training epoch, for the group's layout."""
         first = self.specs[0]
         self.model = build_model(first, self.image_shape, self.data, self.backend)
         self.batched = self.layout == "vmap" and len(self.specs) > 1  # evaluation too takes the seeds in one call
@@ -145,6 +146,7 @@ class SeedGroup:
         return [self.specs] if self.batched else [[spec] for spec in self.specs]
 
     def train(self, part: list[RunSpec], log: Callable[[str], None], saved_at) -> list:
+        """(trained parameters, training result) per seed of the part, checkpointed at `saved_at`."""
         _log_training(log, part[0], len(self.splits.train))
         return train_group(
             self.backend,
