@@ -130,6 +130,10 @@ class SeedGroup:
         )
         return cls(specs, backend, device, layout, data, splits, location, entry.shape)
 
+    @property
+    def seeds(self) -> list[int]:
+        return [spec.seed for spec in self.specs]
+
     def build(self) -> None:
         """The model, the evaluation programs and the training epoch, for the group's layout."""
         first = self.specs[0]
@@ -182,7 +186,6 @@ def group_records(
     reset_host_peak_memory()  # the peak recorded is this group's, not the worker process's
     t_wall = time.perf_counter()
     group = SeedGroup.open(specs, layout, log)
-    seeds = [spec.seed for spec in specs]
     environment = None
     with group.backend.device_scope(group.device):
         group.build()
@@ -203,7 +206,7 @@ def group_records(
                     group.splits,
                     group.backend,
                     group.device,
-                    seeds,
+                    group.seeds,
                     environment,
                     group.layout,
                 )
