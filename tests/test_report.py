@@ -547,6 +547,20 @@ def test_sensitivity_and_endings_count_the_planted_fractions(tmp_path):
     collapse = collapse_table(frame)
     assert collapse.rows[0][collapse.header.index("runs ended")] == "1 stopped, 2 capped"
     assert "3 epochs" in collapse.caption
+    # a run that early stopping ended after its bound fell below its first epoch's diverged, and
+    # has not converged, whatever its (older) record says
+    rec = record("learned", 9, 50.0, False)
+    rec["metrics"].update(converged=True)
+    rec["spec"]["train"] = {"epochs": 3}
+    rec["training"].update(epochs_run=3, stopped_early=True, nonfinite=None, best_epoch=1)
+    rec["training"]["curves"] = {"val_bound": [10.0, 5.0, -1e6]}
+    (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    rec["run_id"], rec["spec"]["seed"], rec["training"]["curves"] = "swing", 10, {"val_bound": [10.0, 20.0, 12.0]}
+    rec["training"]["best_epoch"] = 2
+    (d / "swing.json").write_text(json.dumps(rec))
+    frame = load_records(d).frame.set_index("seed")
+    assert frame.loc[9, "ending"] == "diverged" and not frame.loc[9, "converged"]
+    assert frame.loc[10, "ending"] == "stopped" and frame.loc[10, "converged"]
 
 
 def test_labels_name_settings_off_their_defaults_so_no_cell_pools_them(tmp_path):

@@ -157,6 +157,17 @@ def test_collapse_onset_and_convergence_follow_their_definitions():
     assert converged(0.9 * tol, dims, False, None) and not converged(1.1 * tol, dims, False, None)
     assert converged(10 * tol, dims, True, None)  # early stopping found the plateau
     assert not converged(0.0, dims, False, False)  # a global scale away from its optimum has not converged
+    assert not converged(10 * tol, dims, True, None, fell=True)  # early stopping ended a divergence
+
+
+def test_a_run_diverged_when_after_its_best_epoch_the_bound_fell_below_its_first():
+    from tfp_vae.records import diverged
+
+    # the three shapes of Fashion-MNIST's natural-parameter runs: up, then -1e6 and lower
+    assert diverged([475.0, 664.0, 806.0, 529.0, -4.6e6, -1820.0], best_epoch=3)
+    assert not diverged([475.0, 664.0, 806.0, 529.0, 480.0], best_epoch=3)  # a swing, not below the start
+    assert not diverged([475.0, 400.0, 806.0, 700.0], best_epoch=3)  # below the start only before the best
+    assert not diverged([475.0, None, 806.0, None], best_epoch=3) and not diverged([], best_epoch=None)
 
 
 def test_a_record_states_its_collapse_onset_and_convergence_from_its_own_curves():

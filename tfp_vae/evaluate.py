@@ -20,6 +20,7 @@ from tfp_vae.records import (
     SIGMA_LOG10_EDGES,
     collapse_onset_epoch,
     converged,
+    diverged,
     window_change,
 )
 from tfp_vae.steps import EvalFunctions, stack_trees
@@ -287,5 +288,11 @@ def _collapse_metrics(
         ),
         "val_bound_window_change": change,
         "convergence_window": CONVERGENCE_WINDOW,
-        "converged": converged(change, dims, training.stopped_early, scale_converged),
+        "converged": converged(
+            change,
+            dims,
+            training.stopped_early,
+            scale_converged,
+            diverged(training.curves["val_bound"], training.best_epoch + 1),
+        ),
     }

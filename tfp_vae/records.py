@@ -20,7 +20,8 @@ SIGMA_LOG10_EDGES = np.linspace(-8.0, 1.0, 91)
 SCALE_CONVERGENCE_RTOL = 0.1
 #: A run has converged when its validation bound moved by at most CONVERGENCE_NATS_PER_DIM nats per
 #: pixel (0.78 nats on 28x28 images, 0.064 on 8x8 digits) over its last CONVERGENCE_WINDOW epochs,
-#: or early stopping ended it, and its global learned scale (if any) is at its optimum.
+#: or early stopping ended it, and its global learned scale (if any) is at its optimum, and it did
+#: not diverge (`diverged`).
 CONVERGENCE_WINDOW = 5
 #: The fields of a record that legitimately differ between two runs of one spec (where and how long
 #: it ran, and how many runs shared the machine): every comparison of records leaves them out.
@@ -48,10 +49,20 @@ def window_change(val_bound: list[float | None], window: int = CONVERGENCE_WINDO
     return None if first is None or last is None else last - first
 
 
-def converged(change: float | None, dims: int, stopped_early: bool, scale_converged: bool | None) -> bool:
-    """The record's `converged` (CONVERGENCE_WINDOW, CONVERGENCE_NATS_PER_DIM)."""
+def diverged(val_bound: list[float | None], best_epoch: int | None) -> bool:
+    """Whether, after its best epoch (1-based), the validation bound fell below its first epoch's:
+    training undid all it had learned. Early stopping then ends a divergence, not a plateau."""
+    if not val_bound or val_bound[0] is None or not best_epoch:
+        return False
+    return any(v is not None and v < val_bound[0] for v in val_bound[best_epoch:])
+
+
+def converged(
+    change: float | None, dims: int, stopped_early: bool, scale_converged: bool | None, fell: bool = False
+) -> bool:
+    """The record's `converged` (CONVERGENCE_WINDOW, CONVERGENCE_NATS_PER_DIM); `fell`: `diverged`."""
     plateau = stopped_early or (change is not None and abs(change) <= CONVERGENCE_NATS_PER_DIM * dims)
-    return bool(plateau and scale_converged is not False)
+    return bool(plateau and scale_converged is not False and not fell)
 
 
 def jsonable(value: Any) -> Any:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from tfp_vae import SCHEMA_VERSION, config
 from tfp_vae.errors import TfpVaeError
-from tfp_vae.records import collapse_onset_epoch
+from tfp_vae.records import collapse_onset_epoch, diverged
 
 
 @dataclass
@@ -84,6 +84,14 @@ TIMING_COLUMNS = (
 
 
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
+    row = _fields(rec)
+    # records made before `converged` excluded a divergence count one that early stopping ended
+    if row["ending"] == "diverged" and row["converged"]:
+        row["converged"] = False
+    return row
+
+
+def _fields(rec: dict[str, Any]) -> dict[str, Any]:
     spec, m = rec["spec"], rec.get("metrics") or {}
     t, env = rec.get("timing") or {}, rec.get("environment") or {}
     curves = (rec.get("training") or {}).get("curves") or {}
@@ -139,11 +147,14 @@ def cpu_generation(cpu: dict | None) -> str:
 
 
 def ending(training: dict, epochs: int | None) -> str | None:
-    """How training ended (docs/definitions.md, How a run ends): 'diverged' (a non-finite loss),
+    """How training ended (docs/definitions.md, How a run ends): 'diverged' (a non-finite loss, or
+    records.diverged),
     'stopped' (early stopping fired) or 'capped' (the epoch budget ran out first)."""
     if not training:
         return None
-    if training.get("nonfinite"):
+    if training.get("nonfinite") or diverged(
+        (training.get("curves") or {}).get("val_bound"), training.get("best_epoch")
+    ):
         return "diverged"
     if training.get("stopped_early"):
         return "stopped"

@@ -341,7 +341,8 @@ def collapse_table(df: pd.DataFrame) -> Table:
 ENDINGS = ("stopped", "capped", "diverged")
 ENDING_WORDS = (
     "stopped (early stopping fired: converged by the stopping rule), capped (the epoch budget ran "
-    "out first) or diverged (a non-finite loss)"
+    "out first) or diverged (a non-finite loss, or a validation bound that fell below its first epoch's "
+    "after the best epoch)"
 )
 
 
