@@ -190,8 +190,11 @@ def test_every_format_parses_back(runs, tmp_path):
     assert tex.count(r"\toprule") == 1 and r"\bottomrule" in tex and r"$\pm$" in tex
     if shutil.which("pdflatex") is None:
         pytest.skip("no TeX engine installed: LaTeX not compiled")
+    # every table the report writes, in one document, as a paper would include them
+    tables = "\n".join(p.read_text() for p in sorted(out.glob("*.tex")))
+    assert tables.count(r"\toprule") >= 5
     doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n")
+    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tables + "\\end{document}\n")
     proc = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True, timeout=120
     )
